@@ -1,0 +1,60 @@
+"""The `main.py` command line: one module per subcommand, each with `add_parser` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from sam2med.errors import Sam2MedError
+
+SUBCOMMANDS = ("propagate", "serve", "evaluate", "bench", "download", "samples")
+
+DESCRIPTION = """\
+sam2med: SAM2.1 propagation of seed masks through 3D medical images.
+
+Draw a structure on one slice (or a few), give the slices where it starts and ends, and sam2med
+tracks it through the volume with SAM2.1, both ways from the seed, and writes the full 3D label
+on the image's own grid.
+
+typical session:
+  python main.py samples                                 # build sample-datasets/ (MNI152 from nilearn)
+  python main.py download --model tiny                   # official SAM2.1 weights (needs the network)
+  python main.py propagate IMAGE --seed SEED -o OUT.nii.gz --range 40 80
+  python main.py serve                                   # MONAI Label server, OHIF at /ohif/
+  python main.py evaluate --images DIR --labels DIR --out RESULTS
+  python main.py bench IMAGE --seed SEED --json bench.json
+
+run 'python main.py COMMAND --help' for each command's options.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description=DESCRIPTION, formatter_class=_Formatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"sam2med.cli.{name}")
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION, formatter_class=_Formatter)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except Sam2MedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

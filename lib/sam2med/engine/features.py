@@ -1,0 +1,81 @@
+"""Slice images for SAM2 and their image-encoder features."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# SAM2 was trained on ImageNet-normalised RGB frames.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+def to_model_input(slices_nhw: np.ndarray, image_size: int, device: torch.device) -> torch.Tensor:
+    """(N, H, W) slices in [0, 1] -> (N, 3, S, S) normalised model input on `device`."""
+    images = torch.from_numpy(np.ascontiguousarray(slices_nhw, dtype=np.float32)).to(device)[:, None]  # (N, 1, H, W)
+    downsampling = images.shape[-2] > image_size or images.shape[-1] > image_size
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=downsampling)
+    mean = torch.tensor(IMAGE_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=device).view(1, 3, 1, 1)
+    return (images.expand(-1, 3, -1, -1) - mean) / std
+
+
+@dataclass
+class SliceFeatures:
+    """Image-encoder outputs of some slices of one volume, by slice index.
+
+    `levels[s]` holds the feature pyramid of slice s as [(1, C_l, H_l, W_l)] (already projected by the
+    mask decoder's high-resolution convolutions, as `forward_image` returns them). Positional encodings
+    do not depend on the image and are kept once.
+    """
+
+    storage_dtype: torch.dtype
+    levels: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    pos_enc: list[torch.Tensor] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def missing(self, indices: Sequence[int]) -> list[int]:
+        return [i for i in indices if i not in self.levels]
+
+    def add(self, slice_index: int, levels: list[torch.Tensor], pos_enc: list[torch.Tensor]) -> None:
+        self.levels[slice_index] = [level.to(self.storage_dtype) for level in levels]
+        if self.pos_enc is None:
+            self.pos_enc = [p.to(self.storage_dtype) for p in pos_enc]
+
+    def backbone_out(self, slice_index: int, device: torch.device) -> dict[str, list[torch.Tensor]]:
+        """The `forward_image` output of one slice, as float32 tensors on `device`."""
+        return {
+            "backbone_fpn": [t.to(device=device, dtype=torch.float32) for t in self.levels[slice_index]],
+            "vision_pos_enc": [t.to(device=device, dtype=torch.float32) for t in self.pos_enc],
+        }
+
+    @property
+    def nbytes(self) -> int:
+        per_slice = sum(t.numel() * t.element_size() for levels in self.levels.values() for t in levels)
+        shared = sum(t.numel() * t.element_size() for t in self.pos_enc or [])
+        return per_slice + shared
+
+
+def encode_slices(
+    tracker,
+    slices_nhw: np.ndarray,
+    slice_indices: Sequence[int],
+    batch_size: int,
+) -> Iterator[tuple[int, list[torch.Tensor], list[torch.Tensor]]]:
+    """Run the image encoder on slices in batches; yield (slice index, feature levels, positional encodings)."""
+    device = tracker.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    for start in range(0, len(slice_indices), batch_size):
+        batch = list(slice_indices[start : start + batch_size])
+        with torch.inference_mode(), autocast:
+            images = to_model_input(slices_nhw[batch], tracker.image_size, device)  # (B, 3, S, S)
+            backbone_out = tracker.forward_image(images)
+        levels = backbone_out["backbone_fpn"]  # [(B, C_l, H_l, W_l)]
+        pos_enc = [p[:1] for p in backbone_out["vision_pos_enc"]]
+        for offset, slice_index in enumerate(batch):
+            yield slice_index, [level[offset : offset + 1] for level in levels], pos_enc

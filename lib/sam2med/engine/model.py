@@ -1,0 +1,53 @@
+"""Building the SAM2.1 tracker from a checkpoint, on the requested device."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from sam2med.checkpoints import model_spec
+from sam2med.errors import CheckpointError, DeviceError
+
+logger = logging.getLogger(__name__)
+
+TRACKER_TARGET = "sam2med.engine.tracker.SliceTracker"
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'; CUDA asked for but absent is an error."""
+    text = str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r} was asked for, but this machine has no usable CUDA GPU (use --device cpu or auto)")
+        return torch.device(text)
+    raise DeviceError(f"unknown device {name!r}: use auto, cpu or cuda")
+
+
+def load_tracker(model: str, checkpoint: Path, device: torch.device, image_size: int | None = None):
+    """Build SAM2.1 `model` with sam2's own config and builder, load `checkpoint`, move it to `device`."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    spec = model_spec(model)
+    overrides = [f"++model._target_={TRACKER_TARGET}"]
+    if image_size is not None:
+        if image_size % 32 or image_size < 128:
+            raise CheckpointError(f"image size must be a multiple of 32 and at least 128, got {image_size}")
+        overrides.append(f"++model.image_size={int(image_size)}")
+    try:
+        tracker = build_sam2_video_predictor(spec.config, ckpt_path=str(checkpoint), device=str(device), hydra_overrides_extra=overrides)
+    except (RuntimeError, KeyError) as err:
+        detail = str(err).splitlines()[0][:160] if str(err) else "state dict keys do not match"
+        raise CheckpointError(f"{checkpoint}: does not fit the SAM2.1 '{model}' architecture ({detail})") from None
+    except Exception as err:  # pickle / zip errors from torch.load on a file that is no checkpoint
+        raise CheckpointError(f"{checkpoint}: not a loadable checkpoint ({type(err).__name__})") from None
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    logger.info("loaded SAM2.1 %s from %s on %s (image size %d)", model, checkpoint, device, tracker.image_size)
+    return tracker

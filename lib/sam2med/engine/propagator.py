@@ -1,0 +1,272 @@
+"""`Propagator`: seed masks or clicks on a few slices -> a 3D label through a slice range."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sam2med.cache import CacheKey, FeatureCache, default_budget_bytes
+from sam2med.checkpoints import DEFAULT_MODEL, model_for_checkpoint, resolve_checkpoint
+from sam2med.engine.features import SliceFeatures, encode_slices
+from sam2med.engine.model import load_tracker, resolve_device
+from sam2med.engine.tracker import new_tracking_state
+from sam2med.geometry import Axis, Grid, from_slices, to_slices
+from sam2med.io import Volume, label_dtype
+from sam2med.prompts import ClickSeeds, SeedMasks, SliceRange
+from sam2med.windowing import Window, guess_modality
+
+logger = logging.getLogger(__name__)
+
+# progress(done, total, stage) with stage "encode" or "track"
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class SliceScore:
+    """SAM2's confidence for one label on one slice."""
+
+    slice: int
+    object_score: float  # sigmoid of the object-presence logit
+    iou: float | None  # the mask decoder's predicted IoU; None on seed slices (the mask is given)
+    area: int  # voxels of this label on the slice
+    seed: bool
+
+    def to_json(self) -> dict:
+        return {
+            "slice": self.slice,
+            "object_score": round(self.object_score, 4),
+            "iou": None if self.iou is None else round(self.iou, 4),
+            "area": self.area,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class PropagationResult:
+    """A propagated label volume on the input grid, with per-slice scores and timings."""
+
+    label: np.ndarray  # (x, y, z), label values of the seeds, 0 elsewhere and outside the range
+    grid: Grid
+    axis: Axis
+    slice_range: SliceRange
+    scores: dict[int, list[SliceScore]]
+    seconds: float
+    encode_seconds: float
+    track_seconds: float
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def slices_processed(self) -> int:
+        return len(self.slice_range)
+
+    def to_json(self) -> dict:
+        return {
+            "axis": self.axis.name.lower(),
+            "slice_range": [self.slice_range.start, self.slice_range.end],
+            "slices_processed": self.slices_processed,
+            "seconds": round(self.seconds, 3),
+            "encode_seconds": round(self.encode_seconds, 3),
+            "track_seconds": round(self.track_seconds, 3),
+            "cache": self.cache,
+            "labels": {
+                str(label): {
+                    "mean_object_score": round(float(np.mean([s.object_score for s in scores])), 4) if scores else None,
+                    "voxels": int(sum(s.area for s in scores)),
+                    "slices": [s.to_json() for s in scores],
+                }
+                for label, scores in self.scores.items()
+            },
+        }
+
+
+class Propagator:
+    """SAM2.1 propagation through the slices of a volume; one instance serves many requests.
+
+    The model is loaded once; image features go through a shared `FeatureCache`, so a later request
+    on the same volume, axis and window only runs the tracking.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        checkpoint: str | Path | None = None,
+        device: str = "auto",
+        image_size: int | None = None,
+        cache: FeatureCache | None = None,
+        cache_bytes: int | None = None,
+        batch_size: int | None = None,
+        download: bool = True,
+    ):
+        self.model_name = model or model_for_checkpoint(checkpoint, DEFAULT_MODEL)
+        self.device = resolve_device(device)
+        self.checkpoint = resolve_checkpoint(self.model_name, checkpoint, download=download)
+        self.tracker = load_tracker(self.model_name, self.checkpoint, self.device, image_size)
+        self.image_size = int(self.tracker.image_size)
+        storage_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.cache = cache or FeatureCache(cache_bytes or default_budget_bytes(self.device), storage_dtype)
+        self.batch_size = batch_size or self._default_batch_size()
+        stat = self.checkpoint.stat()
+        self._model_key = f"{self.model_name}:{self.checkpoint.resolve()}:{stat.st_size}:{int(stat.st_mtime)}:{self.image_size}"
+
+    def _default_batch_size(self) -> int:
+        if self.device.type != "cuda":
+            return 2
+        free, _ = torch.cuda.mem_get_info(self.device)
+        per_image = 0.6e9 * (self.image_size / 1024) ** 2  # activations of one 1024 px tiny/small image, bf16
+        return int(max(1, min(32, free * 0.5 // per_image)))
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+
+    def _cache_key(self, volume: Volume, axis: Axis, window: Window) -> CacheKey:
+        return CacheKey(volume=volume.fingerprint(), axis=int(axis), window=window.key, model=self._model_key)
+
+    def _window(self, volume: Volume, window: "Window | str | None") -> Window:
+        return Window.parse(window, guess_modality(volume.array, volume.modality))
+
+    def _fill(self, features: SliceFeatures, volume: Volume, axis: Axis, window: Window, indices: list[int],
+              progress: ProgressFn | None) -> tuple[int, int]:
+        """Encode the slices of `indices` that `features` lacks; returns (hits, misses)."""
+        with features.lock:  # one request encodes; concurrent ones on the same volume wait, then hit
+            missing = features.missing(indices)
+            if missing:
+                bounds = window.bounds(volume.array)
+                slices = to_slices(volume.array, axis)
+                windowed = {i: window.apply(slices[i], bounds) for i in missing}
+                stack = np.stack([windowed[i] for i in missing])  # (M, H, W)
+                for done, (slice_index, levels, pos_enc) in enumerate(encode_slices(self.tracker, stack, list(range(len(missing))), self.batch_size), 1):
+                    features.add(missing[slice_index], levels, pos_enc)
+                    if progress:
+                        progress(done, len(missing), "encode")
+        hits, misses = len(indices) - len(missing), len(missing)
+        self.cache.record(hits, misses)
+        return hits, misses
+
+    def warm_up(self, volume: Volume, axis: "Axis | str" = Axis.AXIAL, window: "Window | str | None" = None,
+                slice_range: "SliceRange | None" = None, progress: ProgressFn | None = None) -> dict:
+        """Encode a volume's slices ahead of the first seed, so that the first propagation is cached."""
+        axis = Axis.parse(axis)
+        window = self._window(volume, window)
+        slice_range = SliceRange.parse(slice_range, volume.grid.num_slices(axis))
+        start = time.perf_counter()
+        with self.cache.use(self._cache_key(volume, axis, window)) as features:
+            hits, misses = self._fill(features, volume, axis, window, list(slice_range.indices), progress)
+        return {"hit_slices": hits, "miss_slices": misses, "seconds": round(time.perf_counter() - start, 3), **self.cache.stats()}
+
+    def propagate(
+        self,
+        volume: Volume,
+        seeds: SeedMasks | ClickSeeds,
+        slice_range: SliceRange | None = None,
+        window: "Window | str | None" = None,
+        progress: ProgressFn | None = None,
+    ) -> PropagationResult:
+        """Propagate `seeds` (masks or clicks, each label its own object) through `slice_range`, both ways."""
+        start_time = time.perf_counter()
+        axis = seeds.axis
+        num_slices = volume.grid.num_slices(axis)
+        slice_range = SliceRange.parse(slice_range, num_slices)
+        if isinstance(seeds, ClickSeeds):
+            seeds.check(volume.grid, slice_range)
+        elif any(s not in slice_range for s in seeds.slices):
+            raise ValueError("seed slices outside the range must be rejected by prompts.seeds_from_label")
+        window = self._window(volume, window)
+        indices = list(slice_range.indices)
+        with self.cache.use(self._cache_key(volume, axis, window)) as features:
+            hits, misses = self._fill(features, volume, axis, window, indices, progress)
+            encode_seconds = time.perf_counter() - start_time
+            height, width = to_slices(volume.array, axis).shape[1:]
+            label_frames, scores = self._track(features, seeds, indices, height, width, progress)
+        track_seconds = time.perf_counter() - start_time - encode_seconds
+
+        max_label = max(seeds.labels)
+        full = np.zeros((num_slices, height, width), dtype=label_dtype(max_label))
+        full[slice_range.start : slice_range.end + 1] = label_frames
+        label = np.ascontiguousarray(from_slices(full, axis))
+        seconds = time.perf_counter() - start_time
+        cache_stats = {"request_hit_slices": hits, "request_miss_slices": misses, **self.cache.stats()}
+        logger.info("propagated labels %s over slices %s (%s) in %.2fs: encode %.2fs (%d cached, %d encoded), track %.2fs",
+                    seeds.labels, slice_range, axis.name.lower(), seconds, encode_seconds, hits, misses, track_seconds)
+        return PropagationResult(label, volume.grid, axis, slice_range, scores, seconds, encode_seconds, track_seconds, cache_stats)
+
+    @torch.inference_mode()
+    def _track(self, features: SliceFeatures, seeds: SeedMasks | ClickSeeds, indices: list[int], height: int, width: int,
+               progress: ProgressFn | None) -> tuple[np.ndarray, dict[int, list[SliceScore]]]:
+        """Track every label through the frames (= slices `indices`): forward from the first prompted frame, then back."""
+        tracker = self.tracker
+        frame_of = {s: f for f, s in enumerate(indices)}
+        offload = self.device.type == "cuda" and len(indices) > 300
+        state = new_tracking_state(features, indices, height, width, self.device, offload_state_to_cpu=offload)
+        labels = seeds.labels
+        label_values = torch.tensor(labels, device=self.device)
+        dtype = label_dtype(max(labels))
+        label_frames = np.zeros((len(indices), height, width), dtype=dtype)
+        scores: dict[int, list[SliceScore]] = {label: [] for label in labels}
+
+        with self._autocast():
+            self._add_prompts(state, seeds, frame_of)
+            tracker.propagate_in_video_preflight(state)
+            num_objects = len(labels)
+            obj_outputs = [state["output_dict_per_obj"][state["obj_id_to_idx"][label]] for label in labels]
+            first = min(f for out in obj_outputs for f in out["cond_frame_outputs"])
+            order = [(f, False) for f in range(first, len(indices))] + [(f, True) for f in range(first - 1, -1, -1)]
+            for done, (frame, reverse) in enumerate(order, 1):
+                masks, outs, is_seed = [], [], []
+                for obj_idx, obj_output in enumerate(obj_outputs):
+                    if frame in obj_output["cond_frame_outputs"]:
+                        out = obj_output["cond_frame_outputs"][frame]
+                        mask = out["pred_masks"].to(self.device, non_blocking=True)
+                    else:
+                        out, mask = tracker._run_single_frame_inference(
+                            inference_state=state, output_dict=obj_output, frame_idx=frame, batch_size=1,
+                            is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=reverse, run_mem_encoder=True,
+                        )
+                        obj_output["non_cond_frame_outputs"][frame] = out
+                    state["frames_tracked_per_obj"][obj_idx][frame] = {"reverse": reverse}
+                    masks.append(mask)
+                    outs.append(out)
+                    is_seed.append(frame in obj_output["cond_frame_outputs"])
+                _, video_logits = tracker._get_orig_video_res_output(state, torch.cat(masks, dim=0))  # (O, 1, H, W)
+                video_logits = video_logits[:, 0].float()
+                best = video_logits.argmax(dim=0)
+                foreground = video_logits.max(dim=0).values > 0
+                frame_label = torch.where(foreground, label_values[best], torch.zeros_like(best))
+                label_frames[frame] = frame_label.cpu().numpy().astype(dtype)
+                areas = [(frame_label == label).sum() for label in labels]
+                for obj_idx in range(num_objects):
+                    out = outs[obj_idx]
+                    scores[labels[obj_idx]].append(SliceScore(
+                        slice=indices[frame],
+                        object_score=float(torch.sigmoid(out["object_score_logits"].float()).mean()),
+                        iou=out.get("iou"),
+                        area=int(areas[obj_idx]),
+                        seed=is_seed[obj_idx],
+                    ))
+                if progress:
+                    progress(done, len(order), "track")
+        for per_label in scores.values():
+            per_label.sort(key=lambda s: s.slice)
+        return label_frames, scores
+
+    def _add_prompts(self, state: dict, seeds: SeedMasks | ClickSeeds, frame_of: dict[int, int]) -> None:
+        if isinstance(seeds, SeedMasks):
+            for label, per_slice in seeds.masks.items():
+                for slice_index, mask in sorted(per_slice.items()):
+                    self.tracker.add_new_mask(state, frame_of[slice_index], label, torch.from_numpy(np.ascontiguousarray(mask)))
+            return
+        for label, prompts in seeds.prompts.items():
+            for prompt in prompts:
+                points = np.array([[c, r] for r, c in prompt.points_rc], dtype=np.float32).reshape(-1, 2) if prompt.points_rc else None
+                point_labels = np.array(prompt.point_labels, dtype=np.int32) if prompt.points_rc else None
+                box = None
+                if prompt.box_rc is not None:
+                    r0, c0, r1, c1 = prompt.box_rc
+                    box = np.array([c0, r0, c1, r1], dtype=np.float32)
+                self.tracker.add_new_points_or_box(state, frame_of[prompt.slice_index], label, points=points, labels=point_labels, box=box)

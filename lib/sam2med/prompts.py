@@ -1,0 +1,189 @@
+"""Prompts and their validation: slice ranges, seed masks from a label volume, clicks and boxes.
+
+Every check on what a user asks for lives here, so the CLI and the server reject the same things with
+the same messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from sam2med.errors import PromptError
+from sam2med.geometry import Axis, Grid, to_slices
+
+
+@dataclass(frozen=True)
+class SliceRange:
+    """Inclusive range of slice indices along an axis."""
+
+    start: int
+    end: int
+
+    @classmethod
+    def parse(cls, value: "SliceRange | Sequence[int] | str | None", num_slices: int) -> "SliceRange":
+        """Parse [start, end] / "start,end" / None (= the whole volume) and check it against `num_slices`."""
+        if value is None or (isinstance(value, (list, tuple)) and len(value) == 0) or value == "":
+            return cls(0, num_slices - 1)
+        if isinstance(value, SliceRange):
+            rng = value
+        else:
+            parts = value.replace(":", ",").split(",") if isinstance(value, str) else list(value)
+            if len(parts) != 2:
+                raise PromptError(f"slice range must be two slice indices [start, end], got {value!r}")
+            try:
+                start, end = (int(str(p).strip()) for p in parts)
+            except ValueError:
+                raise PromptError(f"slice range must be two integers, got {value!r}") from None
+            rng = cls(start, end)
+        rng.check(num_slices)
+        return rng
+
+    def check(self, num_slices: int) -> None:
+        if self.start > self.end:
+            raise PromptError(f"slice range {self.start}..{self.end} is reversed: start must not exceed end")
+        if self.start < 0 or self.end >= num_slices:
+            raise PromptError(f"slice range {self.start}..{self.end} is outside the volume (slices 0..{num_slices - 1} along this axis)")
+
+    def __len__(self) -> int:
+        return self.end - self.start + 1
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, (int, np.integer)) and self.start <= int(index) <= self.end
+
+    @property
+    def indices(self) -> range:
+        return range(self.start, self.end + 1)
+
+    def __str__(self) -> str:
+        return f"{self.start}..{self.end}"
+
+
+@dataclass
+class SeedMasks:
+    """Masks drawn on conditioning slices: {label value: {slice index: (H, W) bool mask}}."""
+
+    axis: Axis
+    masks: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[int]:
+        return sorted(self.masks)
+
+    @property
+    def slices(self) -> list[int]:
+        return sorted({s for per_label in self.masks.values() for s in per_label})
+
+
+def _check_seed_grid(seed_grid: Grid, image_grid: Grid) -> None:
+    if not seed_grid.matches(image_grid):
+        raise PromptError(f"the seed label is not on the image grid ({seed_grid.describe_difference(image_grid)})")
+
+
+def parse_labels(value: "Iterable[int] | str | int | None") -> list[int] | None:
+    """Parse a label subset: None, an int, "1,5" or a list of ints."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, (int, np.integer)):
+        items = [value]
+    elif isinstance(value, str):
+        items = [v for v in value.replace(" ", "").split(",") if v]
+    else:
+        items = list(value)
+    try:
+        labels = sorted({int(v) for v in items})
+    except (TypeError, ValueError):
+        raise PromptError(f"labels must be integer label values, got {value!r}") from None
+    if any(v <= 0 for v in labels):
+        raise PromptError(f"labels must be positive label values, got {labels}")
+    return labels
+
+
+def seeds_from_label(
+    seed_xyz: np.ndarray,
+    seed_grid: Grid,
+    image_grid: Grid,
+    axis: Axis,
+    slice_range: SliceRange,
+    labels: "Iterable[int] | None" = None,
+) -> SeedMasks:
+    """Turn a seed label volume into per-label conditioning masks, rejecting seeds that cannot work.
+
+    Every slice along `axis` holding voxels of a label becomes a conditioning slice of that label.
+    """
+    _check_seed_grid(seed_grid, image_grid)
+    seed_slices = to_slices(seed_xyz, axis)  # (N, H, W)
+    present = np.unique(seed_slices)
+    present = [int(v) for v in present if v != 0]
+    if not present:
+        raise PromptError("the seed label is empty: draw the structure on at least one slice")
+    wanted = present if labels is None else list(labels)
+    missing = [v for v in wanted if v not in present]
+    if missing:
+        raise PromptError(f"label value(s) {missing} not in the seed (it holds {present})")
+    seeds = SeedMasks(axis=axis)
+    for value in wanted:
+        on_slices = np.flatnonzero((seed_slices == value).any(axis=(1, 2)))
+        outside = [int(s) for s in on_slices if int(s) not in slice_range]
+        if outside:
+            raise PromptError(f"label {value} is drawn on slice(s) {outside}, outside the slice range {slice_range}")
+        seeds.masks[value] = {int(s): seed_slices[s] == value for s in on_slices}
+    return seeds
+
+
+@dataclass(frozen=True)
+class ClickPrompt:
+    """Clicks and an optional box on one slice, in slice pixel coordinates (row, column)."""
+
+    slice_index: int
+    points_rc: tuple[tuple[float, float], ...] = ()
+    point_labels: tuple[int, ...] = ()  # 1 foreground, 0 background
+    box_rc: tuple[float, float, float, float] | None = None  # (row0, col0, row1, col1)
+
+    def check(self, height: int, width: int) -> None:
+        if not self.points_rc and self.box_rc is None:
+            raise PromptError(f"slice {self.slice_index}: a click prompt needs at least one point or a box")
+        if len(self.points_rc) != len(self.point_labels):
+            raise PromptError("each click needs a label (1 foreground, 0 background)")
+        if any(lab not in (0, 1) for lab in self.point_labels):
+            raise PromptError("click labels must be 1 (foreground) or 0 (background)")
+        if self.point_labels and 1 not in self.point_labels and self.box_rc is None:
+            raise PromptError(f"slice {self.slice_index}: give at least one foreground click or a box")
+        for r, c in self.points_rc:
+            if not (0 <= r < height and 0 <= c < width):
+                raise PromptError(f"click ({r:g}, {c:g}) on slice {self.slice_index} is outside the {height}x{width} slice")
+        if self.box_rc is not None:
+            r0, c0, r1, c1 = self.box_rc
+            if not (0 <= r0 < r1 <= height and 0 <= c0 < c1 <= width):
+                raise PromptError(f"box {self.box_rc} on slice {self.slice_index} is empty or outside the {height}x{width} slice")
+
+
+@dataclass
+class ClickSeeds:
+    """Click prompts per label: {label value: [ClickPrompt, ...]}."""
+
+    axis: Axis
+    prompts: dict[int, list[ClickPrompt]] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[int]:
+        return sorted(self.prompts)
+
+    @property
+    def slices(self) -> list[int]:
+        return sorted({p.slice_index for per_label in self.prompts.values() for p in per_label})
+
+    def check(self, grid: Grid, slice_range: SliceRange) -> None:
+        if not self.prompts or not any(self.prompts.values()):
+            raise PromptError("no click or box prompt was given")
+        rows, cols = [a for a in (0, 1, 2) if a != int(self.axis)][::-1]
+        height, width = grid.shape[rows], grid.shape[cols]
+        for label, prompts in self.prompts.items():
+            if label <= 0:
+                raise PromptError(f"label values must be positive, got {label}")
+            for prompt in prompts:
+                if prompt.slice_index not in slice_range:
+                    raise PromptError(f"label {label}: prompt on slice {prompt.slice_index} is outside the slice range {slice_range}")
+                prompt.check(height, width)
