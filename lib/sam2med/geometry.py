@@ -105,3 +105,37 @@ def voxel_to_slice_point(voxel_xyz: "tuple[float, float, float]", axis: Axis) ->
     """Map a voxel coordinate (x, y, z) to (slice index, row, column) of a slice along `axis`."""
     rows, cols = _in_plane_axes(axis)
     return int(round(voxel_xyz[int(axis)])), float(voxel_xyz[rows]), float(voxel_xyz[cols])
+
+
+def reorient_to(array_xyz: np.ndarray, source: Grid, target: Grid, atol: float = 1e-3) -> np.ndarray | None:
+    """`array_xyz` on `source` re-indexed onto `target` when both grids are the same voxel lattice in
+    space, differing only by axis order or flips (e.g. an LAS label of an LPS series); else None.
+
+    Exact: voxels are moved, never interpolated.
+    """
+    if source.matches(target, atol):
+        return array_xyz
+    src_axes = np.asarray(source.direction, float).reshape(3, 3) * np.asarray(source.spacing, float)[None, :]
+    dst_axes = np.asarray(target.direction, float).reshape(3, 3) * np.asarray(target.spacing, float)[None, :]
+    try:
+        mapping = np.linalg.solve(src_axes, dst_axes)  # source index step per target index step
+        offset = np.linalg.solve(src_axes, np.asarray(target.origin, float) - np.asarray(source.origin, float))
+    except np.linalg.LinAlgError:
+        return None
+    rounded = np.rint(mapping)
+    if not np.allclose(mapping, rounded, atol=atol) or not np.allclose(np.abs(rounded).sum(axis=0), 1):
+        return None
+    perm = [int(np.flatnonzero(rounded[:, k])[0]) for k in range(3)]
+    if sorted(perm) != [0, 1, 2]:
+        return None
+    out = np.transpose(array_xyz, perm)
+    for k, j in enumerate(perm):
+        if out.shape[k] != target.shape[k]:
+            return None
+        sign = rounded[j, k]
+        expected = 0.0 if sign > 0 else source.shape[j] - 1.0
+        if abs(offset[j] - expected) > atol * max(1.0, source.shape[j]):
+            return None
+        if sign < 0:
+            out = np.flip(out, axis=k)
+    return np.ascontiguousarray(out)

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from sam2med.errors import PromptError
-from sam2med.geometry import Axis, Grid, to_slices
+from sam2med.geometry import Axis, Grid, reorient_to, to_slices
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,13 @@ class SeedMasks:
         return sorted({s for per_label in self.masks.values() for s in per_label})
 
 
-def _check_seed_grid(seed_grid: Grid, image_grid: Grid) -> None:
-    if not seed_grid.matches(image_grid):
+def seed_on_image_grid(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid) -> np.ndarray:
+    """The seed on the image's voxel grid: as is, or exactly re-indexed when it is the same lattice
+    stored with other axis order or flips; any other grid is rejected."""
+    on_grid = reorient_to(seed_xyz, seed_grid, image_grid)
+    if on_grid is None:
         raise PromptError(f"the seed label is not on the image grid ({seed_grid.describe_difference(image_grid)})")
+    return on_grid
 
 
 def parse_labels(value: "Iterable[int] | str | int | None") -> list[int] | None:
@@ -113,8 +117,7 @@ def seeds_from_label(
 
     Every slice along `axis` holding voxels of a label becomes a conditioning slice of that label.
     """
-    _check_seed_grid(seed_grid, image_grid)
-    seed_slices = to_slices(seed_xyz, axis)  # (N, H, W)
+    seed_slices = to_slices(seed_on_image_grid(seed_xyz, seed_grid, image_grid), axis)  # (N, H, W)
     present = np.unique(seed_slices)
     present = [int(v) for v in present if v != 0]
     if not present:

@@ -9,8 +9,8 @@ from sam2med.checkpoints import MODELS
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=list(MODELS), default=None,
-                       help="SAM2.1 size; default: the one named by --checkpoint's file name, else tiny")
+    group.add_argument("--model", default=None, metavar="NAME",
+                       help=f"SAM2.1 size ({', '.join(MODELS)}); default: the one named by --checkpoint's file name, else tiny")
     group.add_argument("--checkpoint", metavar="PATH", default=None,
                        help="local checkpoint file; without it the official one is used from the cache "
                             "($SAM2MED_CHECKPOINT_DIR or ~/.cache/sam2med/checkpoints), downloaded on first use")

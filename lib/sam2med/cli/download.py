@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from sam2med.checkpoints import MODELS, cache_dir, model_spec, resolve_checkpoint
+from sam2med.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ official files:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", choices=list(MODELS), default=None,
+    parser.add_argument("--model", action="append", default=None, metavar="NAME",
                         help="model to download (repeatable); default: tiny")
     parser.add_argument("--random-weights", metavar="PATH", default=None,
                         help="instead of downloading, save a random-weight checkpoint of --model here")
@@ -54,10 +55,11 @@ def save_random_checkpoint(model: str, path: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     models = args.model or ["tiny"]
+    for name in models:
+        model_spec(name)  # unknown names fail before any work
     if args.random_weights:
         if len(models) != 1:
-            print("error: --random-weights takes a single --model")
-            return 2
+            raise CheckpointError("--random-weights takes a single --model")
         path = save_random_checkpoint(models[0], Path(args.random_weights))
         print(f"{path}: SAM2.1 {models[0]} with RANDOM weights (plumbing and speed only, no segmentation quality)")
         return 0

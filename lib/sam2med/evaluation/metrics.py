@@ -1,0 +1,75 @@
+"""Overlap and surface metrics of one target, through MONAI's metric classes, in mm.
+
+Empty masks are handled here rather than left to MONAI's nan/inf:
+- empty prediction, non-empty truth: Dice 0, IoU 0, HD95 and ASD infinite (no surface to measure);
+- both empty: Dice 1, IoU 1, distances 0 (nothing to find and nothing found).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class TargetMetrics:
+    """Agreement of a predicted mask with the truth; distances in mm, `inf` when a surface is missing."""
+
+    dice: float
+    iou: float
+    hd95_mm: float
+    asd_mm: float
+    pred_voxels: int
+    truth_voxels: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _crop_to_union(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to their union's bounding box plus one voxel: distances are unchanged, work shrinks."""
+    union = pred | truth
+    lows, highs = [], []
+    for axis in range(union.ndim):
+        other = tuple(a for a in range(union.ndim) if a != axis)
+        present = np.flatnonzero(union.any(axis=other))
+        lows.append(max(int(present[0]) - 1, 0))
+        highs.append(min(int(present[-1]) + 2, union.shape[axis]))
+    box = tuple(slice(lo, hi) for lo, hi in zip(lows, highs))
+    return np.pad(pred[box], 1), np.pad(truth[box], 1)
+
+
+def _as_batch(mask: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]  # (B=1, C=1, ...)
+
+
+def compute_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> TargetMetrics:
+    """Dice, IoU, HD95 and symmetric average surface distance of two boolean masks on one grid."""
+    from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU, SurfaceDistanceMetric
+
+    pred, truth = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+    pred_voxels, truth_voxels = int(pred.sum()), int(truth.sum())
+    if truth_voxels == 0 and pred_voxels == 0:
+        return TargetMetrics(1.0, 1.0, 0.0, 0.0, 0, 0)
+    if pred_voxels == 0 or truth_voxels == 0:
+        return TargetMetrics(0.0, 0.0, math.inf, math.inf, pred_voxels, truth_voxels)
+    pred_c, truth_c = _crop_to_union(pred, truth)
+    y_pred, y = _as_batch(pred_c), _as_batch(truth_c)
+    spacing = [float(s) for s in spacing]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MONAI deprecation chatter from its own internals
+        dice = DiceMetric(include_background=True, reduction="none")(y_pred, y)
+        iou = MeanIoU(include_background=True, reduction="none")(y_pred, y)
+        hd95 = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(y_pred, y, spacing=spacing)
+        asd = SurfaceDistanceMetric(include_background=True, symmetric=True, reduction="none")(y_pred, y, spacing=spacing)
+    return TargetMetrics(
+        dice=float(dice.item()), iou=float(iou.item()), hd95_mm=float(hd95.item()), asd_mm=float(asd.item()),
+        pred_voxels=pred_voxels, truth_voxels=truth_voxels,
+    )

@@ -1,0 +1,100 @@
+"""`main.py propagate` end to end, and every bad input of the propagation issue: one line, exit 2, no file."""
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import REPO, TEST_IMAGE_SIZE
+from sam2med.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ct_case(shared_data, tmp_path_factory):
+    """The CT, and a seed of liver + spleen on the liver's largest axial slice."""
+    d = shared_data / "totalsegmentator"
+    seg = nib.load(str(d / "example_seg.nii.gz"))
+    truth = np.asarray(seg.dataobj).astype(np.uint8)
+    z = int(np.argmax((truth == 5).sum(axis=(0, 1))))
+    seed = np.zeros_like(truth)
+    seed[..., z] = np.where(np.isin(truth[..., z], [1, 5]), truth[..., z], 0)
+    folder = tmp_path_factory.mktemp("cli")
+    nib.save(nib.Nifti1Image(seed, seg.affine, seg.header), str(folder / "seed.nii.gz"))
+    return d / "example_ct_sm.nii.gz", folder / "seed.nii.gz", z, folder
+
+
+def test_propagate_writes_label_on_input_grid(ct_case, random_checkpoint, tmp_path):
+    image, seed, z, _ = ct_case
+    out, scores = tmp_path / "out.nii.gz", tmp_path / "scores.json"
+    cmd = [sys.executable, str(REPO / "main.py"), "propagate", str(image), "--seed", str(seed), "--range", str(z - 1), str(z + 2),
+           "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE), "-o", str(out), "--scores", str(scores)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "4 slices" in done.stdout and "label 5" in done.stdout
+    source, written = nib.load(str(image)), nib.load(str(out))
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-4)
+    label = np.asarray(written.dataobj)
+    assert set(np.unique(label)) <= {0, 1, 5}
+    assert not label[..., : z - 1].any() and not label[..., z + 3 :].any()
+    report = json.loads(scores.read_text())
+    assert set(report["labels"]) == {"1", "5"} and [s["slice"] for s in report["labels"]["5"]["slices"]] == [z - 1, z, z + 1, z + 2]
+
+
+def _error_line(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_bad_inputs_fail_with_one_line_and_no_output(ct_case, random_checkpoint, tmp_path, capsys, monkeypatch):
+    image, seed, z, folder = ct_case
+    out = tmp_path / "out.nii.gz"
+    base = ["propagate", str(image), "--seed", str(seed), "-o", str(out), "--checkpoint", str(random_checkpoint), "--device", "cpu"]
+
+    unreadable = tmp_path / "broken.nii.gz"
+    unreadable.write_bytes(b"\x00garbage")
+    other_grid = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((10, 10, 10), np.uint8), np.eye(4)), str(other_grid))
+    empty = tmp_path / "empty.nii.gz"
+    ref = nib.load(str(seed))
+    nib.save(nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine, ref.header), str(empty))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+
+    cases = {
+        "cannot read": ["propagate", str(unreadable), "--seed", str(seed), "-o", str(out)],
+        "not on the image grid": ["propagate", str(image), "--seed", str(other_grid), "-o", str(out)],
+        "seed label is empty": ["propagate", str(image), "--seed", str(empty), "-o", str(out)],
+        "outside the volume": base + ["--range", "0", "99"],
+        "reversed": base + ["--range", str(z + 2), str(z - 2)],
+        "outside the slice range": base + ["--range", str(z + 1), str(z + 3)],
+        "unknown model 'giant'": base + ["--model", "giant"],
+        "does not exist": ["propagate", str(image), "--seed", str(seed), "-o", str(out), "--checkpoint", str(tmp_path / "none.pt")],
+        "no usable CUDA": base + ["--device", "cuda"],
+        "not in the seed": base + ["--labels", "7"],
+        "unsupported output format": ["propagate", str(image), "--seed", str(seed), "-o", str(tmp_path / "out.png")],
+        "unknown window": base + ["--window", "sunset"],
+    }
+    for expected, argv in cases.items():
+        assert expected in _error_line(capsys, argv), expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii.gz", "empty.nii.gz", "other.nii.gz"]  # no output, no partial
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("propagate", "serve", "evaluate", "bench", "download", "samples"):
+        assert command in text
+    with pytest.raises(SystemExit):
+        main(["propagate", "--help"])
+    assert "--range START END" in capsys.readouterr().out

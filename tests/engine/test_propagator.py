@@ -1,0 +1,133 @@
+"""Propagation on the real volumes in ../shared/data with a random-weight SAM2.1-tiny.
+
+Random weights say nothing of quality; these tests check what does not depend on weights: the output
+grid, the slice range, label values, and that a conditioning slice comes back as it was drawn.
+"""
+
+import numpy as np
+import pytest
+
+from sam2med.geometry import Axis, to_slices
+from sam2med.io import load_label, load_volume
+from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, seeds_from_label
+
+pytestmark = pytest.mark.integration
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
+
+
+def seed_on_slice(truth: np.ndarray, axis: Axis, slice_index: int, labels: list[int]) -> np.ndarray:
+    seed = np.zeros_like(truth)
+    seed_slices, truth_slices = to_slices(seed, axis), to_slices(truth, axis)
+    seed_slices[slice_index] = np.where(np.isin(truth_slices[slice_index], labels), truth_slices[slice_index], 0)
+    return seed
+
+
+def largest_slice(truth: np.ndarray, axis: Axis, label: int) -> int:
+    return int(np.argmax((to_slices(truth, axis) == label).sum(axis=(1, 2))))
+
+
+@pytest.fixture(scope="module")
+def ct(shared_data):
+    d = shared_data / "totalsegmentator"
+    return load_volume(d / "example_ct_sm.nii.gz"), load_label(d / "example_seg.nii.gz")
+
+
+def test_ct_two_labels_stay_in_range_and_keep_seed(ct, propagator):
+    image, truth = ct
+    axis = Axis.AXIAL
+    mid = largest_slice(truth.array, axis, 5)  # liver
+    rng = SliceRange(mid - 2, mid + 3)
+    seed = seed_on_slice(truth.array, axis, mid, [5, 1])  # liver and spleen
+    seeds = seeds_from_label(seed, truth.grid, image.grid, axis, rng)
+    result = propagator.propagate(image, seeds, rng)
+
+    assert result.label.shape == image.array.shape
+    assert result.grid == image.grid
+    assert set(np.unique(result.label)) <= {0, 1, 5}
+    assert not result.label[..., : rng.start].any() and not result.label[..., rng.end + 1 :].any()
+    for value in (1, 5):
+        assert dice(result.label[..., mid] == value, seed[..., mid] == value) >= 0.95
+    assert set(result.scores) == {1, 5}
+    assert [s.slice for s in result.scores[5]] == list(rng.indices)
+    seed_scores = [s for s in result.scores[5] if s.seed]
+    assert [s.slice for s in seed_scores] == [mid] and seed_scores[0].iou is None
+    assert all(0.0 <= s.object_score <= 1.0 for s in result.scores[5])
+    report = result.to_json()
+    assert report["slices_processed"] == len(rng) and report["slice_range"] == [rng.start, rng.end]
+
+
+def test_second_request_hits_the_cache_and_gives_the_same_label(ct, propagator):
+    image, truth = ct
+    mid = largest_slice(truth.array, Axis.AXIAL, 5)
+    rng = SliceRange(mid - 1, mid + 1)
+    seeds = seeds_from_label(seed_on_slice(truth.array, Axis.AXIAL, mid, [5]), truth.grid, image.grid, Axis.AXIAL, rng)
+    first = propagator.propagate(image, seeds, rng, window="liver")
+    second = propagator.propagate(image, seeds, rng, window="liver")
+    assert first.cache["request_miss_slices"] == len(rng)
+    assert second.cache["request_hit_slices"] == len(rng) and second.cache["request_miss_slices"] == 0
+    np.testing.assert_array_equal(first.label, second.label)
+
+
+def test_several_seed_slices_and_coronal_axis(ct, propagator):
+    image, truth = ct
+    axis = Axis.CORONAL
+    rows = np.flatnonzero((to_slices(truth.array, axis) == 5).any(axis=(1, 2)))
+    a, b = int(rows[len(rows) // 2]), int(rows[len(rows) // 2 + 3])
+    seed = seed_on_slice(truth.array, axis, a, [5]) + seed_on_slice(truth.array, axis, b, [5])
+    rng = SliceRange(a - 1, b + 1)
+    result = propagator.propagate(image, seeds_from_label(seed, truth.grid, image.grid, axis, rng), rng)
+    out = to_slices(result.label, axis)
+    for s in (a, b):
+        assert dice(out[s] == 5, to_slices(seed, axis)[s] == 5) >= 0.95
+    assert not out[: rng.start].any() and not out[rng.end + 1 :].any()
+    assert sum(s.seed for s in result.scores[5]) == 2
+
+
+def test_lps_mr_comes_back_on_its_grid(shared_data, propagator):
+    d = shared_data / "totalsegmentator"
+    image, truth = load_volume(d / "example_mr_sm.nii.gz"), load_label(d / "example_seg_mr.nii.gz")
+    value = 5 if (truth.array == 5).any() else int(np.unique(truth.array)[1])
+    mid = largest_slice(truth.array, Axis.AXIAL, value)
+    rng = SliceRange(max(0, mid - 2), min(image.grid.shape[2] - 1, mid + 2))
+    seed = seed_on_slice(truth.array, Axis.AXIAL, mid, [value])
+    result = propagator.propagate(image, seeds_from_label(seed, truth.grid, image.grid, Axis.AXIAL, rng), rng)
+    assert result.grid.matches(image.grid) and result.label.shape == image.array.shape
+    assert dice(result.label[..., mid] == value, seed[..., mid] == value) >= 0.95
+
+
+def test_dicom_series_comes_back_on_its_grid(shared_data, propagator):
+    d = shared_data / "totalsegmentator"
+    image = load_volume(d / "example_ct_dicom")
+    truth = load_label(d / "example_seg_dicom.nii.gz")
+    assert image.modality == "CT" and image.array.shape == (512, 512, 20)
+    assert not truth.grid.matches(image.grid)  # LAS label of an LPS series: same lattice, y flipped
+    from sam2med.prompts import seed_on_image_grid
+
+    on_grid = seed_on_image_grid(truth.array, truth.grid, image.grid)
+    value = 5
+    mid = largest_slice(on_grid, Axis.AXIAL, value)
+    rng = SliceRange(max(0, mid - 1), min(19, mid + 1))
+    seed = seed_on_slice(on_grid, Axis.AXIAL, mid, [value])
+    # the seed in the label file's own (LAS) storage is accepted and re-indexed exactly
+    seed_las = seed[:, ::-1, :]
+    result = propagator.propagate(image, seeds_from_label(seed_las, truth.grid, image.grid, Axis.AXIAL, rng), rng)
+    assert result.label.shape == (512, 512, 20)
+    assert dice(result.label[..., mid] == value, seed[..., mid] == value) >= 0.95
+
+
+def test_click_prompts_run_through_the_same_engine(ct, propagator):
+    image, truth = ct
+    mid = largest_slice(truth.array, Axis.AXIAL, 5)
+    rows, cols = np.nonzero(to_slices(truth.array, Axis.AXIAL)[mid] == 5)
+    prompt = ClickPrompt(mid, ((float(np.median(rows)), float(np.median(cols))),), (1,),
+                         box_rc=(float(rows.min()), float(cols.min()), float(rows.max() + 1), float(cols.max() + 1)))
+    rng = SliceRange(mid - 1, mid + 1)
+    result = propagator.propagate(image, ClickSeeds(Axis.AXIAL, {5: [prompt]}), rng)
+    assert result.label.shape == image.array.shape
+    assert set(np.unique(result.label)) <= {0, 5}
+    assert not result.label[..., : rng.start].any() and not result.label[..., rng.end + 1 :].any()
+    click_scores = [s for s in result.scores[5] if s.slice == mid]
+    assert len(click_scores) == 1 and click_scores[0].iou is not None  # clicks go through the decoder

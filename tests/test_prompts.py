@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from sam2med.errors import PromptError
+from sam2med.geometry import Axis, Grid
+from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, parse_labels, seeds_from_label
+
+GRID = Grid((8, 6, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def test_slice_range_parse_forms():
+    assert SliceRange.parse(None, 10) == SliceRange(0, 9)
+    assert SliceRange.parse([2, 5], 10) == SliceRange(2, 5)
+    assert SliceRange.parse("2,5", 10) == SliceRange(2, 5)
+    assert len(SliceRange(2, 5)) == 4 and 5 in SliceRange(2, 5) and 6 not in SliceRange(2, 5)
+
+
+@pytest.mark.parametrize("value,message", [([5, 2], "reversed"), ([0, 10], "outside the volume"), ([-1, 3], "outside the volume"),
+                                           ([1], "two slice indices"), ("a,b", "two integers")])
+def test_slice_range_errors(value, message):
+    with pytest.raises(PromptError, match=message):
+        SliceRange.parse(value, 10)
+
+
+def _seed():
+    seed = np.zeros(GRID.shape, np.uint8)
+    seed[2:5, 1:4, 4] = 3
+    seed[5:7, 2:4, 6] = 8
+    return seed
+
+
+def test_seeds_per_label_and_slice():
+    seeds = seeds_from_label(_seed(), GRID, GRID, Axis.AXIAL, SliceRange(0, 9))
+    assert seeds.labels == [3, 8]
+    assert list(seeds.masks[3]) == [4] and list(seeds.masks[8]) == [6]
+    mask = seeds.masks[3][4]
+    assert mask.shape == (6, 8) and mask.sum() == 9  # (H, W) = (y, x)
+    assert mask[1:4, 2:5].all()
+
+
+def test_seed_label_subset():
+    seeds = seeds_from_label(_seed(), GRID, GRID, Axis.AXIAL, SliceRange(0, 9), labels=[8])
+    assert seeds.labels == [8]
+
+
+def test_seed_errors():
+    with pytest.raises(PromptError, match="empty"):
+        seeds_from_label(np.zeros(GRID.shape, np.uint8), GRID, GRID, Axis.AXIAL, SliceRange(0, 9))
+    other = Grid((8, 6, 9), GRID.spacing, GRID.origin, GRID.direction)
+    with pytest.raises(PromptError, match="not on the image grid.*shape"):
+        seeds_from_label(np.zeros(other.shape, np.uint8), other, GRID, Axis.AXIAL, SliceRange(0, 8))
+    moved = Grid(GRID.shape, GRID.spacing, (0.0, 0.0, 5.0), GRID.direction)
+    with pytest.raises(PromptError, match="origin"):
+        seeds_from_label(_seed(), moved, GRID, Axis.AXIAL, SliceRange(0, 9))
+    with pytest.raises(PromptError, match=r"label value\(s\) \[4\] not in the seed"):
+        seeds_from_label(_seed(), GRID, GRID, Axis.AXIAL, SliceRange(0, 9), labels=[4])
+    with pytest.raises(PromptError, match="label 8 is drawn on slice.*6.*outside the slice range 0..5"):
+        seeds_from_label(_seed(), GRID, GRID, Axis.AXIAL, SliceRange(0, 5))
+
+
+def test_parse_labels():
+    assert parse_labels(None) is None
+    assert parse_labels("5, 2") == [2, 5]
+    assert parse_labels([3]) == [3]
+    with pytest.raises(PromptError):
+        parse_labels("liver")
+    with pytest.raises(PromptError):
+        parse_labels([0])
+
+
+def test_click_prompt_checks():
+    ok = ClickSeeds(Axis.AXIAL, {1: [ClickPrompt(4, ((2.0, 3.0),), (1,))]})
+    ok.check(GRID, SliceRange(0, 9))
+    bad_cases = [
+        (ClickSeeds(Axis.AXIAL, {1: [ClickPrompt(4, ((7.0, 3.0),), (1,))]}), "outside the 6x8 slice"),
+        (ClickSeeds(Axis.AXIAL, {1: [ClickPrompt(4, ((2.0, 3.0),), (0,))]}), "foreground"),
+        (ClickSeeds(Axis.AXIAL, {1: [ClickPrompt(4)]}), "at least one point or a box"),
+        (ClickSeeds(Axis.AXIAL, {1: [ClickPrompt(4, box_rc=(3, 3, 2, 5))]}), "empty or outside"),
+        (ClickSeeds(Axis.AXIAL, {1: [ClickPrompt(9, ((2.0, 3.0),), (1,))]}), "outside the slice range"),
+        (ClickSeeds(Axis.AXIAL, {}), "no click"),
+    ]
+    for seeds, message in bad_cases:
+        with pytest.raises(PromptError, match=message):
+            seeds.check(GRID, SliceRange(0, 8))
