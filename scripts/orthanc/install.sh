@@ -11,6 +11,7 @@ WANT_BROWSER=1
 PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
 packages=()
 command -v Orthanc >/dev/null 2>&1 || packages+=(orthanc)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
 [ -e "$PLUGIN" ] || packages+=(orthanc-dicomweb)
 if [ "$WANT_BROWSER" = 1 ] && [ ! -x /usr/bin/chromium ]; then packages+=(chromium); fi
 
@@ -40,7 +41,9 @@ if [ ${#packages[@]} -gt 0 ]; then
   if command -v service >/dev/null 2>&1; then $SUDO service orthanc stop >/dev/null 2>&1 || true; fi
 fi
 command -v Orthanc >/dev/null 2>&1 || { echo "error: Orthanc is still missing after install" >&2; exit 1; }
-[ -e "$PLUGIN" ] || { echo "error: $PLUGIN is still missing after install" >&2; exit 1; }
+for plugin in "$PLUGIN"; do
+  [ -e "$plugin" ] || { echo "error: $plugin is still missing after install" >&2; exit 1; }
+done
 
 if [ "$WANT_BROWSER" = 1 ]; then
   PY=${PYTHON:-.venv/bin/python}
@@ -49,4 +52,4 @@ if [ "$WANT_BROWSER" = 1 ]; then
     "$PY" -m pip install -q "$(grep -E '^playwright==' requirements.txt)"
   fi
 fi
-echo "ok: Orthanc $(Orthanc --version 2>/dev/null | head -1 | awk '{print $NF}'), DICOMweb plugin${WANT_BROWSER:+, }$([ "$WANT_BROWSER" = 1 ] && echo "chromium + playwright")"
+echo "ok: Orthanc $(Orthanc --version 2>/dev/null | head -1 | awk '{print $NF}') with its DICOMweb plugin$([ "$WANT_BROWSER" = 1 ] && echo ", chromium + playwright")"

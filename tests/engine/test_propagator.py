@@ -131,3 +131,16 @@ def test_click_prompts_run_through_the_same_engine(ct, propagator):
     assert not result.label[..., : rng.start].any() and not result.label[..., rng.end + 1 :].any()
     click_scores = [s for s in result.scores[5] if s.slice == mid]
     assert len(click_scores) == 1 and click_scores[0].iou is not None  # clicks go through the decoder
+
+
+def test_warm_up_makes_the_first_propagation_cached(ct, propagator):
+    image, truth = ct
+    mid = largest_slice(truth.array, Axis.AXIAL, 5)
+    rng = SliceRange(mid, mid + 2)
+    warm = propagator.warm_up(image, Axis.AXIAL, "bone", rng)
+    assert (warm["request_hit_slices"], warm["request_miss_slices"]) == (0, len(rng))
+    again = propagator.warm_up(image, Axis.AXIAL, "bone", rng)
+    assert (again["request_hit_slices"], again["request_miss_slices"]) == (len(rng), 0)
+    seeds = seeds_from_label(seed_on_slice(truth.array, Axis.AXIAL, mid, [5]), truth.grid, image.grid, Axis.AXIAL, rng)
+    result = propagator.propagate(image, seeds, rng, window="bone")
+    assert result.cache["request_miss_slices"] == 0

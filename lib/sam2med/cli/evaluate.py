@@ -1,12 +1,160 @@
-"""`main.py evaluate`: being written (see its issue)."""
+"""`main.py evaluate`: propagation quality on labelled data, with the protocols of the published studies."""
 
-HELP = "evaluate (in progress)"
-DESCRIPTION = HELP
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from sam2med.cli.common import add_model_arguments, propagator_kwargs
+from sam2med.errors import InputError
+from sam2med.geometry import Axis
+
+logger = logging.getLogger(__name__)
+
+HELP = "measure propagation on labelled volumes (Dice, IoU, HD95, ASD) with study protocols"
+DESCRIPTION = """\
+Evaluate a propagator on images with reference label maps: for every case and every label value in it
+(one target each), give the propagator a prompt taken from the truth by --protocol over the slice range
+chosen by --range, and compare its 3D output with the truth.
+
+Pairing: an image and a label map pair when their names match without the extension (case.nii.gz with
+case.nii.gz / case.nrrd ...), or image X_0000.nii.gz with label X.nii.gz (nnU-Net). Images may also be
+DICOM series folders, named like the label file.
+
+protocols:
+  largest-slice   truth mask on the slice where the target is largest (the default; the seed study's)
+  center-slice    truth mask on the middle slice of the target's extent
+  multi-slice:N   truth masks on N evenly spaced slices of the extent
+  clicks:N        N positive clicks inside the target on its largest slice, plus its box (click study)
+ranges: truth (the target's first..last slice), full (whole volume), margin:K (truth +- K slices)
+propagators: sam2 (the engine; needs a checkpoint), registration (slice-to-slice demons registration,
+  SimpleITK) and copy (the seed copied to every slice: the lower bound); the last two need no weights
+  and use the click prompt's box as their mask.
+
+outputs in --out: results.csv (one row per case and target), summary.json and summary.md (mean, std,
+median per target and overall; failed cases), dice_boxplot.png, previews/CASE.gif and .png (truth green,
+prediction red), predictions/CASE.nii.gz with --save-predictions.
+Exit status: 0 when at least one case was evaluated, 1 when none was (every case failed or was skipped),
+2 for unusable inputs (empty folder, nothing pairs, bad option).
+
+examples:
+  python main.py evaluate --images imgs/ --labels labels/ --propagator registration --out eval_reg
+  python main.py evaluate --images imgs/ --labels labels/ --labels-map labels.json:total --label liver \\
+      --protocol clicks:3 --range margin:2 --checkpoint sam2.1_hiera_tiny.pt --out eval_sam2
+"""
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sam2med.evaluation.propagators import NAMES
+
+    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images (files or DICOM series folders)")
+    parser.add_argument("--labels", required=True, metavar="DIR", help="folder of reference label maps, named like the images")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--labels-map", metavar="FILE[:KEY]", default=None,
+                        help='label names: a flat {"liver": 5} or {"5": "liver"} JSON, or one map of a file of maps by KEY')
+    parser.add_argument("--label", action="append", metavar="VALUE|NAME", default=None,
+                        help="evaluate only this label (repeatable); default: every label present in each case")
+    parser.add_argument("--protocol", default="largest-slice", help="largest-slice, center-slice, multi-slice:N or clicks:N")
+    parser.add_argument("--range", dest="range_spec", default="truth", help="truth, full or margin:K")
+    parser.add_argument("--propagator", choices=list(NAMES), default="sam2", help="what is evaluated")
+    parser.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"], help="slicing axis")
+    parser.add_argument("--min-slices", type=int, default=1, metavar="K",
+                        help="skip targets present on fewer than K slices along --axis (listed as skipped)")
+    parser.add_argument("--window", default="auto", help="intensity window for sam2, registration and previews (see propagate)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the click sampling")
+    parser.add_argument("--preview", action="append", metavar="CASE", default=None, help="write previews of this case (repeatable)")
+    parser.add_argument("--previews", type=int, default=1, metavar="N", help="write previews of the first N cases (besides --preview)")
+    parser.add_argument("--preview-format", choices=["gif", "png", "both"], default="both", help="animated GIF, PNG strip, or both")
+    parser.add_argument("--save-predictions", action="store_true", help="write each case's predicted label map to predictions/")
+    add_model_arguments(parser)
 
 
-def run(args):
-    raise NotImplementedError("evaluate is being written")
+def _config(args: argparse.Namespace):
+    from sam2med.evaluation.labelmap import read_labels_map, resolve_labels
+    from sam2med.evaluation.protocols import Protocol, RangeSpec
+    from sam2med.evaluation.runner import EvaluationConfig
+
+    names = read_labels_map(args.labels_map) if args.labels_map else {}
+    if args.min_slices < 1:
+        raise InputError("--min-slices must be at least 1")
+    return EvaluationConfig(
+        protocol=Protocol.parse(args.protocol), range_spec=RangeSpec.parse(args.range_spec), axis=Axis.parse(args.axis),
+        labels=resolve_labels(args.label, names), names=names, min_slices=args.min_slices, seed=args.seed,
+    )
+
+
+class _CaseWriter:
+    """Writes the per-case pictures and predictions while the case's arrays are still in memory."""
+
+    def __init__(self, args: argparse.Namespace, out: Path, preview_cases: set[str], axis: Axis):
+        self.args, self.out, self.preview_cases, self.axis = args, out, preview_cases, axis
+
+    def __call__(self, outcome) -> None:
+        from sam2med.evaluation import pictures
+        from sam2med.io import save_label
+
+        if outcome.prediction is None or not any(t.ok for t in outcome.targets):
+            return
+        name = outcome.case.name
+        if self.args.save_predictions:
+            (self.out / "predictions").mkdir(exist_ok=True)
+            save_label(outcome.prediction, outcome.volume.grid, self.out / "predictions" / f"{name}.nii.gz")
+        if name not in self.preview_cases:
+            return
+        evaluated = [t.label for t in outcome.targets if t.ok]
+        truth = np.where(np.isin(outcome.truth, evaluated), outcome.truth, 0)
+        frames, _ = pictures.preview_frames(outcome.volume, truth, outcome.prediction, self.axis, self.args.window)
+        if not frames:
+            return
+        folder = self.out / "previews"
+        folder.mkdir(exist_ok=True)
+        if self.args.preview_format in ("gif", "both"):
+            pictures.write_gif(frames, folder / f"{name}.gif")
+        if self.args.preview_format in ("png", "both"):
+            pictures.write_strip(frames, folder / f"{name}.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sam2med.evaluation import pictures
+    from sam2med.evaluation.pairing import pair_cases
+    from sam2med.evaluation.propagators import make_propagator
+    from sam2med.evaluation.report import summarise, markdown_table, write_results_csv, write_summary
+    from sam2med.evaluation.runner import run_evaluation
+
+    config = _config(args)
+    cases = pair_cases(Path(args.images), Path(args.labels))
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    names = [c.name for c in cases]
+    for unknown in sorted(set(args.preview or []) - set(names)):
+        logger.warning("--preview %s: no such case (cases: %s)", unknown, ", ".join(names[:10]))
+    preview_cases = set(args.preview or []) | set(names[: max(args.previews, 0)])
+
+    sam2_kwargs = propagator_kwargs(args) if args.propagator == "sam2" else {}
+    method = make_propagator(args.propagator, window=args.window, **sam2_kwargs)
+    logger.info("evaluating %d case(s) with %s, protocol %s, range %s", len(cases), method.name, config.protocol, config.range_spec)
+    with logging_redirect_tqdm():
+        outcomes = run_evaluation(cases, method, config, on_case=_CaseWriter(args, out, preview_cases, config.axis))
+
+    results = [t for o in outcomes for t in o.targets]
+    summary = summarise(outcomes, {"propagator": method.name, **config.to_json(),
+                                   "images": str(args.images), "labels": str(args.labels)})
+    write_results_csv(results, out / "results.csv")
+    write_summary(summary, out)
+    pictures.dice_box_plot(results, out / "dice_boxplot.png",
+                           title=f"{method.name}, {config.protocol}, range {config.range_spec}")
+    print(markdown_table(summary), end="")
+    evaluated = summary["cases"]["evaluated"]
+    print(f"{evaluated} of {len(outcomes)} case(s) evaluated, {len(summary['failed'])} failure(s), "
+          f"{len(summary['skipped'])} target(s) skipped; results in {out}/")
+    if evaluated == 0:
+        logger.error("no case was evaluated (every case failed or all its targets were skipped); see %s", out / "summary.md")
+        return 1
+    return 0

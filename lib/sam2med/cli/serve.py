@@ -1,12 +1,103 @@
-"""`main.py serve`: being written (see its issue)."""
+"""`main.py serve`: the MONAI Label server with the sam2med app (OHIF at /ohif/, 3D Slicer, REST API)."""
 
-HELP = "serve (in progress)"
-DESCRIPTION = HELP
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from pathlib import Path
+
+from sam2med.checkpoints import DEFAULT_MODEL, model_for_checkpoint, resolve_checkpoint
+from sam2med.cli.common import add_model_arguments
+from sam2med.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+DEFAULT_APP = REPO / "apps" / "sam2med"
+DEFAULT_STUDIES = REPO / "sample-datasets"
+
+HELP = "start the MONAI Label server (OHIF at /ohif/, 3D Slicer plugin, REST API)"
+DESCRIPTION = """\
+Start MONAI Label (uvicorn, through MONAI Label's own server start) with the sam2med app over STUDIES:
+a local folder of images (labels under labels/final/), or a DICOMweb studies URL. Infer tasks:
+  sam2_propagate  seed label (uploaded with the request, else the image's saved label) + slice range
+  sam2_points     foreground/background clicks and an roi box, propagated through a slice range
+The model loads once, at start (or on the first request with --lazy), and serves every request.
+
+The server binds to 127.0.0.1 unless --host says otherwise; MONAI Label has no authentication by
+default, so bind elsewhere only on a trusted network. See docs/server.md for OHIF and 3D Slicer steps.
+
+examples:
+  python main.py samples && python main.py serve                     # http://127.0.0.1:8000/ohif/
+  python main.py serve --studies /data/ct --checkpoint sam2.1_hiera_small.pt --device cuda
+  python main.py serve --studies http://127.0.0.1:8042/dicom-web     # Orthanc's DICOMweb
+"""
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--studies", default=None, metavar="DIR_OR_URL",
+                        help=f"studies folder or DICOMweb URL (default: {DEFAULT_STUDIES.name}/ of this checkout)")
+    parser.add_argument("--dicomweb", default=None, metavar="URL",
+                        help="DICOMweb root to serve (e.g. http://127.0.0.1:8042/dicom-web); same as --studies URL")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; other than loopback only on purpose")
+    parser.add_argument("--port", type=int, default=8000)
+    add_model_arguments(parser)
+    parser.add_argument("--lazy", action="store_true", help="load the model on the first request instead of at start")
+    parser.add_argument("--warmup", choices=["auto", "true", "false"], default="auto",
+                        help="encode the next sample's slices in the background when a client asks for it (auto: on CUDA)")
+    parser.add_argument("--labels", default=None, metavar="JSON_OR_FILE",
+                        help="label names and values shown to clients, e.g. '{\"liver\": 5}' (default: the studies' samples.json)")
+    parser.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted request body / upload")
+    parser.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="further app settings, as for monailabel start_server (see docs/server.md)")
+    parser.add_argument("--app", default=str(DEFAULT_APP), help=argparse.SUPPRESS)
 
 
-def run(args):
-    raise NotImplementedError("serve is being written")
+def _studies(value: str | None) -> str:
+    if value and value.startswith(("http://", "https://")):
+        return value.rstrip("/")
+    path = Path(value) if value else DEFAULT_STUDIES
+    if not path.is_dir():
+        hint = "run 'python main.py samples' first, or " if value is None else ""
+        raise InputError(f"{path}: studies folder not found; {hint}pass --studies DIR (a folder of images) or a DICOMweb URL")
+    return str(path.resolve())
+
+
+def _warn_if_exposed(host: str) -> None:
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        logger.warning("binding to %s: the server (no authentication by default) is reachable from other machines", host)
+
+
+def build_conf(args: argparse.Namespace, checkpoint: Path | None, model: str) -> list[tuple[str, str]]:
+    conf = [("model", model), ("device", args.device), ("preload", "false" if args.lazy else "true"),
+            ("warmup", args.warmup), ("max_upload_mb", f"{args.max_upload_mb:g}")]
+    if checkpoint is not None:
+        conf.append(("checkpoint", str(checkpoint)))
+    if args.image_size:
+        conf.append(("image_size", str(args.image_size)))
+    if args.labels:
+        conf.append(("labels", args.labels))
+    return conf + [(k, v) for k, v in args.conf]
+
+
+def run(args: argparse.Namespace) -> int:
+    from sam2med.monailabel.launch import start_server
+
+    if args.dicomweb is not None:
+        if args.studies is not None:
+            raise InputError("give --studies or --dicomweb, not both")
+        if not args.dicomweb.startswith(("http://", "https://")):
+            raise InputError(f"--dicomweb {args.dicomweb!r}: give the DICOMweb root URL, e.g. http://127.0.0.1:8042/dicom-web")
+    studies = _studies(args.dicomweb or args.studies)
+    model = args.model or model_for_checkpoint(args.checkpoint, DEFAULT_MODEL)
+    checkpoint = resolve_checkpoint(model, args.checkpoint, download=True)  # fail before the server starts
+    _warn_if_exposed(args.host)
+    logger.info("MONAI Label on http://%s:%d (OHIF at /ohif/), studies %s, SAM2.1 %s from %s",
+                args.host, args.port, studies, model, checkpoint)
+    start_server(Path(args.app), studies, args.host, args.port, build_conf(args, checkpoint, model), args.max_upload_mb)
+    return 0

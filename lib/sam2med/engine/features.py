@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -38,14 +39,25 @@ class SliceFeatures:
     levels: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     pos_enc: list[torch.Tensor] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Kept up to date by `add`, so that the cache can read an entry's size while another thread fills it
+    # (summing over `levels` then could iterate a dict that changes size).
+    _nbytes: int = field(default=0, repr=False)
 
     def missing(self, indices: Sequence[int]) -> list[int]:
         return [i for i in indices if i not in self.levels]
 
     def add(self, slice_index: int, levels: list[torch.Tensor], pos_enc: list[torch.Tensor]) -> None:
-        self.levels[slice_index] = [level.to(self.storage_dtype) for level in levels]
+        # A copy, not a view into the encoder's batch output (which would keep the whole batch alive).
+        stored = [level.to(self.storage_dtype, copy=True) for level in levels]
+        added = sum(t.numel() * t.element_size() for t in stored)
         if self.pos_enc is None:
-            self.pos_enc = [p.to(self.storage_dtype) for p in pos_enc]
+            self.pos_enc = [p.to(self.storage_dtype, copy=True) for p in pos_enc]
+            added += sum(t.numel() * t.element_size() for t in self.pos_enc)
+        previous = self.levels.get(slice_index)
+        if previous is not None:
+            added -= sum(t.numel() * t.element_size() for t in previous)
+        self.levels[slice_index] = stored
+        self._nbytes += added
 
     def backbone_out(self, slice_index: int, device: torch.device) -> dict[str, list[torch.Tensor]]:
         """The `forward_image` output of one slice, as float32 tensors on `device`."""
@@ -56,9 +68,14 @@ class SliceFeatures:
 
     @property
     def nbytes(self) -> int:
-        per_slice = sum(t.numel() * t.element_size() for levels in self.levels.values() for t in levels)
-        shared = sum(t.numel() * t.element_size() for t in self.pos_enc or [])
-        return per_slice + shared
+        return self._nbytes
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """bf16 autocast on `device` when `dtype` is bfloat16 (CUDA, or a CPU with AMX / AVX512-BF16), else a no-op."""
+    if dtype is None or dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def encode_slices(
@@ -66,13 +83,18 @@ def encode_slices(
     slices_nhw: np.ndarray,
     slice_indices: Sequence[int],
     batch_size: int,
+    compute_dtype: torch.dtype | None = None,
 ) -> Iterator[tuple[int, list[torch.Tensor], list[torch.Tensor]]]:
-    """Run the image encoder on slices in batches; yield (slice index, feature levels, positional encodings)."""
+    """Run the image encoder on slices in batches; yield (slice index, feature levels, positional encodings).
+
+    `compute_dtype` bfloat16 runs the encoder under bf16 autocast; None means bf16 on CUDA, float32 elsewhere.
+    """
     device = tracker.device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    if compute_dtype is None:
+        compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     for start in range(0, len(slice_indices), batch_size):
         batch = list(slice_indices[start : start + batch_size])
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast_context(device, compute_dtype):
             images = to_model_input(slices_nhw[batch], tracker.image_size, device)  # (B, 3, S, S)
             backbone_out = tracker.forward_image(images)
         levels = backbone_out["backbone_fpn"]  # [(B, C_l, H_l, W_l)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -29,12 +30,26 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     raise DeviceError(f"unknown device {name!r}: use auto, cpu or cuda")
 
 
+def hole_filling_available(device: torch.device) -> bool:
+    """sam2 fills small mask holes with its compiled CUDA extension (sam2._C) only.
+
+    Without it (CPU, or a sam2 install without the extension) `fill_holes_in_mask_scores` raises inside,
+    warns and returns the mask unchanged on every frame: turning the step off gives the same masks
+    without the per-frame exception and warning.
+    """
+    if device.type != "cuda":
+        return False
+    return importlib.util.find_spec("sam2._C") is not None
+
+
 def load_tracker(model: str, checkpoint: Path, device: torch.device, image_size: int | None = None):
     """Build SAM2.1 `model` with sam2's own config and builder, load `checkpoint`, move it to `device`."""
     from sam2.build_sam import build_sam2_video_predictor
 
     spec = model_spec(model)
     overrides = [f"++model._target_={TRACKER_TARGET}"]
+    if not hole_filling_available(device):
+        overrides.append("++model.fill_hole_area=0")
     if image_size is not None:
         if image_size % 32 or image_size < 128:
             raise CheckpointError(f"image size must be a multiple of 32 and at least 128, got {image_size}")

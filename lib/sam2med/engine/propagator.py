@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,7 +13,7 @@ import torch
 
 from sam2med.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.checkpoints import DEFAULT_MODEL, model_for_checkpoint, resolve_checkpoint
-from sam2med.engine.features import SliceFeatures, encode_slices
+from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
 from sam2med.engine.tracker import new_tracking_state
 from sam2med.geometry import Axis, Grid, from_slices, to_slices
@@ -86,6 +85,37 @@ class PropagationResult:
         }
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16, where oneDNN runs bf16 matrix products several times faster than fp32."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The compute dtype for 'auto' / 'bf16' / 'fp32'.
+
+    'auto' is bf16 autocast on CUDA (as SAM2's own demos run it) and on CPUs with AMX / AVX512-BF16;
+    float32 elsewhere. Features are stored in the cache in the same dtype.
+    """
+    text = str(precision or "auto").strip().lower()
+    if text not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if text == "fp32":
+        return torch.float32
+    if text == "bf16" or device.type == "cuda" or cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def memory_reach(tracker) -> int:
+    """How many frames back a tracked frame can look: its memory frames and its object pointers."""
+    stride = max(1, int(getattr(tracker, "memory_temporal_stride_for_eval", 1)))
+    return max(int(tracker.num_maskmem) * stride, int(tracker.max_obj_ptrs_in_encoder)) + 1
+
+
 class Propagator:
     """SAM2.1 propagation through the slices of a volume; one instance serves many requests.
 
@@ -103,27 +133,32 @@ class Propagator:
         cache_bytes: int | None = None,
         batch_size: int | None = None,
         download: bool = True,
+        precision: str = "auto",
     ):
         self.model_name = model or model_for_checkpoint(checkpoint, DEFAULT_MODEL)
         self.device = resolve_device(device)
         self.checkpoint = resolve_checkpoint(self.model_name, checkpoint, download=download)
         self.tracker = load_tracker(self.model_name, self.checkpoint, self.device, image_size)
         self.image_size = int(self.tracker.image_size)
-        storage_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.cache = cache or FeatureCache(cache_bytes or default_budget_bytes(self.device), storage_dtype)
+        self.compute_dtype = resolve_precision(precision, self.device)
+        self.cache = cache or FeatureCache(cache_bytes or default_budget_bytes(self.device), self.compute_dtype)
         self.batch_size = batch_size or self._default_batch_size()
         stat = self.checkpoint.stat()
         self._model_key = f"{self.model_name}:{self.checkpoint.resolve()}:{stat.st_size}:{int(stat.st_mtime)}:{self.image_size}"
 
     def _default_batch_size(self) -> int:
         if self.device.type != "cuda":
-            return 2
+            return 1  # on CPU a batch only adds memory: measured the same time per slice at 1 and 2
         free, _ = torch.cuda.mem_get_info(self.device)
         per_image = 0.6e9 * (self.image_size / 1024) ** 2  # activations of one 1024 px tiny/small image, bf16
         return int(max(1, min(32, free * 0.5 // per_image)))
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        return autocast_context(self.device, self.compute_dtype)
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.compute_dtype == torch.bfloat16 else "fp32"
 
     def _cache_key(self, volume: Volume, axis: Axis, window: Window) -> CacheKey:
         return CacheKey(volume=volume.fingerprint(), axis=int(axis), window=window.key, model=self._model_key)
@@ -141,7 +176,7 @@ class Propagator:
                 slices = to_slices(volume.array, axis)
                 windowed = {i: window.apply(slices[i], bounds) for i in missing}
                 stack = np.stack([windowed[i] for i in missing])  # (M, H, W)
-                for done, (slice_index, levels, pos_enc) in enumerate(encode_slices(self.tracker, stack, list(range(len(missing))), self.batch_size), 1):
+                for done, (slice_index, levels, pos_enc) in enumerate(encode_slices(self.tracker, stack, list(range(len(missing))), self.batch_size, self.compute_dtype), 1):
                     features.add(missing[slice_index], levels, pos_enc)
                     if progress:
                         progress(done, len(missing), "encode")
@@ -158,7 +193,7 @@ class Propagator:
         start = time.perf_counter()
         with self.cache.use(self._cache_key(volume, axis, window)) as features:
             hits, misses = self._fill(features, volume, axis, window, list(slice_range.indices), progress)
-        return {"hit_slices": hits, "miss_slices": misses, "seconds": round(time.perf_counter() - start, 3), **self.cache.stats()}
+        return {"request_hit_slices": hits, "request_miss_slices": misses, "seconds": round(time.perf_counter() - start, 3), **self.cache.stats()}
 
     def propagate(
         self,
@@ -192,8 +227,11 @@ class Propagator:
         label = np.ascontiguousarray(from_slices(full, axis))
         seconds = time.perf_counter() - start_time
         cache_stats = {"request_hit_slices": hits, "request_miss_slices": misses, **self.cache.stats()}
-        logger.info("propagated labels %s over slices %s (%s) in %.2fs: encode %.2fs (%d cached, %d encoded), track %.2fs",
-                    seeds.labels, slice_range, axis.name.lower(), seconds, encode_seconds, hits, misses, track_seconds)
+        logger.info("propagated labels %s over slices %s (%s) in %.2fs: encode %.2fs (%d cached, %d encoded), track %.2fs; "
+                    "feature cache %d entries, %.1f/%.1f MB, %d hit / %d miss slices in total",
+                    seeds.labels, slice_range, axis.name.lower(), seconds, encode_seconds, hits, misses, track_seconds,
+                    cache_stats["entries"], cache_stats["bytes"] / 1e6, cache_stats["budget_bytes"] / 1e6,
+                    cache_stats["hit_slices"], cache_stats["miss_slices"])
         return PropagationResult(label, volume.grid, axis, slice_range, scores, seconds, encode_seconds, track_seconds, cache_stats)
 
     @torch.inference_mode()
@@ -217,6 +255,7 @@ class Propagator:
             obj_outputs = [state["output_dict_per_obj"][state["obj_id_to_idx"][label]] for label in labels]
             first = min(f for out in obj_outputs for f in out["cond_frame_outputs"])
             order = [(f, False) for f in range(first, len(indices))] + [(f, True) for f in range(first - 1, -1, -1)]
+            reach = memory_reach(tracker)
             for done, (frame, reverse) in enumerate(order, 1):
                 masks, outs, is_seed = [], [], []
                 for obj_idx, obj_output in enumerate(obj_outputs):
@@ -249,6 +288,13 @@ class Propagator:
                         area=int(areas[obj_idx]),
                         seed=is_seed[obj_idx],
                     ))
+                # Drop per-frame outputs that no later frame can attend to: the tracking state (memory
+                # features, masks) stays bounded by `reach` frames however long the range is. The reverse
+                # pass starts next to `first` and attends to the forward outputs there, as sam2's does.
+                stale = frame + reach if reverse else frame - reach
+                if reverse or stale >= first + reach:
+                    for obj_output in obj_outputs:
+                        obj_output["non_cond_frame_outputs"].pop(stale, None)
                 if progress:
                     progress(done, len(order), "track")
         for per_label in scores.values():

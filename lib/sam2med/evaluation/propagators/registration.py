@@ -22,7 +22,7 @@ class RegistrationPropagator:
 
     name = "registration"
 
-    def __init__(self, iterations: int = 60, smoothing: float = 1.5, margin_px: int = 12, window: str | None = "auto"):
+    def __init__(self, iterations: int = 30, smoothing: float = 1.0, margin_px: int = 12, window: str | None = "auto"):
         self.iterations = iterations
         self.smoothing = smoothing  # standard deviation of the displacement field smoothing, in pixels
         self.margin_px = margin_px

@@ -1,0 +1,77 @@
+"""MONAI Label app for sam2med: SAM2.1 seed-mask and click propagation for OHIF, 3D Slicer and the REST API.
+
+Start it with `python main.py serve` (repository root) or
+`monailabel start_server --app apps/sam2med --studies DIR --conf checkpoint PATH --conf model tiny`.
+Tasks and strategies are listed in app.json; `--conf` keys are described in docs/server.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+try:
+    import sam2med  # noqa: F401  (installed by scripts/setup.sh)
+except ImportError:  # a checkout without the editable install
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
+
+from sam2med.monailabel.service import AppServices, is_url
+
+logger = logging.getLogger(__name__)
+
+
+class Sam2MedApp(MONAILabelApp):
+    """Registers the tasks and strategies named in app.json over one shared SAM2.1 propagator."""
+
+    def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
+        self.services = AppServices(app_dir, studies, conf)
+        description = self.services.description
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name=description["name"],
+                         description=description["description"], version=description["version"])
+
+    def init_datastore(self) -> Datastore:
+        if is_url(self.studies):  # DICOMweb (or another remote store): MONAI Label's own handling
+            return super().init_datastore()
+        logger.info("local datastore: %s", self.studies)
+        return self.services.local_datastore(self.studies)
+
+    def init_remote_datastore(self) -> Datastore:
+        # DICOMweb through sam2med: no dcmqi download at start (it fails offline), DICOM-SEG by pydicom-seg.
+        from monailabel.config import settings
+
+        if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
+            return super().init_remote_datastore()
+        from sam2med.dicom.datastore import create_dicomweb_datastore, use_sam2med_dicom_seg
+
+        use_sam2med_dicom_seg()
+        return create_dicomweb_datastore(self.studies, self.services.config.labels)
+
+    def init_infers(self):
+        return self.services.infers(self.datastore)
+
+    def init_strategies(self):
+        return self.services.strategies()
+
+    def info(self) -> Dict[str, Any]:
+        return {**super().info(), "sam2med": self.services.info()}
+
+    def infer(self, request, datastore=None):
+        if is_url(self.studies) and "save_label" not in request:  # DICOMweb: results go back as DICOM-SEG
+            request = {**request, "save_label": True}
+        sessions = self.sessions()
+        return self.services.guarded_infer(request, datastore or self.datastore(), sessions.store_path if sessions else None,
+                                           lambda checked: super(Sam2MedApp, self).infer(checked, datastore))
+
+    def next_sample(self, request):
+        result = super().next_sample(request)
+        self.services.after_next_sample(result)
+        return result
+
+    def on_init_complete(self):
+        super().on_init_complete()
+        self.services.on_start()

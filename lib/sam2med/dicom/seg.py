@@ -1,0 +1,172 @@
+"""DICOM-SEG writing and reading with pydicom-seg (no dcmqi binaries needed).
+
+A label map on the grid of a DICOM series becomes one binary DICOM-SEG instance that references the
+series' instances, with one segment per label value (the segment number is the label value, as MONAI
+Label and pydicom-seg do). Reading maps a DICOM-SEG back onto any reference grid in patient space.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom_seg
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+
+from sam2med.errors import InputError
+from sam2med.geometry import Grid
+from sam2med.io import grid_of, label_image
+
+logger = logging.getLogger(__name__)
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+DEFAULT_SERIES_DESCRIPTION = "sam2med"
+# A generic colour cycle for segments without a colour of their own.
+_COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255)]
+
+
+def _segment_attributes(values: Sequence[int], names: Mapping[int, str]) -> list[dict]:
+    attributes = []
+    for i, value in enumerate(values):
+        name = names.get(value) or f"label {value}"
+        attributes.append({
+            "labelID": int(value),
+            "SegmentLabel": name[:64],
+            "SegmentDescription": name[:64],
+            "SegmentAlgorithmType": "SEMIAUTOMATIC",
+            "SegmentAlgorithmName": "sam2med",
+            "SegmentedPropertyCategoryCodeSequence": {
+                "CodeValue": "123037004", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical Structure"},
+            "SegmentedPropertyTypeCodeSequence": {
+                "CodeValue": "91723000", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical structure"},
+            "recommendedDisplayRGBValue": list(_COLORS[i % len(_COLORS)]),
+        })
+    return attributes
+
+
+def _check_source(datasets: Sequence[Dataset]) -> None:
+    if not datasets:
+        raise InputError("no source DICOM images to reference in the DICOM-SEG")
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
+        if any(not str(ds.get(keyword) or "").strip() for ds in datasets):
+            raise InputError(f"the source DICOM series has blank {keyword}s; repair it first "
+                             "(sam2med.dicom.series.repair_series, or scripts/orthanc/upload_series.sh when uploading)")
+
+
+def source_datasets(series: str | os.PathLike | Sequence[Dataset]) -> list[Dataset]:
+    """The source series as datasets (header only when read from a folder)."""
+    if isinstance(series, (str, os.PathLike)):
+        from sam2med.dicom.series import read_series_files
+
+        return [item.dataset for item in read_series_files(series, pixels=False)]
+    return list(series)
+
+
+def write_seg(
+    label_xyz: np.ndarray,
+    grid: Grid,
+    series: str | os.PathLike | Sequence[Dataset],
+    names: Mapping[int, str] | None = None,
+    series_description: str = DEFAULT_SERIES_DESCRIPTION,
+    series_number: int = 300,
+) -> Dataset:
+    """A DICOM-SEG dataset for `label_xyz` (on `grid`, the series' own grid) referencing `series`.
+
+    `series` is the DICOM folder or its datasets; `names` maps label values to segment names.
+    """
+    datasets = source_datasets(series)
+    _check_source(datasets)
+    values = [int(v) for v in np.unique(label_xyz) if v != 0]
+    if not values:
+        raise InputError("the label is empty: a DICOM-SEG needs at least one labelled voxel")
+    if max(values) > 65535:
+        raise InputError(f"label value {max(values)} is too large for a DICOM-SEG segment number")
+    image = sitk.Cast(label_image(label_xyz, grid), sitk.sitkUInt16)
+    template = pydicom_seg.template.from_dcmqi_metainfo({
+        "ContentCreatorName": "sam2med",
+        "ClinicalTrialSeriesID": "Session1",
+        "ClinicalTrialTimePointID": "1",
+        "SeriesDescription": series_description[:64],
+        "SeriesNumber": str(series_number),
+        "InstanceNumber": "1",
+        "BodyPartExamined": str(datasets[0].get("BodyPartExamined", "") or ""),
+        "segmentAttributes": [_segment_attributes(values, names or {})],
+        "ContentLabel": "SEGMENTATION",
+        "ContentDescription": "sam2med propagation",
+        "ClinicalTrialCoordinatingCenterName": "sam2med",
+    })
+    writer = pydicom_seg.MultiClassWriter(template=template, inplane_cropping=False, skip_empty_slices=True,
+                                          skip_missing_segment=False)
+    try:
+        seg = writer.write(image, datasets)
+    except ValueError as err:
+        raise InputError(f"cannot write the DICOM-SEG: {err}") from None
+    referenced = sum(len(item.ReferencedInstanceSequence) for item in seg.get("ReferencedSeriesSequence", []))
+    if referenced == 0:
+        raise InputError("the label's grid does not overlap the DICOM series: no slice of the series is referenced")
+    # pydicom-seg gives the SEG a new frame of reference; it shares the series' one.
+    if str(datasets[0].get("FrameOfReferenceUID") or "").strip():
+        seg.FrameOfReferenceUID = datasets[0].FrameOfReferenceUID
+    logger.info("DICOM-SEG: %d segment(s) %s, %d frames, referencing %d of %d instances",
+                len(values), values[:10], int(seg.NumberOfFrames), referenced, len(datasets))
+    return seg
+
+
+def save_seg(seg: Dataset, path: str | os.PathLike) -> Path:
+    """Write a DICOM-SEG dataset atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        seg.save_as(tmp, write_like_original=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _as_dataset(seg: str | os.PathLike | Dataset) -> Dataset:
+    if isinstance(seg, Dataset):
+        return seg
+    path = Path(seg)
+    if path.is_dir():
+        candidates = sorted(p for p in path.iterdir() if p.is_file())
+        if len(candidates) != 1:
+            raise InputError(f"{path}: expected one DICOM-SEG file in this folder, found {len(candidates)} files")
+        path = candidates[0]
+    try:
+        return pydicom.dcmread(path)
+    except Exception as err:  # pydicom raises many kinds for a broken file
+        raise InputError(f"{path}: cannot read it as DICOM ({str(err).splitlines()[0][:120]})") from None
+
+
+def segment_names(seg: str | os.PathLike | Dataset) -> dict[int, str]:
+    """Segment number -> segment label of a DICOM-SEG."""
+    dataset = _as_dataset(seg)
+    return {int(item.SegmentNumber): str(item.get("SegmentLabel", "")) for item in dataset.get("SegmentSequence", [])}
+
+
+def read_seg(seg: str | os.PathLike | Dataset, reference: Grid | None = None) -> tuple[np.ndarray, Grid]:
+    """A DICOM-SEG as an (x, y, z) label array, values = segment numbers.
+
+    With `reference`, the label is resampled (nearest neighbour, in patient space) onto that grid,
+    e.g. the grid of the source series; without it, it is on the SEG's own grid (its frames' extent).
+    """
+    dataset = _as_dataset(seg)
+    if str(dataset.get("SOPClassUID", "")) != SEGMENTATION_STORAGE:
+        raise InputError(f"not a DICOM-SEG (SOP Class {dataset.get('SOPClassUID', 'missing')})")
+    try:
+        image = pydicom_seg.MultiClassReader().read(dataset).image
+    except (ValueError, AttributeError, KeyError) as err:
+        raise InputError(f"cannot read the DICOM-SEG: {err}") from None
+    if reference is not None:
+        target = label_image(np.zeros(reference.shape, dtype=np.uint8), reference)
+        image = sitk.Resample(image, target, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+    array = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    return array, grid_of(image)

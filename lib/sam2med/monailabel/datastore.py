@@ -1,0 +1,51 @@
+"""`GuardedLocalDatastore`: MONAI Label's local datastore with ids and tags that cannot leave its folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict
+
+from fastapi import HTTPException
+from monailabel.datastore.local import LocalDatastore
+
+from sam2med.errors import Sam2MedError
+from sam2med.monailabel.http import to_http
+from sam2med.monailabel.params import parse_seed_tag
+from sam2med.monailabel.results import raw_label_to_nifti
+from sam2med.monailabel.safety import check_image_id
+
+logger = logging.getLogger(__name__)
+
+
+def _checked(fn, *args):
+    try:
+        return fn(*args)
+    except Sam2MedError as err:
+        http = to_http(err)
+        assert http is not None
+        raise http from None
+
+
+class GuardedLocalDatastore(LocalDatastore):
+    """Rejects image ids and label tags that are paths (HTTP 4xx) and stores OHIF's raw `.bin` labels as NIfTI."""
+
+    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+        _checked(check_image_id, image_id)
+        return super().add_image(image_id, image_filename, image_info)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        _checked(parse_seed_tag, label_tag)
+        if not self.get_image_uri(image_id):
+            raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore")
+        if label_filename.lower().endswith(".bin"):
+            converted = _checked(raw_label_to_nifti, label_filename, self.get_image_uri(image_id))
+            try:
+                return super().save_label(image_id, converted, label_tag, label_info)
+            finally:
+                os.unlink(converted)
+        return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        _checked(parse_seed_tag, label_tag)
+        super().remove_label(label_id, label_tag)

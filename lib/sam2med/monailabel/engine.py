@@ -1,0 +1,48 @@
+"""One `Propagator` per server process, loaded once (at start or on the first request) and shared by all tasks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sam2med.checkpoints import DEFAULT_MODEL, model_for_checkpoint
+from sam2med.engine import Propagator
+from sam2med.monailabel.appconfig import AppConfig
+
+logger = logging.getLogger(__name__)
+
+
+class SharedEngine:
+    """Lazily built, thread-safe holder of the process's `Propagator` (model weights + feature cache).
+
+    The propagator keeps no per-request state: each request brings its own volume and prompts, and the
+    feature cache is keyed by volume content, so concurrent requests never see each other's inputs.
+    """
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self.model_name = config.model or model_for_checkpoint(config.checkpoint, DEFAULT_MODEL)
+        self._propagator: Propagator | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._propagator is not None
+
+    def get(self, reason: str = "first request") -> Propagator:
+        """The shared propagator, loading the model now if it is not loaded yet."""
+        if self._propagator is None:
+            with self._lock:
+                if self._propagator is None:
+                    start = time.perf_counter()
+                    logger.info("loading SAM2.1 %s (%s) on %s ...", self.model_name, reason, self.config.device)
+                    self._propagator = Propagator(
+                        model=self.model_name,
+                        checkpoint=self.config.checkpoint,
+                        device=self.config.device,
+                        image_size=self.config.image_size,
+                    )
+                    logger.info("SAM2.1 %s ready on %s in %.1fs (input %d px); shared by all requests",
+                                self.model_name, self._propagator.device, time.perf_counter() - start, self._propagator.image_size)
+        return self._propagator

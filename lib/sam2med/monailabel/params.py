@@ -1,0 +1,265 @@
+"""Parsing of MONAI Label infer requests into engine prompts; every rejection is a one-line `PromptError`.
+
+Clients send options as JSON values or as the strings of an options table (OHIF, 3D Slicer), and may
+echo a config default that is a list of choices; both forms are accepted here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sam2med.errors import PromptError
+from sam2med.geometry import Axis, Grid, voxel_to_slice_point
+from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, parse_labels
+
+DEFAULT_SEED_TAG = "final"
+OUTPUT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+OUTPUT_DTYPES = ("uint8", "uint16")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_WHOLE_VOLUME = ("", "all", "auto", "none", "whole")
+
+
+def first_choice(value: Any) -> Any:
+    """A config default offered as a list of choices stands for its first entry."""
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else None
+    return value
+
+
+def parse_bool(value: Any, name: str, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise PromptError(f"{name} must be true or false, got {value!r}")
+
+
+def parse_axis(value: Any) -> Axis:
+    value = first_choice(value)
+    return Axis.AXIAL if value in (None, "") else Axis.parse(value)
+
+
+def parse_window(value: Any) -> str:
+    value = first_choice(value)
+    return "auto" if value in (None, "") else str(value)
+
+
+def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
+    """[start, end] (inclusive), "start,end", "start:end", "start-end" or "[start, end]"; empty or "all" = every slice."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]()").strip()
+        if text.lower() in _WHOLE_VOLUME:
+            return SliceRange.parse(None, num_slices)
+        if re.fullmatch(r"\d+\s*-\s*\d+", text):
+            text = text.replace("-", ",")
+        return SliceRange.parse(text, num_slices)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise PromptError(f"slice range must be two slice indices [start, end], got {value!r}")
+    if isinstance(value, (list, tuple)) and any(isinstance(v, bool) or not _is_integral(v) for v in value):
+        raise PromptError(f"slice range must be two integer slice indices, got {value!r}")
+    return SliceRange.parse(value, num_slices)
+
+
+def _is_integral(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().isdigit()
+    return isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer())
+
+
+def parse_label_subset(value: Any, label_names: Mapping[str, int]) -> list[int] | None:
+    """Label values (numbers or names of the app's labels) to propagate; None = every label of the seed."""
+    if value is None or value == "" or value == []:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
+    by_name = {name.lower(): int(v) for name, v in label_names.items()}
+    resolved: list[Any] = []
+    for item in items:
+        text = str(item).strip()
+        if text and not text.lstrip("-").isdigit():
+            if text.lower() not in by_name:
+                known = ", ".join(f"{n}={v}" for n, v in label_names.items()) or "none"
+                raise PromptError(f"unknown label name {text!r} (known labels: {known})")
+            resolved.append(by_name[text.lower()])
+        else:
+            resolved.append(item)
+    return parse_labels(resolved)
+
+
+def parse_label_value(value: Any, label_names: Mapping[str, int], default: int = 1) -> int:
+    """One output label value (a number or a label name) for click prompts."""
+    value = first_choice(value)
+    if value is None or value == "":
+        return default
+    labels = parse_label_subset([value], label_names)
+    assert labels is not None
+    return labels[0]
+
+
+def parse_seed_tag(value: Any) -> str:
+    value = first_choice(value)
+    if value in (None, ""):
+        return DEFAULT_SEED_TAG
+    tag = str(value).strip()
+    if not _TAG.match(tag):
+        raise PromptError(f"seed_tag {value!r} is not a label tag name (letters, digits, '_', '-', '.')")
+    return tag
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How the result label file is written: extension, voxel type (None = smallest fitting) and compression."""
+
+    extension: str = ".nii.gz"
+    dtype: str | None = None
+    compress: bool = True
+
+    @classmethod
+    def parse(cls, request: Mapping[str, Any]) -> "OutputFormat":
+        ext = request.get("result_extension") or ".nii.gz"
+        ext = str(ext).strip().lower()
+        ext = ext if ext.startswith(".") else f".{ext}"
+        if ext not in OUTPUT_EXTENSIONS:
+            raise PromptError(f"result_extension {ext!r} is not supported; use one of {', '.join(OUTPUT_EXTENSIONS)}")
+        dtype = request.get("result_dtype") or None
+        if dtype is not None:
+            dtype = str(dtype).strip().lower()
+            if dtype not in OUTPUT_DTYPES:
+                raise PromptError(f"result_dtype {dtype!r} is not supported; use one of {', '.join(OUTPUT_DTYPES)}")
+        return cls(ext, dtype, parse_bool(request.get("result_compress"), "result_compress", True))
+
+
+@dataclass(frozen=True)
+class PropagateParams:
+    """A parsed `sam2_propagate` request (the slice range is checked once the image is known)."""
+
+    axis: Axis
+    slice_range: Any
+    window: str
+    labels: list[int] | None
+    seed_tag: str
+    sam2_model: str | None
+    output: OutputFormat
+
+
+def parse_propagate(request: Mapping[str, Any], label_names: Mapping[str, int]) -> PropagateParams:
+    return PropagateParams(
+        axis=parse_axis(request.get("axis")),
+        slice_range=request.get("slice_range"),
+        window=parse_window(request.get("window")),
+        labels=parse_label_subset(request.get("labels"), label_names),
+        seed_tag=parse_seed_tag(request.get("seed_tag")),
+        sam2_model=first_choice(request.get("sam2_model")) or None,
+        output=OutputFormat.parse(request),
+    )
+
+
+Point = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class PointParams:
+    """A parsed `sam2_points` request: voxel clicks (x, y, z) and an optional voxel box, for one label."""
+
+    axis: Axis
+    slice_range: Any
+    window: str
+    label: int
+    foreground: tuple[Point, ...]
+    background: tuple[Point, ...]
+    roi: tuple[float, float, float, float, float, float] | None  # x0, y0, x1, y1, z0, z1 as MONAI Label sends it
+    sam2_model: str | None
+    output: OutputFormat
+
+
+def _points(value: Any, name: str) -> tuple[Point, ...]:
+    if value in (None, "", []):
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise PromptError(f"{name} must be a list of [x, y, z] voxel points, got {value!r}")
+    points = []
+    for point in value:
+        if not isinstance(point, (list, tuple)) or len(point) != 3:
+            raise PromptError(f"{name} point {point!r} is not an [x, y, z] voxel point")
+        try:
+            points.append(tuple(float(v) for v in point))
+        except (TypeError, ValueError):
+            raise PromptError(f"{name} point {point!r} holds a non-number") from None
+    return tuple(points)  # type: ignore[return-value]
+
+
+def _roi(value: Any) -> tuple[float, float, float, float, float, float] | None:
+    if value in (None, "", []):
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 6:
+        raise PromptError(f"roi must be [x0, y0, x1, y1, z0, z1] in voxels, got {value!r}")
+    try:
+        x0, y0, x1, y1, z0, z1 = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise PromptError(f"roi {value!r} holds a non-number") from None
+    return x0, y0, x1, y1, z0, z1
+
+
+def parse_points(request: Mapping[str, Any], label_names: Mapping[str, int]) -> PointParams:
+    params = PointParams(
+        axis=parse_axis(request.get("axis")),
+        slice_range=request.get("slice_range"),
+        window=parse_window(request.get("window")),
+        label=parse_label_value(request.get("label_value"), label_names),
+        foreground=_points(request.get("foreground"), "foreground"),
+        background=_points(request.get("background"), "background"),
+        roi=_roi(request.get("roi")),
+        sam2_model=first_choice(request.get("sam2_model")) or None,
+        output=OutputFormat.parse(request),
+    )
+    if not params.foreground and params.roi is None:
+        raise PromptError("sam2_points needs at least one foreground point or an roi box")
+    return params
+
+
+def click_seeds(params: PointParams, grid: Grid) -> ClickSeeds:
+    """Group the voxel clicks by slice along the axis and add the roi's box on every slice it spans."""
+    axis = params.axis
+    rows, cols = [a for a in (0, 1, 2) if a != int(axis)][::-1]
+    per_slice: dict[int, dict[str, Any]] = {}
+    for points, value in ((params.foreground, 1), (params.background, 0)):
+        for point in points:
+            for v, size in zip(point, grid.shape):
+                if not 0 <= v < size:
+                    raise PromptError(f"point {list(point)} is outside the image ({'x'.join(map(str, grid.shape))} voxels)")
+            slice_index, row, col = voxel_to_slice_point(point, axis)
+            entry = per_slice.setdefault(slice_index, {"points": [], "labels": [], "box": None})
+            entry["points"].append((row, col))
+            entry["labels"].append(value)
+    if params.roi is not None:
+        x0, y0, x1, y1, z0, z1 = params.roi
+        low, high = (min(x0, x1), min(y0, y1), min(z0, z1)), (max(x0, x1), max(y0, y1), max(z0, z1))
+        box = (low[rows], low[cols], high[rows], high[cols])
+        first, last = int(round(low[int(axis)])), int(round(high[int(axis)]))
+        for slice_index in range(first, max(last, first + 1)):  # end exclusive, as MONAI Label's SAM2 reads it
+            per_slice.setdefault(slice_index, {"points": [], "labels": [], "box": None})["box"] = box
+    prompts = [
+        ClickPrompt(slice_index=s, points_rc=tuple(e["points"]), point_labels=tuple(e["labels"]), box_rc=e["box"])
+        for s, e in sorted(per_slice.items())
+    ]
+    return ClickSeeds(axis=axis, prompts={params.label: prompts})
+
+
+def check_model(requested: Any, loaded: str) -> None:
+    """A request naming a SAM2.1 size must name the one this server loaded."""
+    if requested not in (None, "") and str(requested) != loaded:
+        raise PromptError(f"this server runs SAM2.1 '{loaded}', not {str(requested)!r}: restart it with --model {requested}")
+
+
+def describe_labels(values: Sequence[int], label_names: Mapping[str, int]) -> dict[str, int]:
+    """{name: value} for result label values, named after the app's labels where known."""
+    names = {int(v): n for n, v in label_names.items()}
+    return {names.get(int(v), f"label_{int(v)}"): int(v) for v in values}

@@ -1,0 +1,54 @@
+"""Active-learning strategies: MONAI Label's `random` and `first`, and `ordered` (ours)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Callable, Dict
+
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+
+logger = logging.getLogger(__name__)
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders numbers by value: case2 < case10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+class Ordered(Strategy):
+    """The unlabeled image that follows, in natural name order, the image labeled most recently (wrapping around).
+
+    Deterministic and explainable: annotators walk through a study list in its own order, and a
+    skipped image comes back after the end of the list. The answer says why the image was picked.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Next unlabeled image in name order, after the one labeled last")
+
+    def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any] | None:
+        tag = request.get("label_tag") or DefaultLabelTag.FINAL.value
+        unlabeled = sorted(datastore.get_unlabeled_images(tag, request.get("labels")), key=natural_key)
+        if not unlabeled:
+            return None
+        last, last_ts = None, -1
+        for image_id in datastore.get_labeled_images(tag, request.get("labels")):
+            label_id = datastore.get_label_by_image_id(image_id, tag)
+            ts = int(datastore.get_label_info(label_id, tag).get("ts", 0) or 0) if label_id else 0
+            if ts > last_ts or (ts == last_ts and last is not None and natural_key(image_id) > natural_key(last)):
+                last, last_ts = image_id, ts
+        if last is None:
+            chosen, reason = unlabeled[0], "no image is labeled yet: first unlabeled image in name order"
+        else:
+            after = [i for i in unlabeled if natural_key(i) > natural_key(last)]
+            chosen = after[0] if after else unlabeled[0]
+            reason = (f"next unlabeled image after {last!r} (labeled last)" if after
+                      else f"no unlabeled image after {last!r} (labeled last): wrapped to the first")
+        logger.info("ordered: %s -> %s", reason, chosen)
+        return {"id": chosen, "reason": reason}
+
+
+STRATEGIES: Dict[str, Callable[[], Strategy]] = {"random": Random, "first": First, "ordered": Ordered}

@@ -1,0 +1,131 @@
+"""MONAI Label infer tasks: `sam2_propagate` (seed mask + slice range) and `sam2_points` (clicks / box)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, Tuple
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from sam2med.engine import PropagationResult
+from sam2med.errors import PromptError
+from sam2med.geometry import Axis
+from sam2med.io import Volume, load_volume
+from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.params import (
+    DEFAULT_SEED_TAG,
+    OutputFormat,
+    check_model,
+    click_seeds,
+    describe_labels,
+    parse_points,
+    parse_propagate,
+    parse_slice_range,
+)
+from sam2med.monailabel.results import load_seed, write_result
+from sam2med.monailabel.safety import AccessError, is_upload
+from sam2med.prompts import seeds_from_label
+from sam2med.windowing import CT_PRESETS
+
+logger = logging.getLogger(__name__)
+
+AXES = [axis.name.lower() for axis in (Axis.AXIAL, Axis.CORONAL, Axis.SAGITTAL)]
+WINDOWS = ["auto", *CT_PRESETS, "percentile"]
+
+
+class _Sam2Task(InferTask):
+    """Shared plumbing: the engine, the label names, the result file and JSON."""
+
+    def __init__(self, engine: SharedEngine, datastore: Callable[[], Datastore], labels: Dict[str, int],
+                 type: str, description: str, config: Dict[str, Any]):
+        super().__init__(type=type, labels=dict(labels), dimension=3, description=description,
+                         config={**config, "sam2_model": [engine.model_name]})
+        self.engine = engine
+        self.datastore = datastore
+        self.label_names = dict(labels)
+
+    def is_valid(self) -> bool:
+        return True
+
+    def _finish(self, result: PropagationResult, image: Volume, output: OutputFormat, start: float, load_seconds: float,
+                extra: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        write_start = time.perf_counter()
+        path = write_result(result.label, image.grid, output)
+        write_seconds = time.perf_counter() - write_start
+        report = result.to_json()
+        report.update(extra)
+        report["label_names"] = describe_labels(sorted(result.scores), self.label_names)
+        report["latencies"] = {
+            "pre": round(load_seconds, 3), "infer": round(result.seconds, 3), "invert": 0, "post": 0,
+            "write": round(write_seconds, 3), "total": round(time.perf_counter() - start, 3), "transform": None,
+            "encode": round(result.encode_seconds, 3), "track": round(result.track_seconds, 3),
+        }
+        return path, report
+
+
+class Sam2PropagateTask(_Sam2Task):
+    """Propagate a seed label (uploaded, else the image's saved label) through a slice range."""
+
+    def __init__(self, engine: SharedEngine, datastore: Callable[[], Datastore], labels: Dict[str, int]):
+        super().__init__(
+            engine, datastore, labels, type=InferType.SEGMENTATION,
+            description="SAM2.1 propagation of a seed mask (uploaded label, else the saved one) through a slice range",
+            config={"slice_range": "", "axis": AXES, "window": WINDOWS, "labels": "", "seed_tag": DEFAULT_SEED_TAG},
+        )
+
+    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume]:
+        uploaded = request.get("label")
+        if uploaded:
+            if not is_upload(uploaded):
+                raise AccessError("'label' must be a file uploaded with the request, not a server path")
+            return "upload", load_seed(uploaded, image)
+        image_id = request.get("image_id")
+        uri = self.datastore().get_label_uri(image_id, tag) if image_id else ""
+        if not uri or not os.path.isfile(uri):
+            where = f"image {image_id!r}" if image_id else "an uploaded image"
+            raise PromptError(f"no seed: upload a label with the request, or save a label for {where} under tag {tag!r} first")
+        return f"datastore:{tag}", load_seed(uri, image)
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        start = time.perf_counter()
+        params = parse_propagate(request, self.label_names)
+        check_model(params.sam2_model, self.engine.model_name)
+        image = load_volume(request["image"])
+        seed_source, seed = self._seed(request, image, params.seed_tag)
+        slice_range = parse_slice_range(params.slice_range, image.grid.num_slices(params.axis))
+        seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, slice_range, params.labels)
+        load_seconds = time.perf_counter() - start
+        result = self.engine.get().propagate(image, seeds, slice_range, window=params.window)
+        return self._finish(result, image, params.output, start, load_seconds,
+                            {"seed": seed_source, "seed_slices": seeds.slices})
+
+
+class Sam2PointsTask(_Sam2Task):
+    """Foreground/background clicks and an roi box, as OHIF's point panel sends them, propagated through a range."""
+
+    def __init__(self, engine: SharedEngine, datastore: Callable[[], Datastore], labels: Dict[str, int]):
+        super().__init__(
+            engine, datastore, labels, type=InferType.DEEPGROW,
+            description="SAM2.1 from foreground/background clicks and an roi box, propagated through a slice range",
+            config={"slice_range": "", "axis": AXES, "window": WINDOWS, "label_value": 1},
+        )
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        start = time.perf_counter()
+        params = parse_points(request, self.label_names)
+        check_model(params.sam2_model, self.engine.model_name)
+        image = load_volume(request["image"])
+        seeds = click_seeds(params, image.grid)
+        slice_range = parse_slice_range(params.slice_range, image.grid.num_slices(params.axis))
+        load_seconds = time.perf_counter() - start
+        result = self.engine.get().propagate(image, seeds, slice_range, window=params.window)
+        return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices})
+
+
+TASKS: Dict[str, Callable[[SharedEngine, Callable[[], Datastore], Dict[str, int]], InferTask]] = {
+    "sam2_propagate": Sam2PropagateTask,
+    "sam2_points": Sam2PointsTask,
+}

@@ -1,0 +1,232 @@
+"""OHIF + Orthanc + sam2med in a real browser: what a person sees, end to end.
+
+Orthanc (Debian's package, DICOMweb plugin, loopback, private data folder) holds the example CT series,
+uploaded by the repo's script with generated UIDs. `main.py serve --dicomweb` serves the app over it;
+headless Debian Chromium, driven by Playwright, opens the bundled OHIF at /ohif/. A seed label is saved
+for the series (DICOM-SEG on Orthanc), the model is run from the MONAI Label panel, and the propagated
+segmentation must appear: in the viewer and as voxels on slices inside the range. Screenshots go to
+test-artifacts/e2e/. Random SAM2 weights: plumbing is checked, not segmentation quality.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "e2e"
+SEED_SLICE, RANGE = 10, (8, 12)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _wait_for(url: str, seconds: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log else ""
+            pytest.fail(f"process exited with {process.returncode} before {url} answered:\n{tail}")
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"{url} did not answer within {seconds:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def installed() -> None:
+    """The repo's install script: Debian's orthanc, orthanc-dicomweb, chromium and playwright, when missing."""
+    run = subprocess.run(["bash", str(REPO / "scripts/orthanc/install.sh")], cwd=REPO, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, env={**os.environ, "PYTHON": sys.executable}, timeout=1200)
+    if run.returncode != 0:
+        if shutil.which("apt-get") is None:
+            pytest.skip(f"Orthanc/Chromium cannot be installed here (no apt-get): {run.stderr.strip()[-300:]}")
+        pytest.fail(f"scripts/orthanc/install.sh failed ({run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def orthanc(installed, shared_data, tmp_path_factory):
+    """A private Orthanc on free loopback ports with the example CT series uploaded; stopped at teardown."""
+    data = tmp_path_factory.mktemp("orthanc")
+    http_port, dicom_port = _free_port(), _free_port()
+    start = subprocess.run(["bash", str(REPO / "scripts/orthanc/start.sh"), "--data", str(data), "--http-port", str(http_port),
+                            "--dicom-port", str(dicom_port)], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert start.returncode == 0, f"start.sh failed:\n{start.stdout}\n{start.stderr}"
+    url = f"http://127.0.0.1:{http_port}/dicom-web"
+    try:
+        config = json.loads((data / "orthanc.json").read_text())
+        assert config["RemoteAccessAllowed"] is False
+        upload = subprocess.run(
+            ["bash", str(REPO / "scripts/orthanc/upload_example.sh"), str(shared_data / "totalsegmentator/example_ct_dicom"), "--url", url],
+            cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHON": sys.executable})
+        assert upload.returncode == 0, f"upload failed:\n{upload.stdout}\n{upload.stderr}"
+        series = _get_json(f"{url}/series?Modality=CT")
+        assert len(series) == 1, series
+        yield {"url": url, "study": series[0]["0020000D"]["Value"][0], "series": series[0]["0020000E"]["Value"][0]}
+    finally:
+        subprocess.run(["bash", str(REPO / "scripts/orthanc/stop.sh"), "--data", str(data)], cwd=REPO, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def server(orthanc, random_checkpoint, tmp_path_factory):
+    """`main.py serve --dicomweb` on a free port (random-weight tiny model, 256 px, CPU)."""
+    work = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    log = work / "server.log"
+    env = {**os.environ, "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "main.py"), "serve", "--dicomweb", orthanc["url"], "--port", str(port),
+             "--checkpoint", str(random_checkpoint), "--image-size", "256", "--device", "cpu"],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(f"{base}/info/", 240, process, log)
+        yield base
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, ARTIFACTS / "server.log")
+
+
+@pytest.fixture(scope="module")
+def saved_seed(server, orthanc, shared_data, tmp_path_factory) -> Path:
+    """The liver on slice SEED_SLICE of the series, saved as the series' `final` label (DICOM-SEG on Orthanc)."""
+    import requests
+
+    from sam2med.io import load_label, load_volume, save_label
+    from sam2med.prompts import seed_on_image_grid
+
+    ct = load_volume(shared_data / "totalsegmentator/example_ct_dicom")
+    organs = load_label(shared_data / "totalsegmentator/example_seg_dicom.nii.gz")
+    organs_on_ct = seed_on_image_grid(organs.array, organs.grid, ct.grid)
+    seed = np.zeros(ct.grid.shape, dtype=np.uint8)
+    seed[:, :, SEED_SLICE] = organs_on_ct[:, :, SEED_SLICE] == 5  # liver -> the app's label 1
+    path = save_label(seed, ct.grid, tmp_path_factory.mktemp("seed") / "seed.nii.gz")
+    with open(path, "rb") as handle:
+        response = requests.put(f"{server}/datastore/label", params={"image": orthanc["series"], "tag": "final"},
+                                files={"label": ("seed.nii.gz", handle)},
+                                data={"params": json.dumps({"label_info": [{"name": "structure", "idx": 1}]})}, timeout=120)
+    assert response.status_code == 200, response.text
+    segs = _get_json(f"{orthanc['url']}/series?Modality=SEG&includefield=0008103E")
+    assert [s["0008103E"]["Value"][0] for s in segs] == ["sam2med label"]
+    return path
+
+
+def _changed_pixels(before: bytes, after: bytes) -> float:
+    """The share of a viewport's pixels that changed visibly between two screenshots (an overlay appeared)."""
+    from PIL import Image
+
+    a, b = (np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int) for png in (before, after))
+    if a.shape != b.shape:
+        return 1.0
+    return float((np.abs(a - b).max(axis=2) > 30).mean())
+
+
+def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS, viewport={"width": 1600, "height": 1000})
+        try:
+            context.add_cookies([{"name": "MONAILABEL_SERVER_URL", "value": f"{server}/", "url": server}])
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+
+            # The study list shows the Orthanc study (the CT and the saved seed segmentation).
+            page.goto(f"{server}/ohif/")
+            row = page.get_by_text("Dec-08-2022").first
+            expect(row).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("CT\\SEG").first).to_be_visible()
+            page.screenshot(path=ARTIFACTS / "01-study-list.png")
+
+            # Open it in the MONAI Label mode: the CT renders, the seed shows as a SEG series of the study.
+            row.click()
+            page.get_by_role("button", name="MONAI Label").first.click()
+            expect(page.get_by_text("CT Body 3.0").first).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("sam2med label").first).to_be_visible(timeout=90_000)
+            hide = page.get_by_text("Confirm and Hide")
+            if hide.is_visible():
+                hide.click()
+            viewport = page.locator(".cornerstone-viewport-element").first
+            expect(viewport).to_be_visible(timeout=90_000)
+            time.sleep(5)  # let the volume finish loading before the "before" picture
+            before = viewport.screenshot()
+            page.screenshot(path=ARTIFACTS / "02-viewer.png")
+
+            # Connect the panel: it lists sam2_propagate under Auto-Segmentation.
+            page.locator("#monailabelServerURL").locator("xpath=../..").locator("button").click()
+            page.get_by_text("Auto-Segmentation").click()
+            models = page.locator(".modelSelector select.selectBox").first
+            expect(models.locator("option", has_text="sam2_propagate")).to_have_count(1)
+            models.select_option("sam2_propagate")
+
+            # A short slice range through the panel's options dialog.
+            page.get_by_text("Options / Configurations").click()
+            page.locator("tr", has_text="slice_range").locator("input").first.fill(f"{RANGE[0]},{RANGE[1]}")
+            page.screenshot(path=ARTIFACTS / "03-options.png")
+            page.get_by_role("button", name="Confirm").click()
+
+            # Run the model from the panel; the result arrives and is painted into the viewer.
+            with page.expect_response(lambda r: "/infer/sam2_propagate" in r.url, timeout=300_000) as answer:
+                page.locator(".modelSelector button.actionButton").first.click()
+            response = answer.value
+            assert response.status == 200, response.text()[:500]
+            expect(page.get_by_text("Running Segmentation - Successful")).to_be_visible(timeout=60_000)
+            time.sleep(3)
+            after = viewport.screenshot()
+            page.screenshot(path=ARTIFACTS / "04-segmentation.png")
+            result_bytes = response.body()
+        finally:
+            context.close()
+
+    with tempfile.NamedTemporaryFile(suffix=".nrrd") as nrrd:
+        nrrd.write(result_bytes)
+        nrrd.flush()
+        result = sitk.GetArrayFromImage(sitk.ReadImage(nrrd.name))  # (z, y, x)
+    per_slice = (result > 0).reshape(result.shape[0], -1).sum(axis=1)
+    inside = [z for z in range(result.shape[0]) if RANGE[0] <= z <= RANGE[1]]
+    assert all(per_slice[z] > 0 for z in inside), per_slice.tolist()
+    assert per_slice.sum() == per_slice[inside].sum(), f"voxels outside the range: {per_slice.tolist()}"
+    changed = _changed_pixels(before, after)
+    assert changed > 0.01, f"no segmentation overlay appeared in the viewer ({changed:.2%} of its pixels changed)"
+
+    # The result went back to Orthanc as a DICOM-SEG of the series.
+    descriptions = sorted(s["0008103E"]["Value"][0] for s in _get_json(f"{orthanc['url']}/series?Modality=SEG&includefield=0008103E"))
+    assert descriptions == ["sam2med label", "sam2med result (original)"]

@@ -1,0 +1,146 @@
+"""`main.py evaluate` end to end on synthetic cases: outputs, per-case failures, exit status."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from eval_synthetic import make_grid, moving_disc_case, write_case
+from sam2med.cli import main
+from sam2med.evaluation.metrics import TargetMetrics
+from sam2med.evaluation.pairing import Case
+from sam2med.evaluation.report import summarise
+from sam2med.evaluation.runner import CaseOutcome, TargetResult
+from sam2med.io import load_label
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_data")
+    images, labels = root / "images", root / "labels"
+    volume, label = moving_disc_case()
+    write_case(images, labels, "good", volume, label)
+    write_case(images, labels, "partial", volume, np.where(label == 1, 0, label).astype(np.uint8))
+    write_case(images, labels, "shifted", volume, label, label_grid=make_grid(origin=(5.0, 0.0, 0.0)))
+    write_case(images, labels, "orphan", volume, label)
+    (labels / "orphan.nii.gz").unlink()
+    return images, labels
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_registration_run_reports_each_failure_and_goes_on(dataset, tmp_path, capsys):
+    images, labels = dataset
+    out = tmp_path / "out"
+    code = main(["evaluate", "--images", str(images), "--labels", str(labels), "--label", "1", "--label", "2",
+                 "--propagator", "registration", "--protocol", "center-slice", "--range", "margin:1",
+                 "--preview", "partial", "--save-predictions", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| **overall** | 3 |" in printed and "2 of 4 case(s) evaluated" in printed
+
+    rows = read_rows(out / "results.csv")
+    by_key = {(r["case"], r["label"]): r for r in rows}
+    assert set(by_key) == {("good", "1"), ("good", "2"), ("partial", "1"), ("partial", "2")}
+    assert by_key[("partial", "1")]["status"] == "failed" and "absent" in by_key[("partial", "1")]["error"]
+    good = by_key[("good", "1")]
+    assert good["status"] == "ok" and float(good["dice"]) > 0.8
+    assert (good["truth_start"], good["truth_end"], good["range_start"], good["range_end"], good["slices"]) == ("1", "7", "0", "8", "9")
+    assert good["seed_slices"] == "4"
+    assert float(by_key[("good", "2")]["dice"]) > 0.95  # a still square is carried exactly
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == {"total": 4, "evaluated": 2, "failed": ["orphan", "shifted"]}
+    errors = {(f["case"], f["label"]): f["error"] for f in summary["failed"]}
+    assert "grids differ" in errors[("shifted", None)] and "origin" in errors[("shifted", None)]
+    assert "no label file" in errors[("orphan", None)]
+    assert "absent" in errors[("partial", 1)]
+    assert summary["overall"]["n"] == 3 and summary["targets"]["1 label_1"]["n"] == 1
+    assert summary["config"]["propagator"] == "registration" and summary["config"]["range"] == "margin:1"
+    assert "| **overall** | 3 |" in (out / "summary.md").read_text()
+
+    assert (out / "dice_boxplot.png").stat().st_size > 0
+    for name in ("good", "partial"):  # the first case by default, and the one asked for
+        assert (out / "previews" / f"{name}.gif").read_bytes()[:3] == b"GIF"
+        assert (out / "previews" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    predicted = load_label(out / "predictions" / "good.nii.gz").array
+    assert set(np.unique(predicted)) == {0, 1, 2}
+    assert not [p for p in out.rglob(".*")]  # no temporary file left behind
+
+
+def test_every_case_failing_exits_1(dataset, tmp_path):
+    images, labels = dataset
+    code = main(["evaluate", "--images", str(images), "--labels", str(labels), "--label", "7",
+                 "--propagator", "copy", "--out", str(tmp_path / "out")])
+    assert code == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cases"]["evaluated"] == 0 and len(summary["cases"]["failed"]) == 4
+
+
+def test_empty_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    code = main(["evaluate", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "--propagator", "copy", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ") and "empty" in err[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_protocol_is_exit_2(dataset, tmp_path):
+    images, labels = dataset
+    assert main(["evaluate", "--images", str(images), "--labels", str(labels), "--protocol", "clicks:0",
+                 "--propagator", "copy", "--out", str(tmp_path / "out")]) == 2
+
+
+def test_summary_skips_infinite_distances_and_counts_them():
+    def row(label, dice, hd):
+        return TargetResult("c", label, "x", "copy", metrics=TargetMetrics(dice, dice, hd, hd, 1, 1), seconds=0.5)
+
+    outcome = CaseOutcome(Case("c", None, None), targets=[row(1, 0.0, math.inf), row(1, 0.5, 2.0), row(1, 1.0, 4.0)])
+    summary = summarise([outcome], {})
+    target = summary["targets"]["1 x"]
+    assert target["dice"]["mean"] == pytest.approx(0.5) and target["dice"]["median"] == 0.5
+    assert target["hd95_mm"] == {"mean": 3.0, "median": 3.0, "std": 1.0, "n_inf": 1}
+
+
+def test_min_slices_skips_targets_without_failing_them(dataset, tmp_path):
+    images, labels = dataset
+    out = tmp_path / "out"
+    # label 1 is on 7 slices, label 2 on all 9: --min-slices 8 keeps label 2 only
+    assert main(["evaluate", "--images", str(images), "--labels", str(labels), "--min-slices", "8",
+                 "--propagator", "copy", "--previews", "0", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(s["case"], s["label"], s["slices"]) for s in summary["skipped"]} == {("good", 1, 7)}
+    assert list(summary["targets"]) == ["2 label_2"] and summary["targets"]["2 label_2"]["n"] == 2
+    assert summary["cases"]["failed"] == ["orphan", "shifted"]
+    # nothing long enough anywhere: nothing evaluated, nothing failed per target, exit 1
+    assert main(["evaluate", "--images", str(images), "--labels", str(labels), "--min-slices", "10",
+                 "--propagator", "copy", "--previews", "0", "--out", str(tmp_path / "none")]) == 1
+
+
+def test_label_stored_flipped_is_reindexed_exactly(tmp_path):
+    from sam2med.evaluation.protocols import Protocol
+    from sam2med.evaluation.propagators import CopyPropagator
+    from sam2med.evaluation.runner import EvaluationConfig, evaluate_case
+    from sam2med.geometry import Grid
+
+    volume, label = moving_disc_case()
+    g = volume.grid
+    # the same lattice stored with x reversed (LAS-like): origin at the far x end, direction -x
+    flipped = Grid(shape=g.shape, spacing=g.spacing, origin=(g.origin[0] + (g.shape[0] - 1) * g.spacing[0], 0.0, 0.0),
+                   direction=(-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    write_case(tmp_path / "i", tmp_path / "l", "f", volume, np.ascontiguousarray(label[::-1]), label_grid=flipped)
+    case = Case("f", tmp_path / "i" / "f.nii.gz", tmp_path / "l" / "f.nii.gz")
+    config = EvaluationConfig(protocol=Protocol.parse("largest-slice"))
+    outcome = evaluate_case(case, CopyPropagator(), config)
+    assert outcome.error is None
+    np.testing.assert_array_equal(outcome.truth, label)  # back on the image grid, voxel for voxel
+    assert {t.label: t.metrics.truth_voxels for t in outcome.targets} == {1: int((label == 1).sum()), 2: int((label == 2).sum())}

@@ -1,0 +1,83 @@
+"""Metric values against hand-computed ones (MONAI's classes, spacing honoured, empty masks explicit)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sam2med.evaluation.metrics import compute_metrics
+
+SPACING = (2.0, 1.0, 1.0)  # x is 2 mm: a one-voxel shift along x is 2 mm
+
+
+def cube(shape, start, size) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[tuple(slice(s, s + size) for s in start)] = True
+    return mask
+
+
+def test_identical_masks_are_perfect():
+    truth = cube((10, 10, 10), (2, 2, 2), 4)
+    m = compute_metrics(truth, truth, SPACING)
+    assert (m.dice, m.iou, m.hd95_mm, m.asd_mm) == (1.0, 1.0, 0.0, 0.0)
+
+
+def test_cube_shifted_by_one_voxel():
+    # 4^3 cubes shifted by one voxel along x: overlap 3*4*4 = 48 of 64 each.
+    truth, pred = cube((12, 12, 12), (2, 2, 2), 4), cube((12, 12, 12), (3, 2, 2), 4)
+    m = compute_metrics(pred, truth, SPACING)
+    assert m.dice == pytest.approx(2 * 48 / 128)
+    assert m.iou == pytest.approx(48 / 80)
+    assert m.hd95_mm == pytest.approx(2.0)  # the far faces are one 2 mm voxel apart
+    # 56 surface voxels per cube; per direction: 16 at 2 mm (far face), 4 at 1 mm (near face's centre), rest 0.
+    assert m.asd_mm == pytest.approx(36 / 56, rel=1e-5)
+
+
+def test_small_cubes_overlap_and_apart():
+    truth = cube((10, 10, 10), (2, 2, 2), 2)  # 2^3: every voxel is on the surface
+    overlap = compute_metrics(cube((10, 10, 10), (3, 2, 2), 2), truth, SPACING)
+    assert (overlap.dice, overlap.iou) == (pytest.approx(0.5), pytest.approx(1 / 3))
+    assert overlap.hd95_mm == pytest.approx(2.0) and overlap.asd_mm == pytest.approx(1.0)  # distances 0,0,0,0,2,2,2,2
+    apart = compute_metrics(cube((10, 10, 10), (5, 2, 2), 2), truth, SPACING)
+    assert apart.dice == 0.0 and apart.iou == 0.0
+    assert apart.hd95_mm == pytest.approx(6.0) and apart.asd_mm == pytest.approx(5.0)  # distances 4 and 6 mm
+
+
+def test_spacing_scales_distances_only():
+    truth, pred = cube((12, 12, 12), (2, 2, 2), 4), cube((12, 12, 12), (3, 2, 2), 4)
+    iso = compute_metrics(pred, truth, (1.0, 1.0, 1.0))
+    aniso = compute_metrics(pred, truth, (3.0, 1.0, 1.0))
+    assert iso.dice == aniso.dice
+    assert iso.hd95_mm == pytest.approx(1.0) and aniso.hd95_mm == pytest.approx(3.0)
+
+
+def test_empty_prediction_is_explicit():
+    truth = cube((10, 10, 10), (2, 2, 2), 3)
+    m = compute_metrics(np.zeros_like(truth), truth, SPACING)
+    assert m.dice == 0.0 and m.iou == 0.0
+    assert math.isinf(m.hd95_mm) and math.isinf(m.asd_mm)
+    assert m.pred_voxels == 0 and m.truth_voxels == 27
+
+
+def test_both_empty_is_perfect():
+    empty = np.zeros((5, 5, 5), dtype=bool)
+    m = compute_metrics(empty, empty, SPACING)
+    assert (m.dice, m.iou, m.hd95_mm, m.asd_mm) == (1.0, 1.0, 0.0, 0.0)
+
+
+def test_masks_touching_the_border_keep_their_surface():
+    # Cropping pads by a voxel: a mask filling a face of the volume still has a surface there.
+    truth = np.zeros((6, 6, 6), dtype=bool)
+    truth[0:3] = True
+    pred = np.zeros_like(truth)
+    pred[0:2] = True
+    m = compute_metrics(pred, truth, (1.0, 1.0, 1.0))
+    assert m.dice == pytest.approx(2 * 72 / (108 + 72))
+    assert m.hd95_mm == pytest.approx(1.0)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        compute_metrics(np.zeros((3, 3, 3), bool), np.zeros((3, 3, 4), bool), SPACING)

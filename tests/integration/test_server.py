@@ -1,0 +1,300 @@
+"""The real server (`main.py serve`) on a free loopback port, driven as the 3D Slicer plugin drives it.
+
+A random-weight SAM2.1-tiny at 256 px keeps CPU cost low: these tests check plumbing, geometry, HTTP
+answers and isolation between requests, not segmentation quality. CT requests share slices 14..18 so
+that the feature cache makes later requests cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from monailabel.client import MONAILabelClient
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CT_SLICE, CT_RANGE = 16, (14, 18)
+MR_SLICE, MR_RANGE = 12, (10, 14)
+MAX_UPLOAD_MB = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _seed_file(label_path: Path, values: list[int], slice_index: int, out: Path) -> Path:
+    """A seed on the label's own grid: `values` kept on one axial slice, zero elsewhere."""
+    label = sitk.ReadImage(str(label_path))
+    array = sitk.GetArrayFromImage(label)  # (z, y, x)
+    seed = np.zeros_like(array, dtype=np.uint8)
+    keep = np.isin(array[slice_index], values)
+    seed[slice_index][keep] = array[slice_index][keep]
+    image = sitk.GetImageFromArray(seed)
+    image.CopyInformation(label)
+    sitk.WriteImage(image, str(out))
+    return out
+
+
+def _read_xyz(path: str) -> tuple[np.ndarray, sitk.Image]:
+    image = sitk.ReadImage(path)
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), image
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
+
+
+def _same_grid(result: sitk.Image, reference: sitk.Image) -> None:
+    assert result.GetSize() == reference.GetSize()
+    np.testing.assert_allclose(result.GetSpacing(), reference.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(result.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(result.GetDirection(), reference.GetDirection(), atol=1e-6)
+
+
+def _status(err: Exception) -> tuple[int, str]:
+    match = re.search(r"Status: (\d+); Response: (.*)", str(getattr(err, "msg", err)), re.S)
+    assert match, f"not an HTTP error: {err}"
+    return int(match.group(1)), match.group(2)
+
+
+@pytest.fixture(scope="module")
+def server(shared_data, random_checkpoint, tmp_path_factory):
+    """Studies ct, ct2 (same voxels), mr (LPS); the server's temp dir is private so leftovers can be checked."""
+    root = tmp_path_factory.mktemp("server")
+    studies, tmp, seeds = root / "studies", root / "tmp", root / "seeds"
+    for folder in (studies, tmp, seeds):
+        folder.mkdir()
+    ts = shared_data / "totalsegmentator"
+    shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
+    shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct2.nii.gz")
+    shutil.copy(ts / "example_mr_sm.nii.gz", studies / "mr.nii.gz")
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+    log = open(root / "server.log", "w")
+    cmd = [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port),
+           "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
+           "--max-upload-mb", str(MAX_UPLOAD_MB), "--labels", '{"spleen": 1, "liver": 5}']
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/info/", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not answer /info/: {(root / 'server.log').read_text()[-3000:]}")
+        time.sleep(1)
+    info = {
+        "url": url, "studies": studies, "tmp": tmp, "seeds": seeds, "root": root, "log": root / "server.log",
+        "ct_seed": _seed_file(ts / "example_seg.nii.gz", [1, 5], CT_SLICE, seeds / "ct_seed.nii.gz"),
+        "ct_spleen_seed": _seed_file(ts / "example_seg.nii.gz", [1], CT_SLICE, seeds / "ct_spleen_seed.nii.gz"),
+        "mr_seed": _seed_file(ts / "example_seg_mr.nii.gz", [5], MR_SLICE, seeds / "mr_seed.nii.gz"),
+    }
+    yield info
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture()
+def client(server, tmp_path) -> MONAILabelClient:
+    return MONAILabelClient(server["url"], tmpdir=str(tmp_path))
+
+
+def _check_result(out: str, image_path: Path, seed_path: Path, slice_range: tuple[int, int], seed_slice: int,
+                  labels: list[int] | None = None) -> np.ndarray:
+    label, result = _read_xyz(out)
+    _same_grid(result, sitk.ReadImage(str(image_path)))
+    seed, _ = _read_xyz(str(seed_path))
+    outside = np.ones(label.shape[2], bool)
+    outside[slice_range[0] : slice_range[1] + 1] = False
+    assert not label[..., outside].any(), "label written outside the slice range"
+    for value in labels or np.unique(seed[seed > 0]):
+        assert _dice(label[..., seed_slice] == value, seed[..., seed_slice] == value) >= 0.9, f"seed slice of label {value}"
+    assert set(np.unique(label)) <= set(np.unique(seed))
+    return label
+
+
+def test_info_lists_tasks_options_and_strategies(client):
+    info = client.info()
+    models = info["models"]
+    assert {"sam2_propagate", "sam2_points"} <= set(models)
+    assert models["sam2_propagate"]["type"] == "segmentation" and models["sam2_points"]["type"] == "deepgrow"
+    assert {"slice_range", "axis", "window", "labels", "seed_tag", "sam2_model"} <= set(models["sam2_propagate"]["config"])
+    assert models["sam2_propagate"]["labels"] == {"spleen": 1, "liver": 5}
+    assert {"random", "first", "ordered"} <= set(info["strategies"])
+    assert info["sam2med"]["loaded"] is True and info["sam2med"]["model"] == "tiny"
+
+
+def test_infer_with_uploaded_seed(client, server):
+    out, params = client.infer("sam2_propagate", "ct", {"slice_range": list(CT_RANGE)}, label_in=str(server["ct_seed"]))
+    label = _check_result(out, server["studies"] / "ct.nii.gz", server["ct_seed"], CT_RANGE, CT_SLICE)
+    assert set(np.unique(label)) == {0, 1, 5}
+    assert params["slices_processed"] == 5 and params["slice_range"] == list(CT_RANGE) and params["seed"] == "upload"
+    assert [s["slice"] for s in params["labels"]["5"]["slices"]] == list(range(CT_RANGE[0], CT_RANGE[1] + 1))
+    assert params["latencies"]["total"] > 0 and params["label_names"] == {"spleen": 1, "liver": 5}
+
+
+def test_save_label_then_infer_with_datastore_seed(client, server, tmp_path):
+    saved = client.save_label("ct", str(server["ct_seed"]), tag="final")
+    assert saved["label"] == "ct"
+    assert "ct" in client.datastore()["objects"] and "final" in client.datastore()["objects"]["ct"]["labels"]
+    out_store, params = client.infer("sam2_propagate", "ct", {"slice_range": f"{CT_RANGE[0]},{CT_RANGE[1]}", "labels": "liver"})
+    assert params["seed"] == "datastore:final"
+    label = _check_result(out_store, server["studies"] / "ct.nii.gz", server["ct_seed"], CT_RANGE, CT_SLICE, [5])
+    assert set(np.unique(label)) == {0, 5}, "the 'labels' subset (by name) was not applied"
+    out_upload, _ = client.infer("sam2_propagate", "ct", {"slice_range": list(CT_RANGE), "labels": [5]},
+                                 label_in=str(server["ct_seed"]))
+    np.testing.assert_array_equal(label, _read_xyz(out_upload)[0])
+
+
+def test_next_sample_strategies(client, server):
+    client.save_label("ct", str(server["ct_seed"]), tag="final")
+    ordered = client.next_sample("ordered", {})
+    assert ordered["id"] == "ct2" and "after 'ct'" in ordered["reason"]
+    assert client.next_sample("first", {})["id"] == "ct2"
+    assert client.next_sample("random", {})["id"] in {"ct2", "mr"}
+
+
+def test_points_task_as_ohif_sends_it(client, server):
+    params = {"foreground": [[40, 50, CT_SLICE]], "background": [[5, 5, CT_SLICE]], "slice_range": list(CT_RANGE),
+              "result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False, "restore_label_idx": False}
+    out, result = client.infer("sam2_points", "ct", params)
+    assert out.endswith(".nrrd")
+    label, image = _read_xyz(out)
+    assert image.GetPixelID() == sitk.sitkUInt8
+    _same_grid(image, sitk.ReadImage(str(server["studies"] / "ct.nii.gz")))
+    assert set(np.unique(label)) <= {0, 1} and result["prompt_slices"] == [CT_SLICE]
+    assert not label[..., : CT_RANGE[0]].any() and not label[..., CT_RANGE[1] + 1 :].any()
+
+
+def _rejected(client, server, model, image, params, label=None) -> tuple[int, str]:
+    with pytest.raises(Exception) as caught:
+        client.infer(model, image, params, label_in=str(label) if label else None)
+    return _status(caught.value)
+
+
+def test_bad_requests_get_4xx_naming_the_problem(client, server):
+    seeds = server["seeds"]
+    wrong = sitk.ReadImage(str(server["ct_seed"]))[:, :, :20]
+    sitk.WriteImage(wrong, str(seeds / "wrong_shape.nii.gz"))
+    empty = sitk.ReadImage(str(server["ct_seed"])) * 0
+    sitk.WriteImage(empty, str(seeds / "empty.nii.gz"))
+    (seeds / "big.nii.gz").write_bytes(os.urandom((MAX_UPLOAD_MB + 1) * 1_000_000))
+    cases = [
+        ("sam2_propagate", "ct", {}, seeds / "wrong_shape.nii.gz", 422, "not on the image grid"),
+        ("sam2_propagate", "ct", {}, seeds / "empty.nii.gz", 422, "seed label is empty"),
+        ("sam2_propagate", "ct", {"slice_range": [18, 14]}, server["ct_seed"], 422, "reversed"),
+        ("sam2_propagate", "ct", {"slice_range": [0, 40]}, server["ct_seed"], 422, "outside the volume"),
+        ("sam2_propagate", "ct", {"slice_range": [0, 10]}, server["ct_seed"], 422, "outside the slice range"),
+        ("sam2_propagate", "ct", {"labels": "7"}, server["ct_seed"], 422, "[7] not in the seed"),
+        ("sam2_propagate", "ct", {"labels": "kidney"}, server["ct_seed"], 422, "unknown label name 'kidney'"),
+        ("sam2_propagate", "ct", {"sam2_model": "large"}, server["ct_seed"], 422, "runs SAM2.1 'tiny'"),
+        ("sam2_propagate", "ct", {"result_extension": ".exe"}, server["ct_seed"], 422, "result_extension"),
+        ("sam2_propagate", "ct", {}, seeds / "big.nii.gz", 413, "upload limit"),
+        ("sam2_propagate", "mr", {}, None, 422, "no seed"),
+        ("sam2_propagate", "nope", {}, server["ct_seed"], 404, "not in the datastore"),
+        ("sam2_propagate", "../studies/ct", {}, server["ct_seed"], 403, "not a datastore image id"),
+        ("sam2_propagate", str(server["studies"] / "ct.nii.gz"), {}, server["ct_seed"], 403, "not a datastore image id"),
+        ("sam2_points", "ct", {"foreground": [[1, 1]]}, None, 422, "not an [x, y, z] voxel point"),
+        ("sam2_points", "ct", {"foreground": [[500, 1, 1]]}, None, 422, "outside the image"),
+        ("no_such_task", "ct", {}, None, 404, "no_such_task"),
+    ]
+    for model, image, params, label, status, text in cases:
+        got_status, body = _rejected(client, server, model, image, params, label)
+        assert (got_status, text in json.loads(body)["detail"]) == (status, True), (model, image, params, body)
+    # a request cannot point the seed at a server file: 'label' in params is dropped, so there is no seed
+    got_status, body = _rejected(client, server, "sam2_propagate", "mr", {"label": str(server["ct_seed"])})
+    assert got_status == 422 and "no seed" in body
+    leftovers = [p.name for p in server["tmp"].iterdir() if not p.name.endswith(".json")]
+    assert leftovers == [], f"uploads or results left in the server's temp dir: {leftovers}"
+
+
+def test_three_concurrent_requests_each_get_their_own_label(server, tmp_path):
+    jobs = [
+        ("ct", server["ct_seed"], CT_RANGE, CT_SLICE, {0, 1, 5}),
+        ("ct2", server["ct_spleen_seed"], CT_RANGE, CT_SLICE, {0, 1}),
+        ("mr", server["mr_seed"], MR_RANGE, MR_SLICE, {0, 5}),
+    ]
+
+    def run(job):
+        image_id, seed, slice_range, _, _ = job
+        client = MONAILabelClient(server["url"], tmpdir=str(tmp_path / image_id))
+        return client.infer("sam2_propagate", image_id, {"slice_range": list(slice_range)}, label_in=str(seed))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(run, jobs))
+    for (image_id, seed, slice_range, seed_slice, values), (out, params) in zip(jobs, results):
+        label = _check_result(out, server["studies"] / f"{image_id}.nii.gz", seed, slice_range, seed_slice)
+        assert set(np.unique(label)) == values, image_id
+        assert params["slice_range"] == list(slice_range)
+
+
+def test_lps_mr_result_keeps_the_image_geometry(client, server):
+    out, _ = client.infer("sam2_propagate", "mr", {"slice_range": list(MR_RANGE), "axis": "axial"}, label_in=str(server["mr_seed"]))
+    image = sitk.ReadImage(str(server["studies"] / "mr.nii.gz"))
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    assert np.allclose(np.diag(direction), [1, 1, 1]), "the MR fixture is expected in LPS (identity ITK direction)"
+    _check_result(out, server["studies"] / "mr.nii.gz", server["mr_seed"], MR_RANGE, MR_SLICE)
+
+
+def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoint, tmp_path):
+    """`monailabel start_server --app apps/sam2med` (MONAI Label's own routes) with a lazily loaded model."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(shared_data / "totalsegmentator" / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
+    seed = _seed_file(shared_data / "totalsegmentator" / "example_seg.nii.gz", [5], CT_SLICE, tmp_path / "seed.nii.gz")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "sam2med"),
+           "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port),
+           "--conf", "checkpoint", str(random_checkpoint), "--conf", "model", "tiny", "--conf", "device", "cpu",
+           "--conf", "image_size", "256", "--conf", "preload", "false"]
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        client = MONAILabelClient(f"http://127.0.0.1:{port}", tmpdir=str(tmp_path))
+        deadline = time.time() + 120
+        while True:
+            try:
+                info = client.info()
+                break
+            except Exception:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"monailabel start_server did not answer: {(tmp_path / 'server.log').read_text()[-3000:]}")
+                time.sleep(1)
+        assert {"sam2_propagate", "sam2_points"} <= set(info["models"]) and info["sam2med"]["loaded"] is False
+        status, body = _rejected(client, None, "sam2_propagate", "ct", {"slice_range": [20, 10]}, seed)
+        assert status == 422 and "reversed" in body
+        status, body = _rejected(client, None, "sam2_propagate", "ct", {"image": "/etc/hostname"}, seed)
+        assert status == 403 and "not a datastore image id" in body
+        assert "loads lazily, on the first request" in (tmp_path / "server.log").read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+        log.close()

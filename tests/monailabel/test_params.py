@@ -1,0 +1,174 @@
+"""Request parsing for the MONAI Label tasks: what clients send (JSON or options-table strings) and what is refused."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from sam2med.errors import InputError, PromptError
+from sam2med.geometry import Axis, Grid
+from sam2med.monailabel.appconfig import AppConfig
+from sam2med.monailabel.params import (
+    OutputFormat,
+    check_model,
+    click_seeds,
+    parse_axis,
+    parse_label_subset,
+    parse_points,
+    parse_propagate,
+    parse_seed_tag,
+    parse_slice_range,
+)
+from sam2med.monailabel.safety import AccessError, NotFoundError, check_image_reference, is_upload
+from sam2med.prompts import SliceRange
+
+NAMES = {"spleen": 1, "liver": 5}
+GRID = Grid(shape=(40, 30, 20), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+@pytest.mark.parametrize("value, expected", [
+    ([3, 7], (3, 7)), (["3", "7"], (3, 7)), ("3,7", (3, 7)), ("3:7", (3, 7)), ("3-7", (3, 7)), ("[3, 7]", (3, 7)),
+    ((5, 5), (5, 5)), (None, (0, 19)), ("", (0, 19)), ("all", (0, 19)), ([], (0, 19)),
+])
+def test_slice_range_forms(value, expected):
+    assert parse_slice_range(value, 20) == SliceRange(*expected)
+
+
+@pytest.mark.parametrize("value, message", [
+    ([7, 3], "reversed"), ([0, 20], "outside the volume"), ([-1, 3], "outside the volume"), ([1, 2, 3], "two slice indices"),
+    ("a,b", "two integers"), (5, "two slice indices"), ([1.5, 3], "integer"), ([True, 3], "integer"),
+])
+def test_slice_range_rejections_name_the_problem(value, message):
+    with pytest.raises(PromptError, match=message):
+        parse_slice_range(value, 20)
+
+
+def test_axis_accepts_names_numbers_and_a_config_list():
+    assert parse_axis(None) is Axis.AXIAL
+    assert parse_axis("Coronal") is Axis.CORONAL
+    assert parse_axis(0) is Axis.SAGITTAL
+    assert parse_axis(["axial", "coronal", "sagittal"]) is Axis.AXIAL  # the config default echoed back
+    with pytest.raises(PromptError, match="unknown axis"):
+        parse_axis("oblique")
+
+
+def test_label_subset_by_value_or_name():
+    assert parse_label_subset(None, NAMES) is None
+    assert parse_label_subset("", NAMES) is None
+    assert parse_label_subset("5,1", NAMES) == [1, 5]
+    assert parse_label_subset(["Liver", 1], NAMES) == [1, 5]
+    assert parse_label_subset(7, NAMES) == [7]  # checked against the seed later
+    with pytest.raises(PromptError, match="unknown label name 'kidney'.*liver=5"):
+        parse_label_subset("kidney", NAMES)
+    with pytest.raises(PromptError, match="positive"):
+        parse_label_subset("0", NAMES)
+
+
+def test_propagate_defaults_and_ohif_output_options():
+    params = parse_propagate({}, NAMES)
+    assert (params.axis, params.window, params.labels, params.seed_tag) == (Axis.AXIAL, "auto", None, "final")
+    assert params.output == OutputFormat(".nii.gz", None, True)
+    ohif = parse_propagate({"result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False,
+                            "window": ["auto", "liver"], "seed_tag": "seed"}, NAMES)
+    assert ohif.output == OutputFormat(".nrrd", "uint8", False)
+    assert (ohif.window, ohif.seed_tag) == ("auto", "seed")
+    assert OutputFormat.parse({"result_extension": "nii", "result_compress": "false"}) == OutputFormat(".nii", None, False)
+
+
+@pytest.mark.parametrize("request_, message", [
+    ({"result_extension": ".png"}, "result_extension"), ({"result_dtype": "float32"}, "result_dtype"),
+    ({"result_compress": "maybe"}, "true or false"), ({"seed_tag": "../final"}, "not a label tag name"),
+])
+def test_propagate_rejections(request_, message):
+    with pytest.raises(PromptError, match=message):
+        parse_propagate(request_, NAMES)
+
+
+def test_seed_tag_and_model_checks():
+    assert parse_seed_tag(None) == "final"
+    assert parse_seed_tag("original") == "original"
+    with pytest.raises(PromptError):
+        parse_seed_tag("a/b")
+    check_model(None, "tiny")
+    check_model("tiny", "tiny")
+    with pytest.raises(PromptError, match="restart it with --model large"):
+        check_model("large", "tiny")
+
+
+def test_points_grouped_per_slice_with_ohif_voxel_order():
+    params = parse_points({"foreground": [[10, 20, 5], [12, 22, 5], [3, 4, 9]], "background": [[1, 2, 5]],
+                           "label_value": "liver"}, NAMES)
+    seeds = click_seeds(params, GRID)
+    assert seeds.labels == [5] and seeds.slices == [5, 9]
+    on_5 = seeds.prompts[5][0]
+    # axial slices are (row = y, column = x)
+    assert on_5.points_rc == ((20.0, 10.0), (22.0, 12.0), (2.0, 1.0)) and on_5.point_labels == (1, 1, 0)
+    assert on_5.box_rc is None
+
+
+def test_roi_box_on_every_slice_it_spans_for_any_axis():
+    axial = click_seeds(parse_points({"roi": [2, 3, 12, 13, 4, 6]}, NAMES), GRID)
+    assert axial.slices == [4, 5]  # end exclusive, as MONAI Label's SAM2 reads roi
+    assert axial.prompts[1][0].box_rc == (3.0, 2.0, 13.0, 12.0)
+    coronal = click_seeds(parse_points({"roi": [2, 3, 12, 5, 4, 6], "axis": "coronal"}, NAMES), GRID)
+    assert coronal.slices == [3, 4]  # y 3..5 along the coronal axis
+    assert coronal.prompts[1][0].box_rc == (4.0, 2.0, 6.0, 12.0)  # rows = z, columns = x
+
+
+@pytest.mark.parametrize("request_, message", [
+    ({}, "at least one foreground point or an roi"), ({"foreground": [[1, 2]]}, r"not an \[x, y, z\]"),
+    ({"foreground": "10,20,5"}, "list of"), ({"foreground": [[1, "a", 2]]}, "non-number"),
+    ({"roi": [1, 2, 3, 4]}, r"roi must be \[x0, y0, x1, y1, z0, z1\]"), ({"background": [[1, 2, 3]]}, "foreground point"),
+])
+def test_points_rejections(request_, message):
+    with pytest.raises(PromptError, match=message):
+        parse_points(request_, NAMES)
+
+
+def test_points_outside_the_image_are_refused():
+    with pytest.raises(PromptError, match="outside the image"):
+        click_seeds(parse_points({"foreground": [[40, 1, 1]]}, NAMES), GRID)
+
+
+def test_image_references_stay_in_the_datastore(tmp_path):
+    known = {"ct"}
+    check_image_reference("ct", known.__contains__)
+    with pytest.raises(NotFoundError):
+        check_image_reference("mr", known.__contains__)
+    for bad in ("../ct", "/etc/passwd", "a/b", "..", ""):
+        with pytest.raises(AccessError):
+            check_image_reference(bad, known.__contains__)
+    session = tmp_path / "sessions" / "s1" / "image.nii.gz"
+    session.parent.mkdir(parents=True)
+    session.write_bytes(b"x")
+    check_image_reference(str(session), known.__contains__, [tmp_path / "sessions"])
+
+
+def test_only_server_written_temp_files_count_as_uploads(tmp_path):
+    with tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False) as upload:
+        pass
+    try:
+        assert is_upload(upload.name)
+        other = tmp_path / Path(upload.name).name
+        other.write_bytes(b"x")
+        assert not is_upload(str(other)), "same name outside the temp dir"
+        assert not is_upload("/etc/hostname") and not is_upload(None)
+    finally:
+        Path(upload.name).unlink()
+    assert not is_upload(upload.name), "a missing file is no upload"
+
+
+def test_app_config_from_conf(tmp_path):
+    defaults = {"tasks": ["sam2_propagate", "sam2_points"], "strategies": ["ordered", "first", "random"]}
+    config = AppConfig.from_conf({"image_size": "256", "preload": "false", "labels": '{"liver": 5}', "tasks": "sam2_propagate"},
+                                 str(tmp_path), defaults)
+    assert (config.image_size, config.preload, config.labels, config.tasks) == (256, False, {"liver": 5}, ["sam2_propagate"])
+    assert config.strategies == defaults["strategies"] and config.warmup == "auto"
+    (tmp_path / "samples.json").write_text('{"labels": {"brain": 1, "white_matter": 2}}')
+    assert AppConfig.from_conf({}, str(tmp_path), defaults).labels == {"brain": 1, "white_matter": 2}
+    for conf, message in (({"model": "huge"}, "choose one of"), ({"tasks": "sam3"}, "unknown"),
+                          ({"labels": '{"x": 0}'}, "positive"), ({"preload": "perhaps"}, "true or false")):
+        with pytest.raises(InputError, match=message):
+            AppConfig.from_conf(conf, str(tmp_path), defaults)

@@ -1,0 +1,71 @@
+"""The `ordered` strategy and the guarded datastore, on a real MONAI Label local datastore."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from fastapi import HTTPException
+
+from sam2med.monailabel.datastore import GuardedLocalDatastore
+from sam2med.monailabel.strategies import Ordered, natural_key
+
+
+def _image(path, shape=(6, 5, 4)):
+    image = sitk.GetImageFromArray(np.zeros(shape[::-1], np.int16))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture()
+def store(tmp_path):
+    for name in ("case10", "case2", "case1", "case3"):
+        _image(tmp_path / f"{name}.nii.gz")
+    return GuardedLocalDatastore(str(tmp_path), extensions=["*.nii.gz"], auto_reload=False)
+
+
+def test_natural_order():
+    assert sorted(["case10", "case2", "Case1"], key=natural_key) == ["Case1", "case2", "case10"]
+
+
+def test_ordered_follows_the_last_labeled_image_and_wraps(store, tmp_path):
+    strategy = Ordered()
+    first = strategy({"strategy": "ordered"}, store)
+    assert first["id"] == "case1" and "no image is labeled yet" in first["reason"]
+    label = _image(tmp_path / "label.nii.gz")
+    store.save_label("case3", str(label), "final", {})
+    assert strategy({}, store)["id"] == "case10"
+    time.sleep(1.1)  # label timestamps are in seconds
+    store.save_label("case10", str(label), "final", {})
+    wrapped = strategy({}, store)
+    assert wrapped["id"] == "case1" and "wrapped" in wrapped["reason"]
+
+
+def test_raw_ohif_label_is_stored_as_nifti_on_the_image_grid(store, tmp_path):
+    raw = np.zeros((6, 5, 4), np.uint8)
+    raw[1, 2, 3] = 7
+    path = tmp_path / "tmplabel.bin"
+    raw.ravel(order="F").tofile(path)
+    store.save_label("case2", str(path), "final", {})
+    saved = store.get_label_uri("case2", "final")
+    assert saved.endswith("case2.nii.gz")
+    image = sitk.ReadImage(saved)
+    assert image.GetDirection() == (-1, 0, 0, 0, -1, 0, 0, 0, 1)
+    assert np.array_equal(sitk.GetArrayFromImage(image).transpose(2, 1, 0), raw)
+
+
+def test_tags_and_ids_cannot_leave_the_datastore(store, tmp_path):
+    label = _image(tmp_path / "label.nii.gz")
+    with pytest.raises(HTTPException) as caught:
+        store.save_label("case2", str(label), "../../outside", {})
+    assert caught.value.status_code == 422 and "tag" in caught.value.detail
+    with pytest.raises(HTTPException) as caught:
+        store.save_label("nope", str(label), "final", {})
+    assert caught.value.status_code == 404
+    with pytest.raises(HTTPException) as caught:
+        store.add_image("../escape", str(label), {})
+    assert caught.value.status_code == 403
+    assert not (tmp_path.parent / "outside").exists()
