@@ -265,6 +265,13 @@ def dice(a: np.ndarray, b: np.ndarray) -> float | None:
     return None if total == 0 else round(2.0 * int((a & b).sum()) / total, 4)
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _median(values: list[float]) -> float:
     return round(float(statistics.median(values)), 3)
 
@@ -300,6 +307,7 @@ def run_bench(
     seeds = seeds_from_label(seed_volume.array, seed_volume.grid, volume.grid, axis_, rng, parse_labels(labels))
     win = Window.parse(window, guess_modality(volume.array, volume.modality))
 
+    load_before = _load_average()
     start = time.perf_counter()
     cache_bytes = int(cache_gb * 2**30) if cache_gb else None
     propagator = Propagator(model=model, checkpoint=checkpoint, device=device, image_size=image_size,
@@ -387,6 +395,9 @@ def run_bench(
         "cached_equals_first": bool(np.array_equal(first_label, cached_label)),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        # the machine's 1-minute load average before and after: other processes on a shared CPU slow every number
+        "load_avg_1m": [load_before, _load_average()],
         "cpu": platform.processor() or platform.machine(),
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
     }

@@ -13,11 +13,12 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from sam2med.engine.features import SliceFeatures
+if TYPE_CHECKING:  # imported lazily: sam2med.engine imports this module
+    from sam2med.engine.features import SliceFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class FeatureCache:
     @contextmanager
     def use(self, key: CacheKey) -> Iterator[SliceFeatures]:
         """The entry for `key` (created empty if absent), pinned against eviction while in use."""
+        from sam2med.engine.features import SliceFeatures
+
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -94,6 +97,7 @@ class FeatureCache:
                 logger.info("feature cache: evicted %s (%.1f MB)", key.short(), entry.nbytes / 1e6)
 
     def _bytes_locked(self) -> int:
+        # entries keep a running byte count (`SliceFeatures.nbytes`), safe to read while another thread fills one
         return sum(entry.nbytes for entry in self._entries.values())
 
     def stats(self) -> dict[str, int | float]:

@@ -57,11 +57,14 @@ def test_propagate_dicom_series_writes_label_on_series_grid(dicom_case, random_c
     assert set(np.unique(label.array)) <= {0, 5}
     assert not label.array[:, :, :8].any() and not label.array[:, :, 13:].any()
     seed_on_series = load_label(seed)
-    # the seed slice comes back as drawn (the LAS seed re-indexed onto the LPS series grid)
+    # the seed slice comes back as drawn, up to the model's mask resolution (the LAS seed re-indexed
+    # onto the LPS series grid: a flip would leave almost no overlap)
     from sam2med.prompts import seed_on_image_grid
 
-    expected = seed_on_image_grid(seed_on_series.array, seed_on_series.grid, image.grid)[:, :, SEED_SLICE]
-    assert np.array_equal(label.array[:, :, SEED_SLICE] > 0, expected > 0)
+    expected = seed_on_image_grid(seed_on_series.array, seed_on_series.grid, image.grid)[:, :, SEED_SLICE] > 0
+    got = label.array[:, :, SEED_SLICE] > 0
+    dice = 2 * (got & expected).sum() / (got.sum() + expected.sum())
+    assert dice > 0.9, dice
 
 
 def test_bad_dicom_input_is_one_line(dicom_case, random_checkpoint, tmp_path, capsys):

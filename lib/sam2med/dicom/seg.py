@@ -7,6 +7,7 @@ Label and pydicom-seg do). Reading maps a DICOM-SEG back onto any reference grid
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import uuid
@@ -104,16 +105,18 @@ def write_seg(
     })
     writer = pydicom_seg.MultiClassWriter(template=template, inplane_cropping=False, skip_empty_slices=True,
                                           skip_missing_segment=False)
+    frame_of_reference = str(datasets[0].get("FrameOfReferenceUID") or "").strip()
     try:
-        seg = writer.write(image, datasets)
+        # copies: pydicom-seg shares data elements with its reference dataset and then overwrites them
+        seg = writer.write(image, [copy.deepcopy(ds) for ds in datasets])
     except ValueError as err:
         raise InputError(f"cannot write the DICOM-SEG: {err}") from None
     referenced = sum(len(item.ReferencedInstanceSequence) for item in seg.get("ReferencedSeriesSequence", []))
     if referenced == 0:
         raise InputError("the label's grid does not overlap the DICOM series: no slice of the series is referenced")
     # pydicom-seg gives the SEG a new frame of reference; it shares the series' one.
-    if str(datasets[0].get("FrameOfReferenceUID") or "").strip():
-        seg.FrameOfReferenceUID = datasets[0].FrameOfReferenceUID
+    if frame_of_reference:
+        seg.FrameOfReferenceUID = frame_of_reference
     logger.info("DICOM-SEG: %d segment(s) %s, %d frames, referencing %d of %d instances",
                 len(values), values[:10], int(seg.NumberOfFrames), referenced, len(datasets))
     return seg
