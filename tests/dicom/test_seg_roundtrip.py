@@ -91,3 +91,15 @@ def test_seg_errors_are_clear(series, shared_data, tmp_path):
         write_seg(organs, volume.grid, shared_data / "totalsegmentator/example_ct_dicom")
     with pytest.raises(InputError, match="not a DICOM-SEG"):
         read_seg(next(folder.iterdir()))
+
+
+def test_monailabel_converter_replacement_writes_seg(series, tmp_path):
+    """The drop-in for MONAI Label's dcmqi-based nifti_to_dicom_seg (used by /infer?output=dicom_seg)."""
+    from sam2med.dicom.datastore import nifti_to_dicom_seg
+    from sam2med.io import save_label
+
+    folder, volume, organs, _ = series
+    label = save_label(np.where(organs == 5, 1, 0).astype(np.uint8), volume.grid, tmp_path / "result.nii.gz")
+    path = nifti_to_dicom_seg(str(folder), str(label), [{"name": "liver", "idx": 1}])
+    back, _ = read_seg(path, volume.grid)
+    assert np.array_equal(back, np.where(organs == 5, 1, 0)) and segment_names(path) == {1: "liver"}

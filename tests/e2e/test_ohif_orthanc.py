@@ -142,9 +142,40 @@ def saved_seed(server, orthanc, shared_data, tmp_path_factory) -> Path:
                                 files={"label": ("seed.nii.gz", handle)},
                                 data={"params": json.dumps({"label_info": [{"name": "structure", "idx": 1}]})}, timeout=120)
     assert response.status_code == 200, response.text
-    segs = _get_json(f"{orthanc['url']}/series?Modality=SEG&includefield=0008103E")
-    assert [s["0008103E"]["Value"][0] for s in segs] == ["sam2med label"]
+    assert "sam2med label" in _seg_descriptions(orthanc["url"])
     return path
+
+
+def _seg_descriptions(url: str) -> list[str]:
+    return sorted(s["0008103E"]["Value"][0] for s in _get_json(f"{url}/series?Modality=SEG&includefield=0008103E"))
+
+
+def test_seed_segmentation_stored_by_another_tool_is_used(server, orthanc, shared_data, tmp_path):
+    """A DICOM-SEG put on Orthanc by any DICOM tool (no label saved through the server) is the seed."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    from sam2med.dicom.seg import write_seg
+    from sam2med.dicom.series import repaired_copy
+    from sam2med.io import load_label, load_volume
+    from sam2med.prompts import seed_on_image_grid
+
+    repaired_copy(shared_data / "totalsegmentator/example_ct_dicom", tmp_path / "series")  # the same UIDs as uploaded
+    ct = load_volume(tmp_path / "series")
+    organs = load_label(shared_data / "totalsegmentator/example_seg_dicom.nii.gz")
+    seed = np.zeros(ct.grid.shape, dtype=np.uint8)
+    seed[:, :, SEED_SLICE] = seed_on_image_grid(organs.array, organs.grid, ct.grid)[:, :, SEED_SLICE] == 5
+    seg = write_seg(seed, ct.grid, tmp_path / "series", {1: "liver"}, series_description="drawn elsewhere")
+    DICOMwebClient(url=orthanc["url"]).store_instances([seg])
+
+    response = requests.post(f"{server}/infer/sam2_propagate", params={"image": orthanc["series"], "output": "json"},
+                             data={"params": json.dumps({"slice_range": [9, 11]})}, timeout=600)
+    assert response.status_code == 200, response.text[:500]
+    report = response.json()
+    assert report["seed"] == "datastore:final" and report["seed_slices"] == [SEED_SLICE]
+    assert [s["slice"] for s in report["labels"]["1"]["slices"]] == [9, 10, 11]
+    assert all(s["area"] > 0 for s in report["labels"]["1"]["slices"])
+    assert "sam2med result (original)" in _seg_descriptions(orthanc["url"])  # the result went back as DICOM-SEG
 
 
 def _changed_pixels(before: bytes, after: bytes) -> float:
@@ -228,5 +259,5 @@ def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed)
     assert changed > 0.01, f"no segmentation overlay appeared in the viewer ({changed:.2%} of its pixels changed)"
 
     # The result went back to Orthanc as a DICOM-SEG of the series.
-    descriptions = sorted(s["0008103E"]["Value"][0] for s in _get_json(f"{orthanc['url']}/series?Modality=SEG&includefield=0008103E"))
-    assert descriptions == ["sam2med label", "sam2med result (original)"]
+    descriptions = _seg_descriptions(orthanc["url"])
+    assert descriptions.count("sam2med result (original)") == 2 and "sam2med label" in descriptions, descriptions

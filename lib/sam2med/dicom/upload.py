@@ -32,6 +32,11 @@ def upload_series(folder: str, url: str, batch: int = 10, keep_compression: bool
     try:
         for start in range(0, len(datasets), batch):
             client.store_instances(datasets[start : start + batch])
+    except requests.ConnectionError:
+        raise Sam2MedError(f"{url}: cannot connect; is the DICOMweb server running? (bash scripts/orthanc/start.sh)") from None
+    except requests.HTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        raise Sam2MedError(f"{url}: the server refused the upload (HTTP {status})") from None
     except requests.RequestException as err:
         raise Sam2MedError(f"{url}: upload failed ({str(err).splitlines()[0][:160]})") from None
     first = datasets[0]
