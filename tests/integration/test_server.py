@@ -91,7 +91,7 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     log = open(root / "server.log", "w")
     cmd = [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port),
            "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
-           "--max-upload-mb", str(MAX_UPLOAD_MB), "--labels", '{"spleen": 1, "liver": 5}']
+           "--max-upload-mb", str(MAX_UPLOAD_MB), "--labels", '{"spleen": 1, "liver": 5}', "--cache-gb", "1"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -169,9 +169,12 @@ def test_save_label_then_infer_with_datastore_seed(client, server, tmp_path):
     assert params["seed"] == "datastore:final"
     label = _check_result(out_store, server["studies"] / "ct.nii.gz", server["ct_seed"], CT_RANGE, CT_SLICE, [5])
     assert set(np.unique(label)) == {0, 5}, "the 'labels' subset (by name) was not applied"
-    out_upload, _ = client.infer("sam2_propagate", "ct", {"slice_range": list(CT_RANGE), "labels": [5]},
-                                 label_in=str(server["ct_seed"]))
+    out_upload, again = client.infer("sam2_propagate", "ct", {"slice_range": list(CT_RANGE), "labels": [5]},
+                                     label_in=str(server["ct_seed"]))
     np.testing.assert_array_equal(label, _read_xyz(out_upload)[0])
+    # the same image, axis and window again: every slice comes from the feature cache, within its budget
+    assert again["cache"]["request_hit_slices"] == params["slices_processed"] and again["cache"]["request_miss_slices"] == 0
+    assert again["cache"]["budget_bytes"] == 1_000_000_000 and 0 < again["cache"]["bytes"] <= 1_000_000_000
 
 
 def test_next_sample_strategies(client, server):

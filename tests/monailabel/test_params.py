@@ -168,7 +168,10 @@ def test_app_config_from_conf(tmp_path):
     assert config.strategies == defaults["strategies"] and config.warmup == "auto"
     (tmp_path / "samples.json").write_text('{"labels": {"brain": 1, "white_matter": 2}}')
     assert AppConfig.from_conf({}, str(tmp_path), defaults).labels == {"brain": 1, "white_matter": 2}
+    assert AppConfig.from_conf({"cache_gb": "1.5"}, str(tmp_path), defaults).cache_gb == 1.5
+    assert AppConfig.from_conf({}, str(tmp_path), defaults).cache_gb is None
     for conf, message in (({"model": "huge"}, "choose one of"), ({"tasks": "sam3"}, "unknown"),
+                          ({"cache_gb": "lots"}, "must be numbers"), ({"cache_gb": "0"}, "positive"),
                           ({"labels": '{"x": 0}'}, "positive"), ({"preload": "perhaps"}, "true or false")):
         with pytest.raises(InputError, match=message):
             AppConfig.from_conf(conf, str(tmp_path), defaults)

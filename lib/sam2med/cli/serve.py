@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", default=None, metavar="JSON_OR_FILE",
                         help="label names and values shown to clients, e.g. '{\"liver\": 5}' (default: the studies' samples.json)")
     parser.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted request body / upload")
+    parser.add_argument("--cache-gb", type=float, default=None,
+                        help="feature cache budget shared by all requests (default: half the free GPU memory; "
+                             "on CPU a quarter of RAM, at most 8 GB); least recently used volumes are evicted")
     parser.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="further app settings, as for monailabel start_server (see docs/server.md)")
     parser.add_argument("--app", default=str(DEFAULT_APP), help=argparse.SUPPRESS)
@@ -80,6 +83,8 @@ def build_conf(args: argparse.Namespace, checkpoint: Path | None, model: str) ->
         conf.append(("checkpoint", str(checkpoint)))
     if args.image_size:
         conf.append(("image_size", str(args.image_size)))
+    if args.cache_gb:
+        conf.append(("cache_gb", f"{args.cache_gb:g}"))
     if args.labels:
         conf.append(("labels", args.labels))
     return conf + [(k, v) for k, v in args.conf]

@@ -22,6 +22,7 @@ CONF_HELP = {
     "model": f"SAM2.1 size: {', '.join(MODELS)} (default: from the checkpoint's file name, else tiny)",
     "device": "auto, cpu or cuda",
     "image_size": "model input size in pixels (default 1024; smaller is faster and coarser)",
+    "cache_gb": "feature cache budget in GB (default: half the free GPU memory; on CPU a quarter of RAM, at most 8)",
     "preload": "true: load the model at start (default); false: on the first request",
     "warmup": "encode the next sample's slices in the background: true, false or auto (= on CUDA)",
     "labels": 'label names and values: JSON {"liver": 5} or a JSON file (default: the studies\' samples.json)',
@@ -80,6 +81,7 @@ class AppConfig:
     model: str | None = None
     device: str = "auto"
     image_size: int | None = None
+    cache_gb: float | None = None
     preload: bool = True
     warmup: str = "auto"
     labels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LABELS))
@@ -100,8 +102,11 @@ class AppConfig:
         try:
             image_size = int(image_size) if image_size not in (None, "") else None
             max_upload_mb = float(conf.get("max_upload_mb", DEFAULT_MAX_UPLOAD_MB))
+            cache_gb = float(conf["cache_gb"]) if conf.get("cache_gb") not in (None, "") else None
         except ValueError as err:
-            raise InputError(f"--conf image_size / max_upload_mb must be numbers ({err})") from None
+            raise InputError(f"--conf image_size / max_upload_mb / cache_gb must be numbers ({err})") from None
+        if cache_gb is not None and cache_gb <= 0:
+            raise InputError(f"--conf cache_gb must be positive, got {cache_gb:g}")
         warmup = str(conf.get("warmup", "auto")).strip().lower()
         if warmup != "auto":
             warmup = "true" if _bool(warmup, "warmup") else "false"
@@ -111,6 +116,7 @@ class AppConfig:
             model=model,
             device=str(conf.get("device", "auto")),
             image_size=image_size,
+            cache_gb=cache_gb,
             preload=_bool(conf.get("preload", "true"), "preload"),
             warmup=warmup,
             labels=_labels(conf.get("labels"), studies),

@@ -42,7 +42,9 @@ class SharedEngine:
                         checkpoint=self.config.checkpoint,
                         device=self.config.device,
                         image_size=self.config.image_size,
+                        cache_bytes=int(self.config.cache_gb * 1e9) if self.config.cache_gb else None,
                     )
-                    logger.info("SAM2.1 %s ready on %s in %.1fs (input %d px); shared by all requests",
-                                self.model_name, self._propagator.device, time.perf_counter() - start, self._propagator.image_size)
+                    logger.info("SAM2.1 %s ready on %s in %.1fs (input %d px, feature cache %.1f GB); shared by all requests",
+                                self.model_name, self._propagator.device, time.perf_counter() - start, self._propagator.image_size,
+                                self._propagator.cache.budget_bytes / 1e9)
         return self._propagator
