@@ -46,7 +46,7 @@ class Sam2MedApp(MONAILabelApp):
 
         if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
             return super().init_remote_datastore()
-        from sam2med.dicom.datastore import create_dicomweb_datastore, use_sam2med_dicom_seg
+        from sam2med.monailabel.dicomweb import create_dicomweb_datastore, use_sam2med_dicom_seg
 
         use_sam2med_dicom_seg()
         return create_dicomweb_datastore(self.studies, self.services.config.labels)

@@ -95,7 +95,7 @@ def test_seg_errors_are_clear(series, shared_data, tmp_path):
 
 def test_monailabel_converter_replacement_writes_seg(series, tmp_path):
     """The drop-in for MONAI Label's dcmqi-based nifti_to_dicom_seg (used by /infer?output=dicom_seg)."""
-    from sam2med.dicom.datastore import nifti_to_dicom_seg
+    from sam2med.monailabel.dicomweb import nifti_to_dicom_seg
     from sam2med.io import save_label
 
     folder, volume, organs, _ = series
