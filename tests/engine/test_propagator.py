@@ -144,3 +144,17 @@ def test_warm_up_makes_the_first_propagation_cached(ct, propagator):
     seeds = seeds_from_label(seed_on_slice(truth.array, Axis.AXIAL, mid, [5]), truth.grid, image.grid, Axis.AXIAL, rng)
     result = propagator.propagate(image, seeds, rng, window="bone")
     assert result.cache["request_miss_slices"] == 0
+
+
+def test_no_hole_filling_fallback_without_the_extension(ct, propagator):
+    """Without sam2's compiled extension the tracker must not call its hole filling (it raises and warns per frame)."""
+    import warnings
+
+    assert propagator.tracker.fill_hole_area == 0
+    image, truth = ct
+    mid = largest_slice(truth.array, Axis.AXIAL, 5)
+    rng = SliceRange(mid, mid + 1)
+    seeds = seeds_from_label(seed_on_slice(truth.array, Axis.AXIAL, mid, [5]), truth.grid, image.grid, Axis.AXIAL, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        propagator.propagate(image, seeds, rng)

@@ -48,8 +48,6 @@ def load_tracker(model: str, checkpoint: Path, device: torch.device, image_size:
 
     spec = model_spec(model)
     overrides = [f"++model._target_={TRACKER_TARGET}"]
-    if not hole_filling_available(device):
-        overrides.append("++model.fill_hole_area=0")
     if image_size is not None:
         if image_size % 32 or image_size < 128:
             raise CheckpointError(f"image size must be a multiple of 32 and at least 128, got {image_size}")
@@ -61,6 +59,9 @@ def load_tracker(model: str, checkpoint: Path, device: torch.device, image_size:
         raise CheckpointError(f"{checkpoint}: does not fit the SAM2.1 '{model}' architecture ({detail})") from None
     except Exception as err:  # pickle / zip errors from torch.load on a file that is no checkpoint
         raise CheckpointError(f"{checkpoint}: not a loadable checkpoint ({type(err).__name__})") from None
+    if not hole_filling_available(device):
+        # Set on the model, not as a hydra override: sam2's builder appends its own fill_hole_area=8 after ours.
+        tracker.fill_hole_area = 0
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
