@@ -174,8 +174,7 @@ class Propagator:
             if missing:
                 bounds = window.bounds(volume.array)
                 slices = to_slices(volume.array, axis)
-                windowed = {i: window.apply(slices[i], bounds) for i in missing}
-                stack = np.stack([windowed[i] for i in missing])  # (M, H, W)
+                stack = np.stack([window.apply(slices[i], bounds) for i in missing])  # (M, H, W)
                 for done, (slice_index, levels, pos_enc) in enumerate(encode_slices(self.tracker, stack, list(range(len(missing))), self.batch_size, self.compute_dtype), 1):
                     features.add(missing[slice_index], levels, pos_enc)
                     if progress:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from sam2med.checkpoints import MODELS
 from sam2med.errors import InputError
+from sam2med.monailabel.params import parse_bool
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +34,7 @@ CONF_HELP = {
 
 
 def _bool(value: Any, name: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InputError(f"--conf {name} must be true or false, got {value!r}")
+    return parse_bool(value, f"--conf {name}", default=None, error=InputError)
 
 
 def _names(value: Any, known: list[str], name: str) -> list[str]:

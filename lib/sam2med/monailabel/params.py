@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sam2med.errors import PromptError
+from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
 from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, parse_labels
 
@@ -30,8 +30,9 @@ def first_choice(value: Any) -> Any:
     return value
 
 
-def parse_bool(value: Any, name: str, default: bool) -> bool:
-    if value is None or value == "":
+def parse_bool(value: Any, name: str, default: bool | None, error: type[Sam2MedError] = PromptError) -> bool:
+    """true/false, 1/0, yes/no, on/off; an empty value is `default`, or an `error` when default is None."""
+    if (value is None or value == "") and default is not None:
         return default
     if isinstance(value, bool):
         return value
@@ -40,7 +41,7 @@ def parse_bool(value: Any, name: str, default: bool) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise PromptError(f"{name} must be true or false, got {value!r}")
+    raise error(f"{name} must be true or false, got {value!r}")
 
 
 def parse_axis(value: Any) -> Axis:
