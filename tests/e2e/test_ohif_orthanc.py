@@ -12,116 +12,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-pytestmark = pytest.mark.e2e
+from ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts" / "e2e"
 SEED_SLICE, RANGE = 10, (8, 12)
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(url: str):
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read() or b"null")
-
-
-def _wait_for(url: str, seconds: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text()[-3000:] if log else ""
-            pytest.fail(f"process exited with {process.returncode} before {url} answered:\n{tail}")
-        try:
-            urllib.request.urlopen(url, timeout=5).close()
-            return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"{url} did not answer within {seconds:.0f}s")
-
-
-@pytest.fixture(scope="module")
-def installed() -> None:
-    """The repo's install script: Debian's orthanc, orthanc-dicomweb, chromium and playwright, when missing."""
-    run = subprocess.run(["bash", str(REPO / "scripts/orthanc/install.sh")], cwd=REPO, capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL, env={**os.environ, "PYTHON": sys.executable}, timeout=1200)
-    if run.returncode != 0:
-        if shutil.which("apt-get") is None:
-            pytest.skip(f"Orthanc/Chromium cannot be installed here (no apt-get): {run.stderr.strip()[-300:]}")
-        pytest.fail(f"scripts/orthanc/install.sh failed ({run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
-
-
-@pytest.fixture(scope="module")
-def orthanc(installed, shared_data, tmp_path_factory):
-    """A private Orthanc on free loopback ports with the example CT series uploaded; stopped at teardown."""
-    data = tmp_path_factory.mktemp("orthanc")
-    http_port, dicom_port = _free_port(), _free_port()
-    start = subprocess.run(["bash", str(REPO / "scripts/orthanc/start.sh"), "--data", str(data), "--http-port", str(http_port),
-                            "--dicom-port", str(dicom_port)], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert start.returncode == 0, f"start.sh failed:\n{start.stdout}\n{start.stderr}"
-    url = f"http://127.0.0.1:{http_port}/dicom-web"
-    try:
-        config = json.loads((data / "orthanc.json").read_text())
-        assert config["RemoteAccessAllowed"] is False
-        upload = subprocess.run(
-            ["bash", str(REPO / "scripts/orthanc/upload_example.sh"), str(shared_data / "totalsegmentator/example_ct_dicom"), "--url", url],
-            cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHON": sys.executable})
-        assert upload.returncode == 0, f"upload failed:\n{upload.stdout}\n{upload.stderr}"
-        series = _get_json(f"{url}/series?Modality=CT")
-        assert len(series) == 1, series
-        yield {"url": url, "study": series[0]["0020000D"]["Value"][0], "series": series[0]["0020000E"]["Value"][0]}
-    finally:
-        subprocess.run(["bash", str(REPO / "scripts/orthanc/stop.sh"), "--data", str(data)], cwd=REPO, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def server(orthanc, random_checkpoint, tmp_path_factory):
-    """`main.py serve --dicomweb` on a free port (random-weight tiny model, 256 px, CPU)."""
-    work = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    log = work / "server.log"
-    env = {**os.environ, "MONAI_LABEL_DICOMWEB_CACHE_PATH": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO / "main.py"), "serve", "--dicomweb", orthanc["url"], "--port", str(port),
-             "--checkpoint", str(random_checkpoint), "--image-size", "256", "--device", "cpu"],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(f"{base}/info/", 240, process, log)
-        yield base
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log, ARTIFACTS / "server.log")
-
+pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def saved_seed(server, orthanc, shared_data, tmp_path_factory) -> Path:
@@ -175,7 +77,20 @@ def test_seed_segmentation_stored_by_another_tool_is_used(server, orthanc, share
     assert report["seed"] == "datastore:final" and report["seed_slices"] == [SEED_SLICE]
     assert [s["slice"] for s in report["labels"]["1"]["slices"]] == [9, 10, 11]
     assert all(s["area"] > 0 for s in report["labels"]["1"]["slices"])
-    assert "sam2med result (original)" in _seg_descriptions(orthanc["url"])  # the result went back as DICOM-SEG
+    assert any(d.startswith("sam2med result") and " 9-11 " in d for d in _seg_descriptions(orthanc["url"]))  # back as DICOM-SEG
+
+
+PAINTED_BY_Z = """() => {
+  const volume = window.services.segmentationService.getLabelmapVolume('1');
+  const data = volume.voxelManager.getCompleteScalarDataArray();
+  const [nx, ny, nz] = volume.dimensions, plane = nx * ny, out = [];
+  for (let k = 0; k < nz; k++) {
+    const on = [];
+    for (let i = 0; i < plane; i++) if (data[k * plane + i]) on.push(i);
+    if (on.length) out.push([Math.round(volume.imageData.indexToWorld([0, 0, k])[2] * 1000) / 1000, on]);
+  }
+  return out;
+}"""
 
 
 def _changed_pixels(before: bytes, after: bytes) -> float:
@@ -189,7 +104,10 @@ def _changed_pixels(before: bytes, after: bytes) -> float:
 
 
 def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed):
+    """The bundled MONAI Label panel: Run on the saved seed; what it paints is checked by patient position."""
     from playwright.sync_api import expect, sync_playwright
+
+    from sam2med.io import load_label
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright, tempfile.TemporaryDirectory(prefix="chromium-") as profile:
@@ -244,6 +162,8 @@ def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed)
             after = viewport.screenshot()
             page.screenshot(path=ARTIFACTS / "04-segmentation.png")
             result_bytes = response.body()
+            # What the bundled panel painted, slice by slice, with each slice's patient z (the labelmap's own geometry).
+            painted = page.evaluate(PAINTED_BY_Z)
         finally:
             context.close()
 
@@ -255,9 +175,20 @@ def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed)
     inside = [z for z in range(result.shape[0]) if RANGE[0] <= z <= RANGE[1]]
     assert all(per_slice[z] > 0 for z in inside), per_slice.tolist()
     assert per_slice.sum() == per_slice[inside].sum(), f"voxels outside the range: {per_slice.tolist()}"
+    # Positions, not indices: the seed slice (server slice SEED_SLICE, z of the series' grid) comes back at the same z
+    # in OHIF's labelmap, and nothing is painted outside the range's z span.
+    seed = load_label(saved_seed)
+    z_of = lambda k: round(seed.grid.origin[2] + k * seed.grid.spacing[2] * seed.grid.direction[8], 3)  # noqa: E731
+    span = sorted((z_of(RANGE[0]), z_of(RANGE[1])))
+    assert all(span[0] <= z <= span[1] for z, _ in painted), f"painted outside the range {span}: {painted}"
+    seed_pixels = set(np.flatnonzero(seed.array[:, :, SEED_SLICE].T))  # (y, x) row-major, as OHIF stores a slice
+    back = set(dict((z, p) for z, p in painted)[z_of(SEED_SLICE)])
+    assert 2 * len(seed_pixels & back) / (len(seed_pixels) + len(back)) >= 0.9, "the seed slice is painted elsewhere"
     changed = _changed_pixels(before, after)
     assert changed > 0.01, f"no segmentation overlay appeared in the viewer ({changed:.2%} of its pixels changed)"
 
     # The result went back to Orthanc as a DICOM-SEG of the series.
     descriptions = _seg_descriptions(orthanc["url"])
-    assert descriptions.count("sam2med result (original)") == 2 and "sam2med label" in descriptions, descriptions
+    results = [d for d in descriptions if d.startswith("sam2med result")]
+    assert len(results) == 2 and len(set(results)) == 2 and "sam2med label" in descriptions, descriptions
+    assert any(f" {RANGE[0]}-{RANGE[1]} " in d for d in results), results  # named by label, range and time

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,23 @@ def _names_from_info(label_info: dict[str, Any] | None) -> dict[int, str]:
         if isinstance(item, dict) and item.get("name"):
             names[int(item.get("idx", item.get("labelID", i)))] = str(item["name"])
     return names
+
+
+def result_description(tag: str, label_info: dict[str, Any] | None, when: float | None = None) -> str:
+    """A DICOM SeriesDescription (at most 64 characters) naming a result by its labels, slice range and time."""
+    report = (label_info or {}).get("params") or {}
+    names = report.get("label_names") if isinstance(report, dict) else None
+    labels = " ".join(sorted(names, key=lambda n: names[n])) if isinstance(names, dict) and names else ""
+    slice_range = report.get("slice_range") if isinstance(report, dict) else None
+    span = f"{slice_range[0]}-{slice_range[1]}" if isinstance(slice_range, list) and len(slice_range) == 2 else ""
+    stamp = time.strftime("%H:%M:%S", time.localtime(when))
+    head = f"{RESULT_DESCRIPTION} ({tag})" if not labels and not span else RESULT_DESCRIPTION
+    tail = " ".join(part for part in (span, stamp) if part)
+    room = 64 - len(head) - len(tail) - 2
+    if labels and room > 3:
+        labels = labels if len(labels) <= room else labels[: room - 1] + "~"
+        return f"{head} {labels} {tail}"
+    return f"{head} {tail}"[:64]
 
 
 def download_series(client: Any, series_uid: str, folder: str) -> None:
@@ -143,7 +161,7 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
             converted = label_filename = binary_to_image(image_uri, label_filename)
         try:
             tag = str(getattr(label_tag, "value", label_tag))
-            description = SEED_DESCRIPTION if tag == DefaultLabelTag.FINAL.value else f"{RESULT_DESCRIPTION} ({tag})"
+            description = SEED_DESCRIPTION if tag == DefaultLabelTag.FINAL.value else result_description(tag, label_info)
             try:
                 seg_uid = self.store_seg(image_id, label_filename, _names_from_info(label_info), description)
             except InputError as err:

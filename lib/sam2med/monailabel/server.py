@@ -30,6 +30,7 @@ from monailabel.interfaces.utils.app import app_instance
 from sam2med.errors import Sam2MedError
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_ENV
 from sam2med.monailabel.http import status_of
+from sam2med.monailabel.ohif import install_ohif_routes
 from sam2med.monailabel.safety import check_image_id
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def _install() -> None:
                       summary=f"{RBAC_USER}Run Inference for supported model")
     # first match wins: put ours before MONAI Label's (which newer FastAPI keeps inside an included router)
     app.router.routes.insert(0, app.router.routes.pop())
+    install_ohif_routes(app)
 
     @app.exception_handler(Sam2MedError)
     async def _sam2med_error(request: Request, err: Sam2MedError):

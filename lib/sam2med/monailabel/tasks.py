@@ -15,6 +15,7 @@ from sam2med.errors import PromptError
 from sam2med.geometry import Axis
 from sam2med.io import Volume, load_volume
 from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.progress import PROGRESS
 from sam2med.monailabel.params import (
     DEFAULT_SEED_TAG,
     OutputFormat,
@@ -49,6 +50,18 @@ class _Sam2Task(InferTask):
 
     def is_valid(self) -> bool:
         return True
+
+    def _propagate(self, request: Dict[str, Any], image: Volume, seeds: Any, slice_range: Any, window: Any) -> PropagationResult:
+        """Run the engine; a request with `progress_id` can be followed at /sam2med/progress/{id} meanwhile."""
+        progress_id = request.get("progress_id") or None
+        reporter = PROGRESS.reporter(progress_id)
+        try:
+            result = self.engine.get().propagate(image, seeds, slice_range, window=window, progress=reporter)
+        except Exception:
+            PROGRESS.finish(progress_id, "failed")
+            raise
+        PROGRESS.finish(progress_id)
+        return result
 
     def _finish(self, result: PropagationResult, image: Volume, output: OutputFormat, start: float, load_seconds: float,
                 extra: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
@@ -98,7 +111,7 @@ class Sam2PropagateTask(_Sam2Task):
         slice_range = parse_slice_range(params.slice_range, image.grid.num_slices(params.axis))
         seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, slice_range, params.labels)
         load_seconds = time.perf_counter() - start
-        result = self.engine.get().propagate(image, seeds, slice_range, window=params.window)
+        result = self._propagate(request, image, seeds, slice_range, params.window)
         return self._finish(result, image, params.output, start, load_seconds,
                             {"seed": seed_source, "seed_slices": seeds.slices})
 
@@ -121,7 +134,7 @@ class Sam2PointsTask(_Sam2Task):
         seeds = click_seeds(params, image.grid)
         slice_range = parse_slice_range(params.slice_range, image.grid.num_slices(params.axis))
         load_seconds = time.perf_counter() - start
-        result = self.engine.get().propagate(image, seeds, slice_range, window=params.window)
+        result = self._propagate(request, image, seeds, slice_range, params.window)
         return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices})
 
 

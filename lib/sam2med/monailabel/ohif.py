@@ -1,0 +1,130 @@
+"""The sam2med OHIF extension and mode, served next to the OHIF that MONAI Label bundles.
+
+MONAI Label 0.8.5 ships a prebuilt OHIF (`BUNDLED_OHIF_VERSION`). That build imports extensions and modes
+named by URL in `window.config` at run time, so this module serves:
+
+- `/ohif/app-config.js`: the bundled config with the sam2med extension and mode appended;
+- `/ohif/sam2med/<file>.js`: the plain ES modules in `apps/sam2med/ohif/` (no build step);
+- `/sam2med/grid?image=ID`: the image's voxel grid, so the panel maps OHIF's slices to server slices by
+  patient position rather than by list order;
+- `/sam2med/progress/{id}`: how far a running propagation is (encode / track, done / total).
+
+The routes go before MONAI Label's `/ohif/{path}` catch-all; everything else of the bundled OHIF is served
+as shipped. The extension reaches into the bundle's internals (React through webpack's chunk loader), so
+`check_bundled_ohif` refuses to serve it over another OHIF build.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import monailabel
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, Response
+from fastapi.routing import APIRoute
+from monailabel.interfaces.utils.app import app_instance
+
+from sam2med.errors import InputError, Sam2MedError
+from sam2med.monailabel.http import status_of
+from sam2med.monailabel.progress import PROGRESS
+from sam2med.monailabel.safety import check_image_id
+
+BUNDLED_OHIF_VERSION = "3.10.0-beta.5"
+OHIF_DIR = Path(monailabel.__file__).resolve().parent / "endpoints" / "static" / "ohif"
+EXTENSION_DIR = Path(__file__).resolve().parents[3] / "apps" / "sam2med" / "ohif"
+EXTENSION_URL = "/ohif/sam2med/sam2med-extension.js"
+MODE_URL = "/ohif/sam2med/sam2med-mode.js"
+_MODULE_NAME = re.compile(r"^[a-z0-9-]+\.js$")
+
+
+def bundled_ohif_version(ohif_dir: Path = OHIF_DIR) -> str:
+    """The version string compiled into the bundled OHIF app bundle ('' when none is found)."""
+    for bundle in sorted(ohif_dir.glob("app.bundle.*.js")):
+        found = re.search(r'"(3\.\d+\.\d+(?:-beta\.\d+)?)"', bundle.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+    return ""
+
+
+def check_bundled_ohif(ohif_dir: Path = OHIF_DIR) -> None:
+    """Raise when the bundled OHIF is not the build the sam2med extension was written and tested against."""
+    version = bundled_ohif_version(ohif_dir)
+    if version != BUNDLED_OHIF_VERSION:
+        raise RuntimeError(
+            f"MONAI Label bundles OHIF {version or '(unknown)'}, the sam2med OHIF extension was written for "
+            f"{BUNDLED_OHIF_VERSION}: re-check in apps/sam2med/ohif/ the webpack chunk access to React, the "
+            "segmentation state layout (representationData.Labelmap.imageIds), the 'storeSegmentation' command "
+            "and the Segmentation mode's modeFactory, then update BUNDLED_OHIF_VERSION")
+
+
+def app_config_js(ohif_dir: Path = OHIF_DIR) -> str:
+    """The bundled app-config.js with the sam2med extension and mode added to `window.config`."""
+    bundled = (ohif_dir / "app-config.js").read_text()
+    return (f"{bundled}\n// added by sam2med: the SAM2 propagation panel and mode\n"
+            f"window.config.extensions = [...(window.config.extensions || []), '{EXTENSION_URL}'];\n"
+            f"window.config.modes = [...(window.config.modes || []), '{MODE_URL}'];\n")
+
+
+
+
+def image_grid_json(image_id: str) -> dict[str, Any]:
+    """The grid of a datastore image as JSON: shape (x, y, z), spacing, origin and direction (row-major 3x3)."""
+    from sam2med.io import load_volume
+    from sam2med.monailabel.results import image_grid
+
+    check_image_id(image_id)
+    datastore = app_instance().datastore()
+    uri = datastore.get_image_uri(image_id)
+    if not uri or not os.path.exists(uri):
+        raise InputError(f"image {image_id!r} is not in the datastore")
+    grid = load_volume(uri).grid if os.path.isdir(uri) else image_grid(uri)
+    return {"image": image_id, "shape": list(grid.shape), "spacing": list(grid.spacing), "origin": list(grid.origin),
+            "direction": list(grid.direction)}
+
+
+def _http(err: Sam2MedError) -> HTTPException:
+    detail = str(err)
+    return HTTPException(status_code=404 if "not in the datastore" in detail else status_of(err), detail=detail)
+
+
+def install_ohif_routes(app: FastAPI) -> None:
+    """Add the sam2med OHIF routes in front of MONAI Label's `/ohif/{path}` catch-all."""
+    check_bundled_ohif()
+
+    def app_config() -> Response:
+        return Response(app_config_js(), media_type="application/javascript", headers={"Cache-Control": "no-cache"})
+
+    def extension_module(name: str) -> FileResponse:
+        path = EXTENSION_DIR / name
+        if not _MODULE_NAME.match(name) or not path.is_file():
+            raise HTTPException(status_code=404, detail=f"no sam2med OHIF module named {name!r}")
+        return FileResponse(path, media_type="application/javascript", headers={"Cache-Control": "no-cache"})
+
+    def grid(image: str = "") -> dict[str, Any]:
+        try:
+            return image_grid_json(image)
+        except Sam2MedError as err:
+            raise _http(err) from None
+
+    def progress(progress_id: str) -> dict[str, Any]:
+        try:
+            entry = PROGRESS.get(progress_id)
+        except Sam2MedError as err:
+            raise _http(err) from None
+        if entry is None:
+            raise HTTPException(status_code=404, detail="no propagation with this progress_id is known")
+        return entry
+
+    before = len(app.router.routes)
+    app.add_api_route("/ohif/app-config.js", app_config, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ohif/sam2med/{name}", extension_module, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/sam2med/grid", grid, methods=["GET"], tags=["sam2med"], summary="Voxel grid of an image")
+    app.add_api_route("/sam2med/progress/{progress_id}", progress, methods=["GET"], tags=["sam2med"],
+                      summary="Progress of a running propagation")
+    added = app.router.routes[before:]
+    del app.router.routes[before:]
+    app.router.routes[:0] = added  # first match wins: before MONAI Label's /ohif/{path}
+    assert all(isinstance(route, APIRoute) for route in added)

@@ -1,0 +1,261 @@
+"""The sam2med mode in a real OHIF: paint a seed with the Brush, set Start/End from the viewer, Run,
+correct with the Eraser, Run again, Save as DICOM-SEG. Headless Chromium, real mouse events, Orthanc and
+the sam2med server (random weights: geometry and plumbing are checked, never segmentation quality).
+
+Slices are compared by patient position (z in mm), never by list index: the example series lists its
+images by InstanceNumber against the slice normal, and a copy stored in the opposite order must pass the
+same assertions.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json
+
+pytestmark = pytest.mark.e2e
+
+SEED_Z, START_Z, END_Z, ERASE_Z = -784.5, -788.5, -780.5, -782.5  # mm: the seed slice, the range, a corrected slice
+
+LABELMAP_SUMMARY = """() => window.sam2med.labelmapImages(window.sam2med.segmentation(window.sam2med.activeViewport().viewportId))
+  .map(im => { let n = 0; for (const v of im.pixels) if (v) n++; return [im.plane.position[2], n]; }).filter(x => x[1] > 0)"""
+SLICE_PIXELS = """(z) => { const c = window.sam2med; const im = c.labelmapImages(c.segmentation(c.activeViewport().viewportId))
+  .find(i => Math.abs(i.plane.position[2] - z) < 0.01); return Array.from(im.pixels).flatMap((v, i) => v ? [i] : []); }"""
+
+
+@pytest.fixture(scope="module")
+def series_folder(shared_data, tmp_path_factory) -> Path:
+    from sam2med.dicom.series import repaired_copy
+
+    folder = tmp_path_factory.mktemp("series") / "ct"
+    repaired_copy(shared_data / "totalsegmentator/example_ct_dicom", folder)  # the UIDs upload_example.sh gives
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reversed_series(orthanc, series_folder, tmp_path_factory) -> str:
+    """The same images stored as a new series whose InstanceNumbers run the other way along the slice normal."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from sam2med.dicom.upload import upload_series
+
+    out = tmp_path_factory.mktemp("reversed")
+    files = sorted(series_folder.iterdir())
+    datasets = [pydicom.dcmread(f) for f in files]
+    numbers = sorted(int(d.InstanceNumber) for d in datasets)
+    series_uid = generate_uid()
+    for d in datasets:
+        d.InstanceNumber = numbers[0] + numbers[-1] - int(d.InstanceNumber)
+        d.SeriesInstanceUID, d.SOPInstanceUID = series_uid, generate_uid()
+        d.file_meta.MediaStorageSOPInstanceUID = d.SOPInstanceUID
+        d.SeriesDescription, d.SeriesNumber = "CT reversed order", 7
+        d.save_as(out / f"{d.SOPInstanceUID}.dcm")
+    upload_series(str(out), orthanc["url"])
+    return series_uid
+
+
+def _open(page, server: str, study: str, series: str | None = None):
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/ohif/sam2med?StudyInstanceUIDs={study}" + (f"&SeriesInstanceUIDs={series}" if series else ""))
+    viewport = page.locator(".cornerstone-viewport-element").first
+    expect(viewport).to_be_visible(timeout=120_000)
+    time.sleep(3)
+    hide = page.get_by_text("Confirm and Hide")
+    if hide.is_visible():
+        hide.click()
+    return viewport
+
+
+def _scroll_to_z(page, viewport, z: float) -> None:
+    """Scroll the stack with the mouse wheel until the image at patient z is shown."""
+    box = viewport.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(60):
+        current = page.evaluate("() => window.sam2med.activeViewport().viewport.getCamera().focalPoint[2]")
+        if abs(current - z) < 0.01:
+            return
+        # the stack runs against or along z depending on the series; one wheel step is one image
+        index = page.evaluate("() => window.sam2med.activeViewport().viewport.getCurrentImageIdIndex()")
+        step_z = page.evaluate("""(i) => { const v = window.sam2med.activeViewport().viewport; const ids = v.getImageIds();
+            const zi = (k) => window.cornerstone.metaData.get('imagePlaneModule', ids[k]).imagePositionPatient[2];
+            return i + 1 < ids.length ? zi(i + 1) - zi(i) : zi(i) - zi(i - 1); }""", index)
+        page.mouse.wheel(0, 100 if (z - current) * step_z > 0 else -100)
+        time.sleep(0.3)
+    pytest.fail(f"could not scroll to z={z}")
+
+
+def _stroke(page, viewport, points: list[tuple[float, float]]) -> None:
+    """A brush/eraser stroke through points given as fractions of the viewport box."""
+    box = viewport.bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    time.sleep(0.5)
+
+
+def _run(page) -> dict:
+    from playwright.sync_api import expect
+
+    page.locator('[data-testid="sam2med-run"]').click()
+    done = page.locator('[data-testid="sam2med-status"]', has_text="result painted into the segmentation")
+    failed = page.locator('[data-testid="sam2med-error"]', has_text=re.compile("."))
+    expect(done.or_(failed)).to_be_visible(timeout=300_000)
+    assert not failed.is_visible(), f"the panel shows an error: {failed.inner_text()}"
+    return page.evaluate("() => window.sam2med.lastResult")
+
+
+def _paint_seed(page, viewport) -> list[int]:
+    page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
+    page.get_by_text("Add segmentation").first.click()
+    time.sleep(1)
+    _scroll_to_z(page, viewport, SEED_Z)
+    page.locator('[data-cy="Brush"]').first.click()
+    for fy in (0.50, 0.54, 0.58):
+        _stroke(page, viewport, [(0.30, fy), (0.36, fy), (0.42, fy)])
+    painted = page.evaluate(LABELMAP_SUMMARY)
+    assert [z for z, _ in painted] == [SEED_Z], f"the brush painted elsewhere than the shown slice: {painted}"
+    page.locator('[data-cy="sam2med-btn"]').click()
+    return page.evaluate(SLICE_PIXELS, SEED_Z)
+
+
+def _set_range_from_viewer(page, viewport) -> None:
+    for which, z in (("start", START_Z), ("end", END_Z)):
+        _scroll_to_z(page, viewport, z)
+        page.locator(f'[data-testid="sam2med-set-{which}"]').click()
+        time.sleep(0.5)
+
+
+def _grid_z(server: str, series: str) -> tuple[float, float]:
+    grid = _get_json(f"{server}/sam2med/grid?image={series}")
+    assert grid["direction"][8] in (1.0, -1.0), grid
+    return grid["origin"][2], grid["spacing"][2] * grid["direction"][8]
+
+
+def _dice(a: list[int], b: list[int]) -> float:
+    a, b = set(a), set(b)
+    return 2 * len(a & b) / max(1, len(a) + len(b))
+
+
+def _check_geometry(page, server: str, series: str, report: dict, seed_pixels: list[int]) -> list:
+    z0, dz = _grid_z(server, series)
+    z_of = lambda k: round(z0 + k * dz, 3)  # noqa: E731
+    start, end = report["slice_range"]
+    assert sorted((z_of(start), z_of(end))) == [START_Z, END_Z], ("range set from the viewer", report["slice_range"])
+    assert [z_of(k) for k in report["seed_slices"]] == [SEED_Z], ("conditioning slice position", report["seed_slices"])
+    painted = page.evaluate(LABELMAP_SUMMARY)
+    assert painted and all(START_Z <= z <= END_Z for z, _ in painted), f"voxels outside the range: {painted}"
+    back = page.evaluate(SLICE_PIXELS, SEED_Z)
+    assert _dice(seed_pixels, back) >= 0.9, "the painted seed did not come back on its own slice"
+    return painted
+
+
+def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            viewport = _open(page, server, orthanc["study"], orthanc["series"])
+
+            # Nothing painted yet: a readable error in the panel, no request lost.
+            page.locator('[data-cy="sam2med-btn"]').click()
+            page.locator('[data-testid="sam2med-run"]').click()
+            expect(page.locator('[data-testid="sam2med-error"]')).to_contain_text("nothing painted")
+
+            seed_pixels = _paint_seed(page, viewport)
+            page.screenshot(path=ARTIFACTS / "sam2med-01-seed.png")
+            _set_range_from_viewer(page, viewport)
+            expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text("server axial slice")
+            page.screenshot(path=ARTIFACTS / "sam2med-02-range.png")
+
+            first = _run(page)
+            painted = _check_geometry(page, server, orthanc["series"], first, seed_pixels)
+            page.screenshot(path=ARTIFACTS / "sam2med-03-result.png")
+
+            # Erase part of a propagated slice and run again: that slice conditions too, features come from the cache.
+            _scroll_to_z(page, viewport, ERASE_Z)
+            page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
+            page.locator('[data-cy="Eraser"]').first.click()
+            _stroke(page, viewport, [(0.2, 0.45), (0.5, 0.45), (0.8, 0.45)])
+            corrected = page.evaluate(SLICE_PIXELS, ERASE_Z)
+            assert len(corrected) < dict(painted)[ERASE_Z], "the eraser stroke removed nothing"
+            page.locator('[data-cy="sam2med-btn"]').click()
+            second = _run(page)
+            z0, dz = _grid_z(server, orthanc["series"])
+            assert sorted(round(z0 + k * dz, 3) for k in second["seed_slices"]) == sorted([SEED_Z, ERASE_Z])
+            assert second["cache"]["request_hit_slices"] == 5 and second["cache"]["request_miss_slices"] == 0, second["cache"]
+            assert _dice(corrected, page.evaluate(SLICE_PIXELS, ERASE_Z)) >= 0.9, "the corrected slice was not kept"
+            expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text("5 slices reused")
+            page.screenshot(path=ARTIFACTS / "sam2med-04-rerun.png")
+            shown = dict(page.evaluate(LABELMAP_SUMMARY))
+
+            # Save: OHIF asks for a name, then the SEG is stored on Orthanc through MONAI Label's DICOMweb proxy.
+            page.locator('[data-testid="sam2med-save"]').click()
+            expect(page.get_by_text("Enter the report name")).to_be_visible()  # OHIF's own report dialog
+            page.locator('[data-cy="input-undefined"]').fill("sam2med e2e liver")
+            page.locator("button:not([data-testid])", has_text=re.compile(r"^Save$")).click()
+            expect(page.locator('[data-testid="sam2med-status"]')).to_contain_text("saved", timeout=120_000)
+            page.screenshot(path=ARTIFACTS / "sam2med-05-saved.png")
+        finally:
+            browser.close()
+
+    saved = _stored_seg(orthanc["url"], orthanc["study"], "sam2med e2e liver")
+    from sam2med.dicom.seg import read_seg
+    from sam2med.io import load_volume
+
+    grid = load_volume(series_folder).grid
+    array, _ = read_seg(saved, grid)
+    per_z = {round(grid.origin[2] + k * grid.spacing[2], 3): int((array[:, :, k] > 0).sum()) for k in range(grid.shape[2])}
+    assert {z: n for z, n in per_z.items() if n} == shown, "the stored SEG differs from what the page shows"
+
+
+def _stored_seg(url: str, study: str, description: str) -> Path:
+    """Download the SEG series with `description` into a temp folder."""
+    import tempfile
+
+    from dicomweb_client.api import DICOMwebClient
+
+    for _ in range(30):
+        found = [s for s in _get_json(f"{url}/series?Modality=SEG&includefield=0008103E")
+                 if s.get("0008103E", {}).get("Value", [""])[0] == description]
+        if found:
+            break
+        time.sleep(1)
+    assert found, f"no SEG named {description!r} on Orthanc"
+    folder = Path(tempfile.mkdtemp(prefix="seg-"))
+    client = DICOMwebClient(url=url)
+    for i, instance in enumerate(client.retrieve_series(study, found[0]["0020000E"]["Value"][0])):
+        instance.save_as(folder / f"{i}.dcm")
+    return folder
+
+
+def test_series_in_opposite_slice_order_lands_on_the_same_positions(server, orthanc, reversed_series):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            viewport = _open(page, server, orthanc["study"], reversed_series)
+            order = page.evaluate("""() => { const ids = window.sam2med.activeViewport().viewport.getImageIds();
+                return ids.map(id => window.cornerstone.metaData.get('imagePlaneModule', id).imagePositionPatient[2]); }""")
+            assert order == sorted(order), "the reversed copy should list its images along +z"
+            seed_pixels = _paint_seed(page, viewport)
+            _set_range_from_viewer(page, viewport)
+            report = _run(page)
+            _check_geometry(page, server, reversed_series, report, seed_pixels)
+            page.screenshot(path=ARTIFACTS / "sam2med-06-reversed-series.png")
+        finally:
+            browser.close()
