@@ -13,6 +13,7 @@ import numpy as np
 
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis, Grid, reorient_to, to_slices
+from sam2med.io import MAX_LABEL_VALUE
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def parse_labels(value: "Iterable[int] | str | int | None") -> list[int] | None:
         raise PromptError(f"labels must be integer label values, got {value!r}") from None
     if any(v <= 0 for v in labels):
         raise PromptError(f"labels must be positive label values, got {labels}")
+    if labels[-1] > MAX_LABEL_VALUE:
+        raise PromptError(f"label value {labels[-1]} is over {MAX_LABEL_VALUE}, the largest supported label value")
     return labels
 
 

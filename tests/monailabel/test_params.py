@@ -21,7 +21,17 @@ from sam2med.monailabel.params import (
     parse_seed_tag,
     parse_slice_range,
 )
-from sam2med.monailabel.safety import AccessError, NotFoundError, check_image_reference, is_upload
+from sam2med.monailabel.safety import (
+    AccessError,
+    NotFoundError,
+    check_image_reference,
+    check_session_id,
+    is_upload,
+    registered_uploads,
+    remove_uploads,
+    request_uploads,
+    upload_suffix,
+)
 from sam2med.prompts import SliceRange
 
 NAMES = {"spleen": 1, "liver": 5}
@@ -146,18 +156,42 @@ def test_image_references_stay_in_the_datastore(tmp_path):
     check_image_reference(str(session), known.__contains__, [tmp_path / "sessions"])
 
 
-def test_only_server_written_temp_files_count_as_uploads(tmp_path):
-    with tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False) as upload:
+def test_only_files_this_request_uploaded_count_as_uploads(tmp_path):
+    """A temp-named file in the temp dir is no upload (issue 16.1): only what the route registered for this request."""
+    with tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False) as victim:
         pass
     try:
-        assert is_upload(upload.name)
-        other = tmp_path / Path(upload.name).name
-        other.write_bytes(b"x")
-        assert not is_upload(str(other)), "same name outside the temp dir"
-        assert not is_upload("/etc/hostname") and not is_upload(None)
+        assert not is_upload(victim.name), "a temp-file name proves nothing"
+        with pytest.raises(AccessError):
+            check_image_reference(victim.name, lambda i: True)
+        mine = tmp_path / "image.nii.gz"
+        mine.write_bytes(b"x")
+        with registered_uploads([str(mine)]) as uploads:
+            assert is_upload(str(mine)) and request_uploads() == uploads
+            assert not is_upload(victim.name) and not is_upload("/etc/hostname") and not is_upload(None)
+            check_image_reference(str(mine), lambda i: False)
+            remove_uploads(victim.name, str(mine))
+        assert not mine.exists() and Path(victim.name).exists(), "only this request's upload is removed"
+        assert request_uploads() == frozenset(), "the registration ends with the request"
+        assert not is_upload(str(mine)), "a missing file is no upload"
     finally:
-        Path(upload.name).unlink()
-    assert not is_upload(upload.name), "a missing file is no upload"
+        Path(victim.name).unlink()
+
+
+@pytest.mark.parametrize("filename, suffix", [
+    ("CT_2024.01.05.nii.gz", ".nii.gz"), ("seed.v2.nii.gz", ".nii.gz"), ("SEED.NRRD", ".nrrd"), ("labels.bin", ".bin"),
+    ("scan.my-format", ""), ("scan.abcdefghijk", ".abcdefghijk"), ("noext", ""), (None, ""), ("../../etc/x.mha", ".mha"),
+])
+def test_upload_suffix_keeps_the_format_whatever_the_name(filename, suffix):
+    assert upload_suffix(filename) == suffix
+
+
+def test_session_ids_name_existing_sessions():
+    known = {"4b9c1f0e-8a7d-11ef-b864-0242ac120002"}
+    check_session_id("4b9c1f0e-8a7d-11ef-b864-0242ac120002", known.__contains__)
+    for bad in ("bogus", "../../etc", "", "a" * 65):
+        with pytest.raises(NotFoundError, match="does not exist"):
+            check_session_id(bad, known.__contains__)
 
 
 def test_app_config_from_conf(tmp_path):

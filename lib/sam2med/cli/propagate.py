@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from tqdm import tqdm
 
 from sam2med.cli.common import add_model_arguments, propagator_kwargs
-from sam2med.errors import InputError
 from sam2med.geometry import Axis
-from sam2med.io import load_label, load_volume, save_label, write_json_atomic, LABEL_SUFFIXES
+from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volume, save_label, write_json_atomic
 from sam2med.prompts import SliceRange, parse_labels, seeds_from_label
 
 logger = logging.getLogger(__name__)
@@ -50,11 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam2med.engine import Propagator
 
-    output = Path(args.output)
-    if not output.name.lower().endswith(LABEL_SUFFIXES):
-        raise InputError(f"{output}: unsupported output format; use one of {', '.join(LABEL_SUFFIXES)}")
-    if not output.parent.is_dir():
-        raise InputError(f"{output.parent}: output folder does not exist")
+    output = check_output_path(args.output)  # before any work: a folder or a read-only place fails now, not at the end
+    if args.scores:
+        check_output_path(args.scores, suffixes=None)
     image = load_volume(args.image)
     seed = load_label(args.seed)
     axis = Axis.parse(args.axis)

@@ -26,7 +26,6 @@ from sam2med.monailabel.params import (
     parse_slice_range,
 )
 from sam2med.monailabel.results import load_seed, write_result
-from sam2med.monailabel.safety import AccessError, is_upload
 from sam2med.prompts import seeds_from_label
 from sam2med.windowing import CT_PRESETS
 
@@ -78,9 +77,7 @@ class Sam2PropagateTask(_Sam2Task):
 
     def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume]:
         uploaded = request.get("label")
-        if uploaded:
-            if not is_upload(uploaded):
-                raise AccessError("'label' must be a file uploaded with the request, not a server path")
+        if uploaded:  # the app's guard (service.py) admits only a file this request uploaded
             return "upload", load_seed(uploaded, image)
         image_id = request.get("image_id")
         uri = self.datastore().get_label_uri(image_id, tag) if image_id else ""
