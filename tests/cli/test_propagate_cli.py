@@ -68,6 +68,8 @@ def test_bad_inputs_fail_with_one_line_and_no_output(ct_case, random_checkpoint,
     ref = nib.load(str(seed))
     nib.save(nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine, ref.header), str(empty))
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    (folder / "scores.json").mkdir(exist_ok=True)
+    (folder / "out_dir.nii.gz").mkdir(exist_ok=True)
 
     cases = {
         "cannot read": ["propagate", str(unreadable), "--seed", str(seed), "-o", str(out)],
@@ -82,10 +84,31 @@ def test_bad_inputs_fail_with_one_line_and_no_output(ct_case, random_checkpoint,
         "not in the seed": base + ["--labels", "7"],
         "unsupported output format": ["propagate", str(image), "--seed", str(seed), "-o", str(tmp_path / "out.png")],
         "unknown window": base + ["--window", "sunset"],
+        # issue 16.10: the output is checked first (the image does not even exist here), not after the propagation
+        "is a folder": ["propagate", str(tmp_path / "missing.nii.gz"), "--seed", str(seed), "-o", str(folder / "out_dir.nii.gz")],
+        "cannot write there": ["propagate", str(tmp_path / "missing.nii.gz"), "--seed", str(seed), "-o", "/proc/out.nii.gz"],
+        "scores.json: is a folder": base + ["--scores", str(folder / "scores.json")],
     }
     for expected, argv in cases.items():
         assert expected in _error_line(capsys, argv), expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii.gz", "empty.nii.gz", "other.nii.gz"]  # no output, no partial
+
+
+def test_label_values_over_65535_are_kept(ct_case, random_checkpoint, tmp_path, capsys):
+    """Issue 16.7: a seed value 70000 came out as 4464 (uint16 wrap)."""
+    image, seed, z, _ = ct_case
+    source = nib.load(str(seed))
+    values = np.asarray(source.dataobj).astype(np.uint32)
+    values[values == 5] = 70000
+    big_seed, out = tmp_path / "seed70000.nii.gz", tmp_path / "out.nii.gz"
+    nib.save(nib.Nifti1Image(values, source.affine), str(big_seed))
+    code = main(["propagate", str(image), "--seed", str(big_seed), "--range", str(z - 1), str(z + 1), "-o", str(out),
+                 "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE)])
+    assert code == 0, capsys.readouterr().err
+    label = np.asarray(nib.load(str(out)).dataobj)
+    assert label.dtype == np.uint32 and set(np.unique(label)) <= {0, 1, 70000}
+    seed_slice, result_slice = values[..., z] == 70000, label[..., z] == 70000
+    assert 2 * np.count_nonzero(seed_slice & result_slice) / (seed_slice.sum() + result_slice.sum()) >= 0.95
 
 
 def test_help_teaches(capsys):

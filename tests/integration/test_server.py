@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import SimpleITK as sitk
 
 from monailabel.client import MONAILabelClient
@@ -294,8 +295,14 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
         assert {"sam2_propagate", "sam2_points"} <= set(info["models"]) and info["sam2med"]["loaded"] is False
         status, body = _rejected(client, None, "sam2_propagate", "ct", {"slice_range": [20, 10]}, seed)
         assert status == 422 and "reversed" in body
-        status, body = _rejected(client, None, "sam2_propagate", "ct", {"image": "/etc/hostname"}, seed)
-        assert status == 403 and "not a datastore image id" in body
+        # sam2med's routes are installed here too: 'image' in params is dropped (the image read is 'ct', so the
+        # reversed range is what fails), a session id must exist, and the log is not served
+        status, body = _rejected(client, None, "sam2_propagate", "ct", {"image": "/etc/hostname", "slice_range": [20, 10]}, seed)
+        assert status == 422 and "reversed" in body
+        answer = requests.post(f"http://127.0.0.1:{port}/infer/sam2_propagate", params={"image": "ct", "session_id": "bogus"},
+                               timeout=30)
+        assert answer.status_code == 404 and "session 'bogus' does not exist" in answer.json()["detail"]
+        assert requests.get(f"http://127.0.0.1:{port}/logs/", timeout=30).status_code == 403
         assert "loads lazily, on the first request" in (tmp_path / "server.log").read_text()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -36,7 +36,13 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.utils.app import app_instance
 
 from sam2med.monailabel.http import to_http
-from sam2med.monailabel.safety import check_image_id, check_session_id, registered_uploads, upload_suffix
+from sam2med.monailabel.safety import (
+    check_image_id,
+    check_session_id,
+    registered_uploads,
+    remove_results,
+    upload_suffix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +131,8 @@ def infer(
 ):
     request_params = parse_request_params(params)
     instance = app_instance()
+    if output == ResultType.dicom_seg and isinstance(instance.datastore(), LocalDatastore):
+        raise HTTPException(status_code=400, detail="output=dicom_seg needs a DICOMweb datastore; this server has local files")
     if session_id:
         sessions = instance.sessions()
         _http(check_session_id, session_id, lambda s: sessions is not None and sessions.get_session(s) is not None)
@@ -140,7 +148,12 @@ def infer(
         if label:
             request_params["label"] = _save_upload(label, folder, "label")
         with registered_uploads([p for p in (image, request_params.get("label")) if p and p.startswith(folder)]):
-            return run_inference(background_tasks, model, image, session_id, json.dumps(request_params), None, None, output)
+            try:
+                return _http(run_inference, background_tasks, model, image, session_id, json.dumps(request_params),
+                             None, None, output)
+            except BaseException:
+                remove_results()
+                raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -182,12 +195,18 @@ def add_image(
 
 
 def _is_archive(upload: UploadFile) -> bool:
+    """A zip or tar file whose content matches its name (shutil unpacks by the name's extension)."""
     name = (upload.filename or "").lower()
-    formats = [ext for _, exts, _ in shutil.get_unpack_formats() for ext in exts]
-    if not name.endswith(tuple(formats)):
-        return False
+    formats = {fmt: tuple(exts) for fmt, exts, _ in shutil.get_unpack_formats()}
     try:
-        return zipfile.is_zipfile(upload.file) or tarfile.is_tarfile(upload.file)
+        if name.endswith(formats.get("zip", (".zip",))):
+            return zipfile.is_zipfile(upload.file)
+        if name.endswith(tuple(ext for fmt, exts in formats.items() if fmt != "zip" for ext in exts)):
+            with tarfile.open(fileobj=upload.file) as archive:
+                return bool(archive.getmembers())
+        return False
+    except (tarfile.TarError, EOFError, OSError):
+        return False
     finally:
         upload.file.seek(0)
 

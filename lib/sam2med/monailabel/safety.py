@@ -25,6 +25,7 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FORMAT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".bin", ".zip", ".tar.gz", ".dcm")
 _PLAIN_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,16}$")
 _UPLOADS: ContextVar[frozenset[str]] = ContextVar("sam2med_request_uploads", default=frozenset())
+_RESULTS: ContextVar[list[str] | None] = ContextVar("sam2med_request_results", default=None)
 
 
 class AccessError(Sam2MedError):
@@ -43,11 +44,25 @@ class TooLargeError(Sam2MedError):
 def registered_uploads(paths: Iterable[str]) -> Iterator[frozenset[str]]:
     """Mark `paths` as the files the current request uploaded, for the code it runs (same thread/context)."""
     uploads = frozenset(str(p) for p in paths)
-    token = _UPLOADS.set(uploads)
+    token, results_token = _UPLOADS.set(uploads), _RESULTS.set([])
     try:
         yield uploads
     finally:
         _UPLOADS.reset(token)
+        _RESULTS.reset(results_token)
+
+
+def track_result(path: str) -> None:
+    """Note a result file of the current request, so that `remove_results` can delete it if the request fails."""
+    results = _RESULTS.get()
+    if results is not None:
+        results.append(path)
+
+
+def remove_results() -> None:
+    """Delete the current request's result files (it failed after writing them)."""
+    for path in _RESULTS.get() or []:
+        Path(path).unlink(missing_ok=True)
 
 
 def request_uploads() -> frozenset[str]:
@@ -81,7 +96,9 @@ def is_within(path: str, roots: Iterable[str | os.PathLike]) -> bool:
 def check_image_id(image_id: str) -> None:
     """A datastore image id: one name, no path separators, no parent references."""
     if not _IMAGE_ID.match(image_id) or image_id in (".", ".."):
-        raise AccessError(f"image {image_id!r} is not a datastore image id")
+        if "/" in image_id or "\\" in image_id:  # never echo a path: it may name server files
+            raise AccessError("the image is not a datastore image id: server paths are not accepted")
+        raise AccessError(f"image {image_id[:80]!r} is not a datastore image id")
 
 
 def check_session_id(session_id: str, exists) -> None:

@@ -4,7 +4,7 @@
 2. sam2med's routes (routes.py) go first: `POST /infer/{model}` runs in FastAPI's worker threads
    (MONAI Label's version blocks the event loop), so concurrent requests proceed side by side and
    `/info/` answers while a propagation runs; uploads are the request's own; `/logs/` is not served.
-3. Any `Sam2MedError` that escapes a route becomes its 4xx answer.
+3. Any `Sam2MedError` that escapes a route becomes its 4xx answer; a malformed request is a one-line 422.
 
 `monailabel start_server` without `--uvicorn_app sam2med.monailabel.server:app` serves MONAI Label's app;
 the sam2med app installs the same routes there when it starts (service.py), without the body limit.
@@ -16,6 +16,7 @@ import logging
 import os
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from monailabel.app import app
 
@@ -25,6 +26,15 @@ from sam2med.monailabel.http import status_of
 from sam2med.monailabel.routes import install_routes
 
 logger = logging.getLogger(__name__)
+
+
+def validation_detail(err: RequestValidationError) -> str:
+    """FastAPI's list of malformed request parts as one line: `files: Field required; params: ...`."""
+    parts = []
+    for error in err.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)[:300] or "malformed request"
 
 
 class _TooLarge(Exception):
@@ -80,6 +90,10 @@ def _install() -> None:
     @app.exception_handler(Sam2MedError)
     async def _sam2med_error(request: Request, err: Sam2MedError):
         return JSONResponse({"detail": str(err)}, status_code=status_of(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(request: Request, err: RequestValidationError):
+        return JSONResponse({"detail": validation_detail(err)}, status_code=422)
 
     logger.info("sam2med server app: infer runs in worker threads; uploads limited to %.0f MB", limit_mb)
 

@@ -26,6 +26,7 @@ from sam2med.monailabel.params import (
     parse_slice_range,
 )
 from sam2med.monailabel.results import load_seed, write_result
+from sam2med.monailabel.safety import track_result
 from sam2med.prompts import seeds_from_label
 from sam2med.windowing import CT_PRESETS
 
@@ -53,6 +54,7 @@ class _Sam2Task(InferTask):
                 extra: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         write_start = time.perf_counter()
         path = write_result(result.label, image.grid, output)
+        track_result(path)
         write_seconds = time.perf_counter() - write_start
         report = result.to_json()
         report.update(extra)
