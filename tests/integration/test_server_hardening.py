@@ -153,6 +153,9 @@ BAD: dict[str, Bad] = {
     "result-extension": Bad("POST", PROPAGATE, 422, "result_extension", {"image": "ct"}, {"result_extension": ".exe"},
                             SEED),
     "dicom-seg-output": Bad("POST", PROPAGATE, 400, "DICOMweb", {"image": "ct", "output": "dicom_seg"}, {}, SEED),
+    # issue 16.4: the result is written, then saving it under a bad tag fails: the result must not stay
+    "save-result-bad-tag": Bad("POST", PROPAGATE, 422, "not a label tag name", {"image": "ct"},
+                               {"slice_range": list(CT_RANGE), "save_label": True, "label_tag": "../x"}, SEED),
     "bin-seed-wrong-size": Bad("POST", PROPAGATE, 422, "raw seed holds 1000 voxels", {"image": "ct"}, {},
                                lambda f: {"label": _upload(f["wrong_size.bin"])}),
     # issue 16.8: truncated and corrupt uploads
