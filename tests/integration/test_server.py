@@ -12,11 +12,9 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,18 +25,14 @@ import SimpleITK as sitk
 
 from monailabel.client import MONAILabelClient
 
+from live_server import free_port, running_server
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 CT_SLICE, CT_RANGE = 16, (14, 18)
 MR_SLICE, MR_RANGE = 12, (10, 14)
 MAX_UPLOAD_MB = 5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _seed_file(label_path: Path, values: list[int], slice_index: int, out: Path) -> Path:
@@ -87,40 +81,15 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct2.nii.gz")
     shutil.copy(ts / "example_mr_sm.nii.gz", studies / "mr.nii.gz")
-    port = _free_port()
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
-    log = open(root / "server.log", "w")
-    cmd = [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port),
-           "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
-           "--max-upload-mb", str(MAX_UPLOAD_MB), "--labels", '{"spleen": 1, "liver": 5}', "--cache-gb", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/info/", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not answer /info/: {(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(1)
-    info = {
-        "url": url, "studies": studies, "tmp": tmp, "seeds": seeds, "root": root, "log": root / "server.log",
-        "ct_seed": _seed_file(ts / "example_seg.nii.gz", [1, 5], CT_SLICE, seeds / "ct_seed.nii.gz"),
-        "ct_spleen_seed": _seed_file(ts / "example_seg.nii.gz", [1], CT_SLICE, seeds / "ct_spleen_seed.nii.gz"),
-        "mr_seed": _seed_file(ts / "example_seg_mr.nii.gz", [5], MR_SLICE, seeds / "mr_seed.nii.gz"),
-    }
-    yield info
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
+    args = ["--studies", str(studies), "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
+            "--max-upload-mb", str(MAX_UPLOAD_MB), "--labels", '{"spleen": 1, "liver": 5}', "--cache-gb", "1"]
+    with running_server(args, root / "server.log", {"TMPDIR": str(tmp)}) as url:
+        yield {
+            "url": url, "studies": studies, "tmp": tmp, "seeds": seeds, "root": root, "log": root / "server.log",
+            "ct_seed": _seed_file(ts / "example_seg.nii.gz", [1, 5], CT_SLICE, seeds / "ct_seed.nii.gz"),
+            "ct_spleen_seed": _seed_file(ts / "example_seg.nii.gz", [1], CT_SLICE, seeds / "ct_spleen_seed.nii.gz"),
+            "mr_seed": _seed_file(ts / "example_seg_mr.nii.gz", [5], MR_SLICE, seeds / "mr_seed.nii.gz"),
+        }
 
 
 @pytest.fixture()
@@ -274,7 +243,7 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
     studies.mkdir()
     shutil.copy(shared_data / "totalsegmentator" / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
     seed = _seed_file(shared_data / "totalsegmentator" / "example_seg.nii.gz", [5], CT_SLICE, tmp_path / "seed.nii.gz")
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "sam2med"),
            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port),
            "--conf", "checkpoint", str(random_checkpoint), "--conf", "model", "tiny", "--conf", "device", "cpu",
