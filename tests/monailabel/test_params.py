@@ -21,6 +21,7 @@ from sam2med.monailabel.params import (
     parse_seed_tag,
     parse_slice_range,
 )
+from sam2med.monailabel.http import to_http
 from sam2med.monailabel.safety import (
     AccessError,
     NotFoundError,
@@ -30,6 +31,7 @@ from sam2med.monailabel.safety import (
     registered_uploads,
     remove_uploads,
     request_uploads,
+    scrub_paths,
     upload_suffix,
 )
 from sam2med.prompts import SliceRange
@@ -176,6 +178,19 @@ def test_only_files_this_request_uploaded_count_as_uploads(tmp_path):
         assert not is_upload(str(mine)), "a missing file is no upload"
     finally:
         Path(victim.name).unlink()
+
+
+def test_error_details_name_what_the_client_knows_never_a_server_path():
+    """Issue 16.2: details named server paths, other clients' uploads included."""
+    upload = "/srv/tmp/sam2med_upload_x1/label.nii.gz"
+    names = {upload: "the uploaded seed", "/data/studies/ct.nii.gz": "image 'ct'"}
+    assert scrub_paths(f"{upload}: is truncated", names) == "the uploaded seed: is truncated"
+    assert scrub_paths("/data/studies/ct.nii.gz: 2 voxels are NaN", names) == "image 'ct': 2 voxels are NaN"
+    assert scrub_paths("cannot read '/var/lib/other/tmpab12cd.nii.gz' (ITK)") == "cannot read '<server path>' (ITK)"
+    for kept in ("window 40,400", "image '../studies/ct' is not a datastore image id", "slices 0..19 along this axis"):
+        assert scrub_paths(kept) == kept
+    http = to_http(InputError("/data/studies/ct.nii.gz: cannot read it as an image"))
+    assert http is not None and http.status_code == 400 and http.detail == "<server path>: cannot read it as an image"
 
 
 @pytest.mark.parametrize("filename, suffix", [

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 _IMAGE_ID = re.compile(r"^[^/\\\x00]{1,255}$")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FORMAT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".bin", ".zip", ".tar.gz", ".dcm")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.<>~-])/(?:[\w.+~-]+/)+[\w.+~-]*")
 _PLAIN_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,16}$")
 _UPLOADS: ContextVar[frozenset[str]] = ContextVar("sam2med_request_uploads", default=frozenset())
 _RESULTS: ContextVar[list[str] | None] = ContextVar("sam2med_request_results", default=None)
@@ -107,12 +108,13 @@ def check_session_id(session_id: str, exists) -> None:
         raise NotFoundError(f"session {session_id[:80]!r} does not exist on this server")
 
 
-def scrub_paths(text: str, names: Mapping[str, str]) -> str:
-    """`text` with each server path in `names` (and its folder) replaced by the name a client knows it by."""
-    for path, name in sorted(names.items(), key=lambda item: -len(item[0])):
+def scrub_paths(text: str, names: Mapping[str, str] | None = None) -> str:
+    """`text` with each server path in `names` replaced by the name a client knows it by, and any other
+    absolute path by `<server path>`: an error detail never shows where the server keeps files."""
+    for path, name in sorted((names or {}).items(), key=lambda item: -len(item[0])):
         if path:
             text = text.replace(path, name)
-    return text
+    return _ABSOLUTE_PATH.sub("<server path>", text)
 
 
 def check_image_reference(image: object, is_datastore_id, extra_roots: Iterable[str | os.PathLike] = ()) -> None:

@@ -24,6 +24,7 @@ from sam2med.errors import Sam2MedError
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_ENV
 from sam2med.monailabel.http import status_of
 from sam2med.monailabel.routes import install_routes
+from sam2med.monailabel.safety import scrub_paths
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _install() -> None:
 
     @app.exception_handler(Sam2MedError)
     async def _sam2med_error(request: Request, err: Sam2MedError):
-        return JSONResponse({"detail": str(err)}, status_code=status_of(err))
+        return JSONResponse({"detail": scrub_paths(str(err))}, status_code=status_of(err))
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(request: Request, err: RequestValidationError):

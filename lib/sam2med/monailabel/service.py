@@ -16,7 +16,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from sam2med.errors import InputError
+from sam2med.errors import InputError, Sam2MedError
 from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.datastore import GuardedLocalDatastore
 from sam2med.monailabel.engine import SharedEngine
@@ -122,7 +122,8 @@ class AppServices:
             http = to_http(err)
             if http is None:
                 raise
-            http.detail = scrub_paths(str(http.detail).splitlines()[0] if http.detail else "", self._path_names(
+            raw = str(err) if isinstance(err, Sam2MedError) else str(http.detail or "")  # before any generic scrub
+            http.detail = scrub_paths(raw.splitlines()[0] if raw else "", self._path_names(
                 image, label, session, datastore, sessions_root))
             logger.info("infer %s on %r rejected (%d): %s", request.get("model"), image, http.status_code, http.detail)
             raise http from None
