@@ -287,11 +287,14 @@ def _seed_xyz(path: Path) -> np.ndarray:
 def test_uploads_keep_any_file_name_and_are_removed(server, files, tmp_path):
     """Issue 16.3: dotted names and long or '-' extensions were refused as server paths (403) and never deleted."""
     seed = _seed_xyz(files["ct_seed"])
-    for name in ("CT_2024.01.05.nii.gz", "seed.label-v2.annotation.nii.gz"):
+    raw = tmp_path / "seed.bin"  # OHIF's raw labels: uint8 voxels of the image, x fastest
+    raw.write_bytes(seed.astype(np.uint8).tobytes(order="F"))
+    for path, name in ((files["ct_seed"], "CT_2024.01.05.nii.gz"), (files["ct_seed"], "seed.label-v2.annotation.nii.gz"),
+                       (raw, "ohif.seed.bin")):
         before = _snapshot(server)
         response = requests.post(server["url"] + PROPAGATE, params={"image": "ct"},
                                  data={"params": json.dumps({"slice_range": list(CT_RANGE)})},
-                                 files={"label": _upload(files["ct_seed"], name)}, timeout=300)
+                                 files={"label": _upload(path, name)}, timeout=300)
         label = _result(response, tmp_path, f"{name}.result.nii.gz")
         _assert_seed_slice(label[..., CT_SLICE], seed[..., CT_SLICE], name)
         time.sleep(0.5)
