@@ -27,6 +27,7 @@ from sam2med.monailabel.safety import (
     check_image_reference,
     check_upload_size,
     is_upload,
+    is_within,
     remove_uploads,
     scrub_paths,
 )
@@ -107,6 +108,9 @@ class AppServices:
         """
         image, label = request.get("image"), request.get("label")
         session = request.get("session") if isinstance(request.get("session"), dict) else None
+        if session and not (sessions_root and isinstance(session.get("image"), str)
+                            and is_within(session["image"], [sessions_root])):
+            session = None  # a session's image lives in the session store, whatever a request claims
         try:
             local = isinstance(datastore, LocalDatastore)
             check_image_reference(image, (lambda i: bool(datastore.get_image_uri(i))) if local else (lambda i: True),
