@@ -27,6 +27,7 @@ from typing import Any, Callable, List, Optional
 from fastapi import BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
 from fastapi.routing import APIRoute
 from monailabel.config import RBAC_ADMIN, RBAC_ANNOTATOR, RBAC_USER, settings
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
 from monailabel.endpoints import datastore as ml_datastore
 from monailabel.endpoints import session as ml_session
@@ -131,7 +132,7 @@ def infer(
 ):
     request_params = parse_request_params(params)
     instance = app_instance()
-    if output == ResultType.dicom_seg and isinstance(instance.datastore(), LocalDatastore):
+    if output == ResultType.dicom_seg and not isinstance(instance.datastore(), DICOMWebDatastore):
         raise HTTPException(status_code=400, detail="output=dicom_seg needs a DICOMweb datastore; this server has local files")
     if session_id:
         sessions = instance.sessions()
