@@ -129,11 +129,17 @@ def seeds_from_label(
     seeds = SeedMasks(axis=axis)
     for value in wanted:
         on_slices = np.flatnonzero((seed_slices == value).any(axis=(1, 2)))
-        outside = [int(s) for s in on_slices if int(s) not in slice_range]
+        seeds.masks[value] = {int(s): seed_slices[s] == value for s in on_slices}
+    check_seeds_in_range(seeds, slice_range)
+    return seeds
+
+
+def check_seeds_in_range(seeds: SeedMasks, slice_range: SliceRange) -> None:
+    """Reject seed masks on slices outside `slice_range`."""
+    for value, per_slice in seeds.masks.items():
+        outside = [s for s in sorted(per_slice) if s not in slice_range]
         if outside:
             raise PromptError(f"label {value} is drawn on slice(s) {outside}, outside the slice range {slice_range}")
-        seeds.masks[value] = {int(s): seed_slices[s] == value for s in on_slices}
-    return seeds
 
 
 @dataclass(frozen=True)

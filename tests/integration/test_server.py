@@ -77,7 +77,7 @@ def _status(err: Exception) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def server(shared_data, random_checkpoint, tmp_path_factory):
-    """Studies ct, ct2 (same voxels), mr (LPS); the server's temp dir is private so leftovers can be checked."""
+    """Studies ct, ct2, ct3 (same voxels), mr (LPS); the server's temp dir is private so leftovers can be checked."""
     root = tmp_path_factory.mktemp("server")
     studies, tmp, seeds = root / "studies", root / "tmp", root / "seeds"
     for folder in (studies, tmp, seeds):
@@ -85,6 +85,7 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     ts = shared_data / "totalsegmentator"
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct2.nii.gz")
+    shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct3.nii.gz")  # only the correction loop labels it
     shutil.copy(ts / "example_mr_sm.nii.gz", studies / "mr.nii.gz")
     port = _free_port()
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
@@ -182,7 +183,7 @@ def test_next_sample_strategies(client, server):
     ordered = client.next_sample("ordered", {})
     assert ordered["id"] == "ct2" and "after 'ct'" in ordered["reason"]
     assert client.next_sample("first", {})["id"] == "ct2"
-    assert client.next_sample("random", {})["id"] in {"ct2", "mr"}
+    assert client.next_sample("random", {})["id"] in {"ct2", "ct3", "mr"}
 
 
 def test_points_task_as_ohif_sends_it(client, server):
@@ -301,3 +302,43 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
         log.close()
+
+
+def test_slicer_correction_loop_conditions_on_seeds_and_corrected_slices(client, server, shared_data):
+    """As the Slicer plugin does it: Submit Label (tag final), Run, correct one slice of the result, Submit, Run."""
+    image_path = server["studies"] / "ct3.nii.gz"
+    params = {"slice_range": list(CT_RANGE)}
+    client.save_label("ct3", str(server["ct_seed"]))  # no tag: the plugin's Submit Label saves `final`
+    first_out, first = client.infer("sam2_propagate", "ct3", params)
+    assert first["seed"] == "datastore:final" and first["seed_slices"] == [CT_SLICE] and first["correction"] is None
+    result, result_image = _read_xyz(first_out)
+
+    # the user redraws spleen (1) and liver (5) on the slice after the seed, leaves every other slice as returned
+    fixed = CT_SLICE + 1
+    truth, _ = _read_xyz(str(shared_data / "totalsegmentator" / "example_seg.nii.gz"))
+    drawn = np.where(np.isin(truth[..., fixed], [1, 5]), truth[..., fixed], 0).astype(result.dtype)
+    assert not np.array_equal(drawn == 5, result[..., fixed] == 5), "the correction must change the slice"
+    corrected = result.copy()
+    corrected[..., fixed] = drawn
+    corrected_path = server["seeds"] / "ct3_corrected.nii.gz"
+    written = sitk.GetImageFromArray(corrected.transpose(2, 1, 0))
+    written.CopyInformation(result_image)
+    sitk.WriteImage(written, str(corrected_path))
+    client.save_label("ct3", str(corrected_path))
+
+    second_out, second = client.infer("sam2_propagate", "ct3", params)
+    assert second["seed_slices"] == [CT_SLICE, fixed]
+    assert second["seed_slices_per_label"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
+    assert second["correction"] == {"changed_slices": {"1": [fixed], "5": [fixed]}, "kept_seed_slices": {"1": [CT_SLICE], "5": [CT_SLICE]}}
+    again, _ = _read_xyz(second_out)
+    for value in (1, 5):
+        assert _dice(again[..., fixed] == value, drawn == value) >= 0.9, f"the corrected slice must come back as drawn ({value})"
+        seeds_flagged = {s["slice"] for s in second["labels"][str(value)]["slices"] if s["seed"]}
+        assert seeds_flagged == {CT_SLICE, fixed}, "slices left as returned are propagated, not seeds"
+    assert not again[..., : CT_RANGE[0]].any() and not again[..., CT_RANGE[1] + 1 :].any()
+    # the state lives on disk in the app's folder of the studies (it survives a restart), and is small
+    states = list((server["studies"] / ".sam2med" / "corrections").glob("*.json"))
+    kept = [json.loads(p.read_text()) for p in states]
+    mine = [k for k in kept if k["image_id"] == "ct3"]
+    assert len(mine) == 1 and mine[0]["seed_slices"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
+    assert all(p.stat().st_size < 20_000 for p in states)
