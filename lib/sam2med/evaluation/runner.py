@@ -24,6 +24,7 @@ from sam2med.evaluation.propagators import SlicePropagator
 from sam2med.evaluation.protocols import Protocol, RangeSpec, make_prompt
 from sam2med.geometry import Axis, reorient_to
 from sam2med.io import Volume, label_dtype, load_label, load_volume
+from sam2med.labelnames import label_name
 from sam2med.prompts import SliceRange
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class CaseOutcome:
 
 
 def _target_name(label: int, names: dict[int, str]) -> str:
-    return names.get(label, f"label_{label}")
+    return label_name(label, names)
 
 
 def _load_case(case: Case) -> tuple[Volume, Volume]:
