@@ -100,6 +100,15 @@ def test_bad_protocol_is_exit_2(dataset, tmp_path):
                  "--propagator", "copy", "--out", str(tmp_path / "out")]) == 2
 
 
+def test_bad_window_is_found_before_the_model_loads(dataset, tmp_path, capsys):
+    images, labels = dataset
+    code = main(["evaluate", "--images", str(images), "--labels", str(labels), "--window", "foo",
+                 "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [err[-1]] and "unknown window 'foo'" in err[-1], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_summary_skips_infinite_distances_and_counts_them():
     def row(label, dice, hd):
         return TargetResult("c", label, "x", "copy", metrics=TargetMetrics(dice, dice, hd, hd, 1, 1), seconds=0.5)

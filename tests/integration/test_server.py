@@ -69,6 +69,12 @@ def _same_grid(result: sitk.Image, reference: sitk.Image) -> None:
     np.testing.assert_allclose(result.GetDirection(), reference.GetDirection(), atol=1e-6)
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _status(err: Exception) -> tuple[int, str]:
     match = re.search(r"Status: (\d+); Response: (.*)", str(getattr(err, "msg", err)), re.S)
     assert match, f"not an HTTP error: {err}"
@@ -108,7 +114,7 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
             pytest.fail(f"server did not answer /info/: {(root / 'server.log').read_text()[-3000:]}")
         time.sleep(1)
     info = {
-        "url": url, "studies": studies, "tmp": tmp, "seeds": seeds, "root": root, "log": root / "server.log",
+        "url": url, "studies": studies, "checkpoint": random_checkpoint, "tmp": tmp, "seeds": seeds, "root": root, "log": root / "server.log",
         "ct_seed": _seed_file(ts / "example_seg.nii.gz", [1, 5], CT_SLICE, seeds / "ct_seed.nii.gz"),
         "ct_spleen_seed": _seed_file(ts / "example_seg.nii.gz", [1], CT_SLICE, seeds / "ct_spleen_seed.nii.gz"),
         "mr_seed": _seed_file(ts / "example_seg_mr.nii.gz", [5], MR_SLICE, seeds / "mr_seed.nii.gz"),
@@ -160,6 +166,29 @@ def test_infer_with_uploaded_seed(client, server):
     assert params["slices_processed"] == 5 and params["slice_range"] == list(CT_RANGE) and params["seed"] == "upload"
     assert [s["slice"] for s in params["labels"]["5"]["slices"]] == list(range(CT_RANGE[0], CT_RANGE[1] + 1))
     assert params["latencies"]["total"] > 0 and params["label_names"] == {"spleen": 1, "liver": 5}
+    assert params["labels"]["5"]["name"] == "liver" and params["labels"]["1"]["name"] == "spleen"
+    assert params["labels"]["5"]["seed_slices"] == [CT_SLICE] and params["labels"]["5"]["means_exclude_seed_slices"] is True
+    prov = params["provenance"]
+    assert prov["inputs"] == {"image": {"file": "ct.nii.gz", "sha256": _sha256(server["studies"] / "ct.nii.gz")},
+                              "seed": {"file": "upload", "sha256": _sha256(server["ct_seed"])}}
+    assert prov["checkpoint"] == {"file": "sam2.1_hiera_tiny.pt", "sha256": _sha256(server["checkpoint"])}
+    assert prov["random_weights"] is True and prov["input_size"] == 256 and prov["model"] == "SAM2.1 tiny"
+    assert prov["window"] == "window:40,400" and prov["versions"]["sam2med"] and prov["versions"]["torch"]
+    assert str(server["root"]) not in json.dumps(params), "no server path in the response"
+
+
+def test_per_label_ranges(client, server):
+    for ranges in ({"5": list(CT_RANGE), "spleen": f"{CT_SLICE - 1}-{CT_SLICE + 1}"},
+                   f"5:{CT_RANGE[0]}-{CT_RANGE[1]}; 1:{CT_SLICE - 1}-{CT_SLICE + 1}"):
+        out, params = client.infer("sam2_propagate", "ct", {"slice_range": ranges}, label_in=str(server["ct_seed"]))
+        label, _ = _read_xyz(out)
+        spleen = set(np.flatnonzero((label == 1).any(axis=(0, 1))))
+        assert CT_SLICE in spleen and spleen <= {CT_SLICE - 1, CT_SLICE, CT_SLICE + 1}, ranges
+        assert not label[..., : CT_RANGE[0]].any() and not label[..., CT_RANGE[1] + 1 :].any()
+        assert params["slice_range"] == list(CT_RANGE) and params["labels"]["1"]["slice_range"] == [CT_SLICE - 1, CT_SLICE + 1]
+        assert [s["slice"] for s in params["labels"]["1"]["slices"]] == [CT_SLICE - 1, CT_SLICE, CT_SLICE + 1]
+    status, body = _rejected(client, server, "sam2_propagate", "ct", {"slice_range": {"kidney": [1, 2]}}, server["ct_seed"])
+    assert status == 422 and "kidney" in json.loads(body)["detail"]
 
 
 def test_save_label_then_infer_with_datastore_seed(client, server, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from sam2med.cli.common import add_model_arguments, propagator_kwargs
+from sam2med.cli.common import add_model_arguments, check_model_arguments, propagator_kwargs
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
 
@@ -84,6 +84,10 @@ def _config(args: argparse.Namespace):
     from sam2med.evaluation.protocols import Protocol, RangeSpec
     from sam2med.evaluation.runner import EvaluationConfig
 
+    from sam2med.windowing import Window
+
+    Window.parse(args.window, "CT")  # argument errors before any image or model is loaded
+    check_model_arguments(args)
     names = read_labels_map(args.labels_map) if args.labels_map else {}
     if args.min_slices < 1:
         raise InputError("--min-slices must be at least 1")

@@ -15,7 +15,7 @@ from sam2med.monailabel.params import parse_bool
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LABELS = {"structure": 1}
+DEFAULT_LABELS = {"label 1": 1}
 DEFAULT_MAX_UPLOAD_MB = 512.0
 MAX_UPLOAD_ENV = "SAM2MED_MAX_UPLOAD_MB"  # set by `main.py serve` for the server app
 

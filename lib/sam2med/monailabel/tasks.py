@@ -28,7 +28,10 @@ from sam2med.monailabel.params import (
 )
 from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import AccessError, is_upload
-from sam2med.prompts import SliceRange, check_seeds_in_range, seeds_from_label
+from sam2med.labelnames import label_name
+from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, parse_label_ranges, range_for_labels,
+                             seeds_from_label)
+from sam2med.provenance import describe_file, provenance
 from sam2med.windowing import CT_PRESETS
 
 logger = logging.getLogger(__name__)
@@ -64,14 +67,23 @@ class _Sam2Task(InferTask):
     def is_valid(self) -> bool:
         return True
 
+    @staticmethod
+    def _image_file(request: Dict[str, Any]) -> Dict[str, Any]:
+        """The image's file name (a datastore image) or "upload", and its sha256; never a server path."""
+        return describe_file(request["image"], None if request.get("image_id") else "upload")
+
     def _finish(self, result: PropagationResult, image: Volume, output: OutputFormat, start: float, load_seconds: float,
-                extra: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+                extra: Dict[str, Any], inputs: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         write_start = time.perf_counter()
         path = write_result(result.label, image.grid, output)
         write_seconds = time.perf_counter() - write_start
         report = result.to_json()
         report.update(extra)
         report["label_names"] = describe_labels(sorted(result.scores), self.label_names)
+        names = {v: n for n, v in report["label_names"].items()}
+        for label, info in report["labels"].items():
+            info["name"] = names[int(label)]
+        report["provenance"] = provenance(self.engine.get(), inputs, result.window)
         report["latencies"] = {
             "pre": round(load_seconds, 3), "infer": round(result.seconds, 3), "invert": 0, "post": 0,
             "write": round(write_seconds, 3), "total": round(time.perf_counter() - start, 3), "transform": None,
@@ -92,44 +104,47 @@ class Sam2PropagateTask(_Sam2Task):
             corrections=corrections,
         )
 
-    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume]:
+    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume, Dict[str, Any]]:
         uploaded = request.get("label")
         if uploaded:
             if not is_upload(uploaded):
                 raise AccessError("'label' must be a file uploaded with the request, not a server path")
-            return "upload", load_seed(uploaded, image)
+            return "upload", load_seed(uploaded, image), describe_file(uploaded, "upload")
         image_id = request.get("image_id")
         uri = self.datastore().get_label_uri(image_id, tag) if image_id else ""
         if not uri or not os.path.isfile(uri):
             where = f"image {image_id!r}" if image_id else "an uploaded image"
             raise PromptError(f"no seed: upload a label with the request, or save a label for {where} under tag {tag!r} first")
-        return f"datastore:{tag}", load_seed(uri, image)
+        return f"datastore:{tag}", load_seed(uri, image), describe_file(uri)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_propagate(request, self.label_names)
         check_model(params.sam2_model, self.engine.model_name)
         image = load_volume(request["image"])
-        seed_source, seed = self._seed(request, image, params.seed_tag)
+        seed_source, seed, seed_file = self._seed(request, image, params.seed_tag)
         num_slices = image.grid.num_slices(params.axis)
-        slice_range = parse_slice_range(params.slice_range, num_slices)
+        whole = SliceRange(0, num_slices - 1)
+        if is_label_range_spec(params.slice_range):  # {"5": [10, 40], "liver": "12-30"} or "5:10-40;1:12-30"
+            default_range, label_ranges = whole, parse_label_ranges(params.slice_range, num_slices, self.label_names)
+        else:
+            default_range, label_ranges = parse_slice_range(params.slice_range, num_slices), {}
         state = None
         if self.corrections is not None and request.get("image_id") and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
             state = self.corrections.load(str(request["image_id"]), image.fingerprint(), params.axis)
         extra: Dict[str, Any] = {"seed": seed_source, "correction": None}
-        if state is None:
-            seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, slice_range, params.labels)
-        else:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
-            labelled = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, SliceRange(0, num_slices - 1), params.labels)
-            seeds, correction = select_corrected_seeds(labelled, state)
-            check_seeds_in_range(seeds, slice_range)
+        seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, whole, params.labels)
+        if state is not None:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
+            seeds, correction = select_corrected_seeds(seeds, state)
             extra["correction"] = correction.to_json()
+        slice_range = range_for_labels(label_ranges, default_range, seeds.labels)
+        check_seeds_in_range(seeds, default_range, label_ranges)
         extra["seed_slices"] = seeds.slices
         extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
         load_seconds = time.perf_counter() - start
-        result = self.engine.get().propagate(image, seeds, slice_range, window=params.window)
+        result = self.engine.get().propagate(image, seeds, slice_range, window=params.window, label_ranges=label_ranges)
         self._remember(request, image, seeds.masks, result)
-        return self._finish(result, image, params.output, start, load_seconds, extra)
+        return self._finish(result, image, params.output, start, load_seconds, extra, {"image": self._image_file(request), "seed": seed_file})
 
 
 class Sam2PointsTask(_Sam2Task):
@@ -154,7 +169,8 @@ class Sam2PointsTask(_Sam2Task):
         load_seconds = time.perf_counter() - start
         result = self.engine.get().propagate(image, seeds, slice_range, window=params.window)
         self._remember(request, image, {label: [p.slice_index for p in prompts] for label, prompts in seeds.prompts.items()}, result)
-        return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices})
+        return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices},
+                            {"image": self._image_file(request)})
 
 
 TASKS: Dict[str, Callable[..., InferTask]] = {  # (engine, datastore, labels, corrections=None)
