@@ -160,3 +160,11 @@ def test_every_option_has_help_and_no_default_is_said_twice():
         for action in sub._actions:
             helped = (sub._get_formatter()._get_help_string(action) if action.help else "").replace("%(default)s", "X")
             assert helped.lower().count("default") <= 1, f"{name} {action.option_strings}: {helped}"
+
+
+def test_cpu_advice_points_to_a_smaller_input_and_a_gpu():
+    from sam2med.cli.common import cpu_advice
+
+    advice = cpu_advice("cpu", 1024)
+    assert "1024 px" in advice and "--image-size 512" in advice and "GPU" in advice
+    assert cpu_advice("cpu", 512) is None and cpu_advice("cuda", 1024) is None

@@ -32,5 +32,13 @@ def check_model_arguments(args: argparse.Namespace) -> None:
         raise InputError(f"--device {args.device!r}: use auto, cpu, cuda or cuda:N")
 
 
+def cpu_advice(device: str, image_size: int) -> str | None:
+    """On CPU at a large input size, how to go faster."""
+    if device != "cpu" or image_size <= 512:
+        return None
+    return (f"note: SAM2 on CPU at {image_size} px takes seconds per slice; --image-size 512 is several times faster "
+            "(coarser mask edges), a CUDA GPU far faster (README, Performance)")
+
+
 def propagator_kwargs(args: argparse.Namespace) -> dict:
     return {"model": args.model, "checkpoint": args.checkpoint, "device": args.device, "image_size": args.image_size}

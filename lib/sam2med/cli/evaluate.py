@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from sam2med.cli.common import add_model_arguments, check_model_arguments, propagator_kwargs
+from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
 
@@ -201,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
         dice = part["overall"]["dice"]
         if dice["mean"] is not None:
             print(f"reference {name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (median {dice['median']:.3f}) over {part['overall']['n']} target(s)")
+    engine = getattr(method, "engine", None)
+    advice = cpu_advice(engine.device.type, engine.image_size) if engine is not None else None
+    if advice:
+        print(advice)
     evaluated = summary["cases"]["evaluated"]
     print(f"{evaluated} of {len(outcomes)} case(s) evaluated, {len(summary['failed'])} failure(s), "
           f"{len(summary['skipped'])} target(s) skipped; results in {out}/")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sam2med.cli.common import add_model_arguments, check_model_arguments, propagator_kwargs
+from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
 from sam2med.errors import InputError
 from sam2med.evaluation.labelmap import read_labels_map
 from sam2med.geometry import Axis
@@ -105,14 +105,6 @@ def summary_lines(report: dict, names: dict[int, str]) -> list[str]:
         lines.append(f"    mean object score over propagated slices {'n/a' if mean is None else f'{mean:.2f}'}; "
                      f"below {LOW_CONFIDENCE}: {_group(low)}")
     return lines
-
-
-def cpu_advice(device: str, image_size: int) -> str | None:
-    """On CPU at a large input size, how to go faster."""
-    if device != "cpu" or image_size <= 512:
-        return None
-    return (f"note: SAM2 on CPU at {image_size} px takes seconds per slice; --image-size 512 is several times faster "
-            "(coarser mask edges), a CUDA GPU far faster (README, Performance)")
 
 
 def run(args: argparse.Namespace) -> int:
