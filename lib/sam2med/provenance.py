@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -52,9 +53,9 @@ def _random_marker(path: str, size: int, mtime_ns: int) -> bool:
 
 
 def has_random_weights(checkpoint: str | os.PathLike) -> bool:
-    """True for a checkpoint built with random weights (its marker, or 'RANDOM' in its file name)."""
+    """True for a checkpoint built with random weights (its marker, or 'RANDOM-WEIGHTS' in its file name)."""
     path = Path(checkpoint)
-    if "random" in path.name.lower():
+    if re.search(r"random[-_.]?weights", path.name, re.IGNORECASE):
         return True
     stat = path.stat()
     return _random_marker(str(path.resolve()), stat.st_size, stat.st_mtime_ns)

@@ -168,3 +168,17 @@ def test_cpu_advice_points_to_a_smaller_input_and_a_gpu():
     advice = cpu_advice("cpu", 1024)
     assert "1024 px" in advice and "--image-size 512" in advice and "GPU" in advice
     assert cpu_advice("cpu", 512) is None and cpu_advice("cuda", 1024) is None
+
+
+def test_summary_stays_a_few_lines_for_a_long_range():
+    from sam2med.cli.propagate import summary_lines
+
+    slices = [{"slice": s, "object_score": 0.3 if s in (40, 41, 42, 90) else 0.9, "iou": 0.8, "area": 0 if 60 <= s < 70 else s,
+               "area_mm2": 0.0 if 60 <= s < 70 else 1.25 * s, "seed": s == 50} for s in range(10, 310)]
+    report = {"labels": {"5": {"slices": slices, "voxels": 2900, "volume_mm3": 14500.0, "mean_object_score": 0.88,
+                               "seed_slices": [50], "slice_range": [10, 309]}}}
+    lines = summary_lines(report, {5: "liver"})
+    assert len(lines) == 2
+    assert "liver (value 5)" in lines[0] and "on slices 10-59, 70-309 of 10..309" in lines[0] and "seeds 50" in lines[0]
+    assert "(largest: 386 mm2 on slice 309)" in lines[0]
+    assert lines[1].endswith("below 0.5: 40-42, 90")

@@ -144,7 +144,8 @@ class Sam2PropagateTask(_Sam2Task):
         load_seconds = time.perf_counter() - start
         result = self.engine.get().propagate(image, seeds, slice_range, window=params.window, label_ranges=label_ranges)
         self._remember(request, image, seeds.masks, result)
-        return self._finish(result, image, params.output, start, load_seconds, extra, {"image": self._image_file(request), "seed": seed_file})
+        inputs = {"image": self._image_file(request), "seed": seed_file}
+        return self._finish(result, image, params.output, start, load_seconds, extra, inputs)
 
 
 class Sam2PointsTask(_Sam2Task):
