@@ -224,3 +224,14 @@ def test_app_config_from_conf(tmp_path):
                           ({"labels": '{"x": 0}'}, "positive"), ({"preload": "perhaps"}, "true or false")):
         with pytest.raises(InputError, match=message):
             AppConfig.from_conf(conf, str(tmp_path), defaults)
+
+
+def test_unnamed_labels_are_label_n_everywhere(tmp_path):
+    from sam2med.evaluation.runner import _target_name
+    from sam2med.monailabel.params import describe_labels
+
+    config = AppConfig.from_conf({}, str(tmp_path), {"tasks": [], "strategies": []})
+    assert config.labels == {"label 1": 1}
+    assert describe_labels([1, 2, 5], {"liver": 5}) == {"label 1": 1, "label 2": 2, "liver": 5}
+    assert parse_label_subset("label 1", config.labels) == [1]
+    assert _target_name(7, {5: "liver"}) == "label 7" and _target_name(5, {5: "liver"}) == "liver"

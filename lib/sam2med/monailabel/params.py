@@ -14,6 +14,7 @@ import numpy as np
 
 from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
+from sam2med.labelnames import label_name
 from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, parse_labels
 from sam2med.windowing import Window
 
@@ -100,7 +101,7 @@ def parse_label_subset(value: Any, label_names: Mapping[str, int]) -> list[int] 
     if value is None or value == "" or value == []:
         return None
     items = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
-    by_name = {name.lower(): int(v) for name, v in label_names.items()}
+    by_name = {name.lower().replace(" ", ""): int(v) for name, v in label_names.items()}
     resolved: list[Any] = []
     for item in items:
         text = str(item).strip()
@@ -303,4 +304,4 @@ def check_model(requested: Any, loaded: str) -> None:
 def describe_labels(values: Sequence[int], label_names: Mapping[str, int]) -> dict[str, int]:
     """{name: value} for result label values, named after the app's labels where known."""
     names = {int(v): n for n, v in label_names.items()}
-    return {names.get(int(v), f"label_{int(v)}"): int(v) for v in values}
+    return {label_name(v, names): int(v) for v in values}

@@ -16,6 +16,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from sam2med.corrections import CorrectionStore
 from sam2med.errors import InputError, Sam2MedError
 from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.datastore import GuardedLocalDatastore
@@ -77,7 +78,8 @@ class AppServices:
         )
 
     def infers(self, datastore: Callable[[], Datastore]) -> Dict[str, InferTask]:
-        return {name: TASKS[name](self.engine, datastore, self.config.labels) for name in self.config.tasks}
+        corrections = CorrectionStore(Path(self.config.state_dir) / "corrections") if self.config.state_dir else None
+        return {name: TASKS[name](self.engine, datastore, self.config.labels, corrections) for name in self.config.tasks}
 
     def strategies(self) -> Dict[str, Strategy]:
         return {name: STRATEGIES[name]() for name in self.config.strategies}
