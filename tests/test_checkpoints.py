@@ -69,8 +69,26 @@ def test_offline_message_names_url_and_destination(tmp_path, monkeypatch):
     assert "http://127.0.0.1:9/sam2.1_hiera_tiny.pt" in message and str(tmp_path / "sam2.1_hiera_tiny.pt") in message
     assert "\n" not in message
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(CheckpointError, match="download .* and save it there"):
+    with pytest.raises(CheckpointError, match="download .* and save it there") as again:
         resolve_checkpoint("tiny", download=False)
+    hint = "python main.py download --model tiny --random-weights checkpoints/sam2.1_hiera_tiny.RANDOM-WEIGHTS.pt"
+    for text in (message, str(again.value)):  # the plumbing can be tried offline, and the weights are named random
+        assert hint in text and "RANDOM weights" in text and "no segmentation quality" in text
+
+
+def test_random_weights_are_marked_and_recognised(random_checkpoint, tmp_path):
+    import shutil
+
+    from sam2med.provenance import has_random_weights
+
+    assert has_random_weights(random_checkpoint)  # built by `download --random-weights`: marked inside
+    official_name = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch_only = tmp_path / "plain.pt"
+    import torch
+
+    torch.save({"model": {}}, torch_only)
+    shutil.copy(random_checkpoint, official_name)
+    assert has_random_weights(official_name) and not has_random_weights(torch_only)
 
 
 def test_checkpoint_of_another_architecture_is_rejected(random_checkpoint):

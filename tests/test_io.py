@@ -78,3 +78,75 @@ def test_fingerprint_follows_content():
     b = Volume(np.zeros(GRID.shape, np.int16), GRID)
     c = Volume(np.ones(GRID.shape, np.int16), GRID)
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_label_values_over_65535_keep_their_value(tmp_path):
+    """Issue 16.7: 70000 was stored as uint16 and came back as 4464."""
+    label = np.zeros(GRID.shape, np.uint32)
+    label[1, 2, 3], label[0, 0, 0] = 70000, 4_000_000_000
+    save_label(label, GRID, tmp_path / "big.nii.gz")
+    back = load_label(tmp_path / "big.nii.gz").array
+    assert back.dtype == np.uint32 and back[1, 2, 3] == 70000 and back[0, 0, 0] == 4_000_000_000
+    assert int(back.sum()) == 70000 + 4_000_000_000
+    from sam2med.io import label_dtype
+
+    with pytest.raises(InputError, match="largest supported label value"):
+        label_dtype(2**32)
+
+
+def _nifti_bytes(tmp_path, array) -> bytes:
+    _write_nifti(tmp_path / "full.nii", array, np.eye(4))
+    return (tmp_path / "full.nii").read_bytes()
+
+
+def test_truncated_and_corrupt_files_are_refused(tmp_path):
+    """Issue 16.8: SimpleITK reads a cut .nii.gz with zeros in place of the missing voxels."""
+    import gzip
+
+    array = np.arange(20 * 20 * 20, dtype=np.int16).reshape(20, 20, 20)
+    raw = _nifti_bytes(tmp_path, array)
+    cases = {
+        "cut.nii.gz": (gzip.compress(raw)[:-2000], "gzip stream is cut"),
+        "short.nii.gz": (gzip.compress(raw[:-3000]), "holds 13352 bytes of the 16352"),
+        "short.nii": (raw[:-3000], "holds 13352 bytes of the 16352"),
+        "damaged.nii.gz": (gzip.compress(raw)[:40] + b"\xff" * 200 + gzip.compress(raw)[240:], "truncated or corrupt"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match=message):
+            load_volume(tmp_path / name)
+        with pytest.raises(InputError, match=message):
+            load_label(tmp_path / name)
+    (tmp_path / "whole.nii.gz").write_bytes(gzip.compress(raw))
+    np.testing.assert_array_equal(load_volume(tmp_path / "whole.nii.gz").array, array)
+
+
+def test_non_finite_voxels_are_refused(tmp_path):
+    """Issue 16.9: NaN/inf voxels went into the windowing and the model silently."""
+    array = np.ones((8, 8, 8), np.float32)
+    array[1, 2, 3], array[4, 4, 4] = np.nan, np.inf
+    _write_nifti(tmp_path / "nan.nii.gz", array, np.eye(4))  # ITK's NIfTI reader would hand these back as 0
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "nan.mha"))
+    for name in ("nan.nii.gz", "nan.mha"):
+        with pytest.raises(InputError, match="2 voxels are NaN or infinite"):
+            load_volume(tmp_path / name)
+    array[1, 2, 3], array[4, 4, 4] = 0, 0
+    _write_nifti(tmp_path / "finite.nii.gz", array, np.eye(4))
+    assert load_volume(tmp_path / "finite.nii.gz").array.sum() == 510
+
+
+def test_output_path_is_checked_before_any_work(tmp_path):
+    """Issue 16.10: a folder or an unwritable place as output failed only after the whole propagation."""
+    from sam2med.io import check_output_path
+
+    (tmp_path / "folder.nii.gz").mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        check_output_path(tmp_path / "folder.nii.gz")
+    with pytest.raises(InputError, match="cannot write there"):
+        check_output_path("/proc/sam2med_out.nii.gz")
+    with pytest.raises(InputError, match="unsupported output format"):
+        check_output_path(tmp_path / "out.png")
+    assert check_output_path(tmp_path / "scores.json", suffixes=None) == tmp_path / "scores.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.nii.gz"], "the write probe is removed"

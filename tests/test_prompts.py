@@ -82,3 +82,24 @@ def test_click_prompt_checks():
     for seeds, message in bad_cases:
         with pytest.raises(PromptError, match=message):
             seeds.check(GRID, SliceRange(0, 8))
+
+
+def test_per_label_ranges_forms_and_errors():
+    from sam2med.prompts import is_label_range_spec, parse_label_ranges, range_for_labels
+
+    names = {"liver": 5, "spleen": 1}
+    expected = {5: SliceRange(10, 40), 1: SliceRange(12, 30)}
+    for spec in (["5:10-40", "spleen:12-30"], "5:10-40; 1:12-30", "liver:10-40 1:12-30", {"5": [10, 40], "spleen": "12-30"},
+                 '{"liver": [10, 40], "1": [12, 30]}'):
+        assert is_label_range_spec(spec), spec
+        assert parse_label_ranges(spec, 50, names) == expected, spec
+    for plain in ("20:60", "20-60", [20, 60], "", None):
+        assert not is_label_range_spec(plain), plain
+    assert range_for_labels(expected, SliceRange(0, 49), [1, 5]) == SliceRange(10, 40)
+    assert range_for_labels({5: SliceRange(10, 40)}, SliceRange(20, 45), [1, 5]) == SliceRange(10, 45)
+    for spec, message in (("kidney:1-3", "kidney"), ("5:10-60", "outside the volume"), ("5:30-10", "reversed"),
+                          (["5:1-3", "5:2-4"], "two ranges"), ("{oops", "not valid JSON")):
+        with pytest.raises(PromptError, match=message):
+            parse_label_ranges(spec, 50, names)
+    with pytest.raises(PromptError, match=r"label\(s\) \[7\], which are not propagated"):
+        range_for_labels({7: SliceRange(1, 2)}, SliceRange(0, 49), [1, 5])

@@ -68,6 +68,7 @@ class Sam2MedApp(MONAILabelApp):
                                            lambda checked: super(Sam2MedApp, self).infer(checked, datastore))
 
     def next_sample(self, request):
+        self.services.check_strategy(request, self._strategies)
         result = super().next_sample(request)
         self.services.after_next_sample(result)
         return result

@@ -59,6 +59,13 @@ def model_for_checkpoint(path: str | os.PathLike | None, default: str = DEFAULT_
     return default
 
 
+def random_weights_hint(model: str) -> str:
+    """How to try the plumbing without the official weights, said in every missing-checkpoint message."""
+    path = f"checkpoints/{model_spec(model).filename[:-3]}.RANDOM-WEIGHTS.pt"
+    return (f"; to try the installation without them (RANDOM weights: geometry and speed only, no segmentation quality): "
+            f"python main.py download --model {model} --random-weights {path}, then pass --checkpoint {path}")
+
+
 def cache_dir() -> Path:
     """Where downloaded checkpoints live: $SAM2MED_CHECKPOINT_DIR, else ~/.cache/sam2med/checkpoints."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sam2med" / "checkpoints")
@@ -80,13 +87,15 @@ def download_checkpoint(spec: ModelSpec, destination: Path, timeout_s: float = 3
     """Download `spec`'s official checkpoint to `destination` with a progress bar, atomically."""
     from tqdm import tqdm
 
+    from sam2med.progress import on_terminal
+
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.partial")
     logger.info("downloading %s to %s", spec.url, destination)
     try:
         with urllib.request.urlopen(spec.url, timeout=timeout_s) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not on_terminal()) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -96,7 +105,7 @@ def download_checkpoint(spec: ModelSpec, destination: Path, timeout_s: float = 3
         reason = getattr(err, "reason", err)
         raise CheckpointError(
             f"cannot download the SAM2.1 '{spec.name}' checkpoint ({reason}): download {spec.url} "
-            f"and save it as {destination}, or pass --checkpoint PATH"
+            f"and save it as {destination}, or pass --checkpoint PATH" + random_weights_hint(spec.name)
         ) from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -115,5 +124,6 @@ def resolve_checkpoint(model: str, checkpoint: str | os.PathLike | None = None, 
     if path.is_file():
         return path
     if not download:
-        raise CheckpointError(f"no SAM2.1 '{model}' checkpoint at {path}: download {spec.url} and save it there, or pass --checkpoint PATH")
+        raise CheckpointError(f"no SAM2.1 '{model}' checkpoint at {path}: download {spec.url} and save it there, "
+                              f"or pass --checkpoint PATH" + random_weights_hint(model))
     return download_checkpoint(spec, path)

@@ -30,7 +30,7 @@ class Axis(enum.IntEnum):
         if isinstance(name, (int, np.integer)) and 0 <= int(name) <= 2:
             return cls(int(name))
         text = str(name).strip().lower()
-        if text.isdigit() and int(text) in (0, 1, 2):
+        if text in ("0", "1", "2"):
             return cls(int(text))
         try:
             return cls[text.upper()]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import os
+import struct
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +81,65 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     return image, (modality or None)
 
 
+_NIFTI_HEADERS = {  # sizeof_hdr: (dim format and offset, bitpix format and offset, vox_offset format and offset)
+    348: (("8h", 40), ("h", 72), ("f", 108)),
+    540: (("8q", 16), ("h", 14), ("q", 168)),
+}
+_CHUNK = 1 << 22
+
+
+def _stream(path: Path):
+    """The file's bytes, decompressed when it is gzip, in chunks; a cut or corrupt gzip stream is an InputError."""
+    with open(path, "rb") as raw:
+        is_gzip = raw.read(2) == b"\x1f\x8b"
+    if not is_gzip:
+        with open(path, "rb") as raw:
+            while chunk := raw.read(_CHUNK):
+                yield chunk
+        return
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                yield chunk
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise InputError(f"{path}: is truncated or corrupt (the gzip stream is cut or damaged: {err})") from None
+
+
+def _nifti_bytes_needed(header: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold, from its header (None when it is no NIfTI header)."""
+    for endian in ("<", ">"):
+        if len(header) < 4:
+            return None
+        layout = _NIFTI_HEADERS.get(struct.unpack(f"{endian}i", header[:4])[0])
+        if layout is None or len(header) < 4 + max(offset for _, offset in layout) + 8:
+            continue
+        (dim_fmt, dim_at), (bitpix_fmt, bitpix_at), (vox_fmt, vox_at) = layout
+        dims = struct.unpack_from(f"{endian}{dim_fmt}", header, dim_at)
+        bitpix = struct.unpack_from(f"{endian}{bitpix_fmt}", header, bitpix_at)[0]
+        vox_offset = struct.unpack_from(f"{endian}{vox_fmt}", header, vox_at)[0]
+        if not 1 <= dims[0] <= 7 or bitpix <= 0 or any(d < 0 for d in dims[1 : dims[0] + 1]):
+            return None
+        return int(vox_offset) + int(np.prod(dims[1 : dims[0] + 1], dtype=np.int64)) * bitpix // 8
+    return None
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """Refuse a file whose gzip stream is cut or damaged, or a NIfTI holding fewer bytes than its header announces
+    (SimpleITK would read either with zeros in place of the missing voxels)."""
+    path = Path(path)
+    name = path.name.lower()
+    if not (name.endswith(".gz") or name.endswith(".nii")):
+        return
+    size, header = 0, b""
+    for chunk in _stream(path):
+        if len(header) < 540:
+            header += chunk[: 540 - len(header)]
+        size += len(chunk)
+    needed = _nifti_bytes_needed(header) if name.endswith((".nii", ".nii.gz")) else None
+    if needed is not None and size < needed:
+        raise InputError(f"{path}: is truncated: it holds {size} bytes of the {needed} its NIfTI header announces")
+
+
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read an image file or DICOM series folder as a 3D scalar SimpleITK image."""
     image, _ = _read_any(Path(path))
@@ -92,6 +154,7 @@ def _read_any(path: Path) -> tuple[sitk.Image, str | None]:
         if path.is_dir():
             image, modality = _read_dicom_series(path)
         else:
+            check_complete(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         first_line = next((line.strip() for line in str(err).splitlines() if line.strip() and "Exception" not in line), "unreadable")
@@ -105,10 +168,23 @@ def _read_any(path: Path) -> tuple[sitk.Image, str | None]:
     return image, modality
 
 
+def _non_finite_count(path: Path, array: np.ndarray) -> int:
+    """NaN/inf voxels of a float image; ITK's NIfTI reader turns them into 0, so NIfTI files are counted as stored."""
+    if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        array = np.asanyarray(nib.load(str(path)).dataobj)
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
 def load_volume(path: str | os.PathLike) -> Volume:
     """Load an image (NIfTI, NRRD, MetaImage) or a DICOM series folder as a `Volume`."""
     image, modality = _read_any(Path(path))
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = _non_finite_count(Path(path), array)
+        if bad:
+            raise InputError(f"{path}: {bad} voxels are NaN or infinite; replace them with finite values first")
     return Volume(array=np.ascontiguousarray(array), grid=grid_of(image), modality=modality, source=str(path))
 
 
@@ -127,8 +203,15 @@ def load_label(path: str | os.PathLike) -> Volume:
     return volume
 
 
+MAX_LABEL_VALUE = 2**32 - 1
+
+
 def label_dtype(max_value: int) -> np.dtype:
-    return np.dtype(np.uint8) if max_value <= 255 else np.dtype(np.uint16)
+    """The smallest unsigned type holding `max_value`; label values above `MAX_LABEL_VALUE` are refused."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise InputError(f"label value {max_value} is over {MAX_LABEL_VALUE}, the largest supported label value")
 
 
 def label_image(label_xyz: np.ndarray, grid: Grid) -> sitk.Image:
@@ -150,12 +233,29 @@ def _output_suffix(path: Path) -> str:
     raise InputError(f"{path}: unsupported output format; use one of {', '.join(LABEL_SUFFIXES)}")
 
 
+def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] | None = LABEL_SUFFIXES) -> Path:
+    """Check, before any work, that `path` can be written: a supported suffix, not a folder, a writable folder."""
+    path = Path(path)
+    if suffixes is not None and not path.name.lower().endswith(suffixes):
+        raise InputError(f"{path}: unsupported output format; use one of {', '.join(suffixes)}")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give an output file name")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output folder does not exist")
+    try:  # a real write: permissions, read-only mounts and full disks all show here (os.access misses some)
+        probe = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"{path.parent}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
 def save_label(label_xyz: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:
     """Write a label map on `grid` to `path` atomically: a reader never sees a half-written file."""
     path = Path(path)
     suffix = _output_suffix(path)
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent}: output folder does not exist")
+    check_output_path(path)
     image = label_image(label_xyz, grid)
     tmp = path.with_name(f".{path.name[: -len(suffix)]}.{uuid.uuid4().hex[:8]}.partial{suffix}")
     try:

@@ -6,13 +6,16 @@ the same messages.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis, Grid, reorient_to, to_slices
+from sam2med.io import MAX_LABEL_VALUE
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ def parse_labels(value: "Iterable[int] | str | int | None") -> list[int] | None:
         raise PromptError(f"labels must be integer label values, got {value!r}") from None
     if any(v <= 0 for v in labels):
         raise PromptError(f"labels must be positive label values, got {labels}")
+    if labels[-1] > MAX_LABEL_VALUE:
+        raise PromptError(f"label value {labels[-1]} is over {MAX_LABEL_VALUE}, the largest supported label value")
     return labels
 
 
@@ -129,11 +134,84 @@ def seeds_from_label(
     seeds = SeedMasks(axis=axis)
     for value in wanted:
         on_slices = np.flatnonzero((seed_slices == value).any(axis=(1, 2)))
-        outside = [int(s) for s in on_slices if int(s) not in slice_range]
-        if outside:
-            raise PromptError(f"label {value} is drawn on slice(s) {outside}, outside the slice range {slice_range}")
         seeds.masks[value] = {int(s): seed_slices[s] == value for s in on_slices}
+    check_seeds_in_range(seeds, slice_range)
     return seeds
+
+
+def check_seeds_in_range(seeds: SeedMasks, slice_range: SliceRange, label_ranges: "Mapping[int, SliceRange] | None" = None) -> None:
+    """Reject seed masks on slices outside `slice_range` (or outside their label's own range)."""
+    for value, per_slice in seeds.masks.items():
+        own = (label_ranges or {}).get(value, slice_range)
+        outside = [s for s in sorted(per_slice) if s not in own]
+        if outside:
+            raise PromptError(f"label {value} is drawn on slice(s) {outside}, outside the slice range {own}")
+
+
+_LABEL_RANGE = re.compile(r"^\s*([^:,;]+?)\s*:\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def is_label_range_spec(value: object) -> bool:
+    """True for per-label ranges: a mapping, JSON object text, or "LABEL:START-END" items."""
+    if isinstance(value, Mapping):
+        return True
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return bool(items) and all(isinstance(v, str) and (v.strip().startswith("{") or _label_range_items(v) is not None) for v in items)
+
+
+def _label_range_items(text: str) -> list[re.Match] | None:
+    """The "LABEL:START-END" items of `text` (separated by ';' or spaces), or None when one is not such an item."""
+    matches = [_LABEL_RANGE.match(part) for part in re.split(r"\s*;\s*|\s+", text.strip()) if part]
+    return matches if matches and all(matches) else None
+
+
+def parse_label_ranges(value: object, num_slices: int, values_by_name: "Mapping[str, int] | None" = None) -> dict[int, SliceRange]:
+    """{label value: range} from {"5": [10, 40]} (or its JSON text) or "5:10-40" items (also "liver:10-40";
+    several items in one text separated by ';' or spaces); labels by value or by a name of `values_by_name`."""
+    by_name = {str(k).lower(): int(v) for k, v in (values_by_name or {}).items()}
+    pairs: list[tuple[str, object]] = []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, Mapping):
+            pairs += [(str(k), v) for k, v in item.items()]
+        elif isinstance(item, str) and item.strip().startswith("{"):
+            try:
+                loaded = json.loads(item)
+            except ValueError:
+                raise PromptError(f"per-label ranges {item!r} are not valid JSON") from None
+            if not isinstance(loaded, dict):
+                raise PromptError(f"per-label ranges must be a JSON object {{label: [start, end]}}, got {item!r}")
+            pairs += [(str(k), v) for k, v in loaded.items()]
+        else:
+            matches = _label_range_items(str(item))
+            if matches is None:
+                raise PromptError(f"per-label range {str(item)!r} is not LABEL:START-END (e.g. 5:10-40)")
+            pairs += [(m.group(1), [int(m.group(2)), int(m.group(3))]) for m in matches]
+    ranges: dict[int, SliceRange] = {}
+    for key, spec in pairs:
+        text = key.strip()
+        if text.isdigit() and int(text) > 0:
+            label = int(text)
+        elif text.lower() in by_name:
+            label = by_name[text.lower()]
+        else:
+            raise PromptError(f"per-label range for {text!r}: not a positive label value or a known label name")
+        if label in ranges:
+            raise PromptError(f"label {label} has two ranges")
+        if isinstance(spec, str):
+            spec = spec.replace("-", ",")
+        ranges[label] = SliceRange.parse(spec, num_slices)
+    return ranges
+
+
+def range_for_labels(label_ranges: Mapping[int, SliceRange], default: SliceRange, labels: Iterable[int]) -> SliceRange:
+    """The range that covers every label: its own range, else `default`; ranges of labels not propagated are an error."""
+    labels = list(labels)
+    unknown = sorted(set(label_ranges) - set(labels))
+    if unknown:
+        raise PromptError(f"a range is given for label(s) {unknown}, which are not propagated (labels {labels})")
+    spans = [label_ranges.get(label, default) for label in labels]
+    return SliceRange(min(r.start for r in spans), max(r.end for r in spans))
 
 
 @dataclass(frozen=True)

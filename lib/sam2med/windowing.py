@@ -6,6 +6,8 @@ percentile normalisation over the whole volume, so every slice shares one mappin
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,7 +88,10 @@ def _two_numbers(text: str, spec: object) -> tuple[float, float]:
     try:
         if len(parts) != 2:
             raise ValueError
-        return float(parts[0]), float(parts[1])
+        low, high = float(parts[0]), float(parts[1])
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError
+        return low, high
     except ValueError:
         presets = ", ".join(CT_PRESETS)
         raise PromptError(f"unknown window {spec!r}: use auto, a CT preset ({presets}), LEVEL,WIDTH or percentile[:LOW,HIGH]") from None

@@ -33,9 +33,11 @@ def test_propagate_writes_label_on_input_grid(ct_case, random_checkpoint, tmp_pa
     out, scores = tmp_path / "out.nii.gz", tmp_path / "scores.json"
     cmd = [sys.executable, str(REPO / "main.py"), "propagate", str(image), "--seed", str(seed), "--range", str(z - 1), str(z + 2),
            "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE), "-o", str(out), "--scores", str(scores)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # stderr is a pipe, as in a logged batch job
     assert done.returncode == 0, done.stderr
-    assert "4 slices" in done.stdout and "label 5" in done.stdout
+    assert "4 slices" in done.stdout and "label 5 (value 5)" in done.stdout
+    assert "\r" not in done.stderr and "\x1b[" not in done.stderr and "slice/s" not in done.stderr, "no progress bar in a pipe"
+    assert "RANDOM weights" in done.stdout and len(done.stdout.splitlines()) <= 8
     source, written = nib.load(str(image)), nib.load(str(out))
     assert written.shape == source.shape
     np.testing.assert_allclose(written.affine, source.affine, atol=1e-4)
@@ -44,6 +46,41 @@ def test_propagate_writes_label_on_input_grid(ct_case, random_checkpoint, tmp_pa
     assert not label[..., : z - 1].any() and not label[..., z + 3 :].any()
     report = json.loads(scores.read_text())
     assert set(report["labels"]) == {"1", "5"} and [s["slice"] for s in report["labels"]["5"]["slices"]] == [z - 1, z, z + 1, z + 2]
+    liver = report["labels"]["5"]
+    propagated = [s for s in liver["slices"] if not s["seed"]]
+    assert liver["seed_slices"] == [z] and len(propagated) == 3
+    assert liver["mean_object_score"] == pytest.approx(np.mean([s["object_score"] for s in propagated]), abs=1e-3)
+    row_mm, col_mm = np.abs(np.diag(source.affine))[[1, 0]]
+    for s in liver["slices"]:
+        assert s["area_mm2"] == pytest.approx(s["area"] * row_mm * col_mm, rel=1e-3)
+        assert s["area"] == int((label[..., s["slice"]] == 5).sum())
+    prov = report["provenance"]
+    assert prov["inputs"]["image"]["file"] == "example_ct_sm.nii.gz" and prov["inputs"]["seed"]["file"] == "seed.nii.gz"
+    import hashlib
+
+    assert prov["inputs"]["image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert prov["checkpoint"] == {"file": random_checkpoint.name, "sha256": hashlib.sha256(random_checkpoint.read_bytes()).hexdigest()}
+    assert prov["random_weights"] is True and prov["model"] == "SAM2.1 tiny" and prov["input_size"] == TEST_IMAGE_SIZE
+    assert prov["window"] == "window:40,400" and set(prov["versions"]) == {"sam2med", "sam2", "torch"} and all(prov["versions"].values())
+
+
+def test_per_label_ranges_and_names(ct_case, random_checkpoint, tmp_path, capsys, shared_data):
+    image, seed, z, _ = ct_case
+    out, scores = tmp_path / "out.nii.gz", tmp_path / "scores.json"
+    code = main(["propagate", str(image), "--seed", str(seed), "--range", f"liver:{z - 1}-{z + 2}", "--range", f"1:{z}-{z + 1}",
+                 "--labels-map", f"{shared_data}/totalsegmentator/labels.json:total", "--checkpoint", str(random_checkpoint),
+                 "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE), "-o", str(out), "--scores", str(scores)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "spleen (value 1)" in printed and "liver (value 5)" in printed and f"{z - 1}..{z + 2}" in printed
+    label = np.asarray(nib.load(str(out)).dataobj)
+    spleen_slices = set(np.flatnonzero((label == 1).any(axis=(0, 1))))
+    assert spleen_slices <= {z, z + 1} and z in spleen_slices, "the spleen stays inside its own range"
+    assert not label[..., : z - 1].any() and not label[..., z + 3 :].any()
+    report = json.loads(scores.read_text())
+    assert report["labels"]["1"]["slice_range"] == [z, z + 1] and report["labels"]["5"]["slice_range"] == [z - 1, z + 2]
+    assert [s["slice"] for s in report["labels"]["1"]["slices"]] == [z, z + 1]
+    assert report["labels"]["1"]["name"] == "spleen"
 
 
 def _error_line(capsys, argv) -> str:
@@ -68,6 +105,8 @@ def test_bad_inputs_fail_with_one_line_and_no_output(ct_case, random_checkpoint,
     ref = nib.load(str(seed))
     nib.save(nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine, ref.header), str(empty))
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    (folder / "scores.json").mkdir(exist_ok=True)
+    (folder / "out_dir.nii.gz").mkdir(exist_ok=True)
 
     cases = {
         "cannot read": ["propagate", str(unreadable), "--seed", str(seed), "-o", str(out)],
@@ -82,10 +121,38 @@ def test_bad_inputs_fail_with_one_line_and_no_output(ct_case, random_checkpoint,
         "not in the seed": base + ["--labels", "7"],
         "unsupported output format": ["propagate", str(image), "--seed", str(seed), "-o", str(tmp_path / "out.png")],
         "unknown window": base + ["--window", "sunset"],
+        # issue 16.10: the output is checked first (the image does not even exist here), not after the propagation
+        "is a folder": ["propagate", str(tmp_path / "missing.nii.gz"), "--seed", str(seed), "-o", str(folder / "out_dir.nii.gz")],
+        "cannot write there": ["propagate", str(tmp_path / "missing.nii.gz"), "--seed", str(seed), "-o", "/proc/out.nii.gz"],
+        "scores.json: is a folder": base + ["--scores", str(folder / "scores.json")],
+        # argument errors come before the model (here: a missing checkpoint) is looked at
+        "unknown window 'foo'": base[:-4] + ["--checkpoint", str(tmp_path / "none.pt"), "--window", "foo"],
+        "--image-size must be a multiple of 32": base[:-4] + ["--checkpoint", str(tmp_path / "none.pt"), "--image-size", "300"],
+        "--device 'gpu'": base[:-4] + ["--checkpoint", str(tmp_path / "none.pt"), "--device", "gpu"],
+        "which are not propagated": base + ["--range", "7:1-3"],
+        "give START END, LABEL:START-END": base + ["--range", "5:1"],
+        f"outside the slice range {z + 1}..{z + 3}": base + ["--range", f"5:{z + 1}-{z + 3}"],
     }
     for expected, argv in cases.items():
         assert expected in _error_line(capsys, argv), expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii.gz", "empty.nii.gz", "other.nii.gz"]  # no output, no partial
+
+
+def test_label_values_over_65535_are_kept(ct_case, random_checkpoint, tmp_path, capsys):
+    """Issue 16.7: a seed value 70000 came out as 4464 (uint16 wrap)."""
+    image, seed, z, _ = ct_case
+    source = nib.load(str(seed))
+    values = np.asarray(source.dataobj).astype(np.uint32)
+    values[values == 5] = 70000
+    big_seed, out = tmp_path / "seed70000.nii.gz", tmp_path / "out.nii.gz"
+    nib.save(nib.Nifti1Image(values, source.affine), str(big_seed))
+    code = main(["propagate", str(image), "--seed", str(big_seed), "--range", str(z - 1), str(z + 1), "-o", str(out),
+                 "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE)])
+    assert code == 0, capsys.readouterr().err
+    label = np.asarray(nib.load(str(out)).dataobj)
+    assert label.dtype == np.uint32 and set(np.unique(label)) <= {0, 1, 70000}
+    seed_slice, result_slice = values[..., z] == 70000, label[..., z] == 70000
+    assert 2 * np.count_nonzero(seed_slice & result_slice) / (seed_slice.sum() + result_slice.sum()) >= 0.95
 
 
 def test_help_teaches(capsys):
@@ -97,4 +164,44 @@ def test_help_teaches(capsys):
         assert command in text
     with pytest.raises(SystemExit):
         main(["propagate", "--help"])
-    assert "--range START END" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "--range START END" in text and "LABEL:START-END" in text
+
+
+def test_every_option_has_help_and_no_default_is_said_twice():
+    import argparse
+
+    from sam2med.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+        for action in sub._actions:
+            helped = (sub._get_formatter()._get_help_string(action) if action.help else "").replace("%(default)s", "X")
+            assert helped.lower().count("default") <= 1, f"{name} {action.option_strings}: {helped}"
+
+
+def test_cpu_advice_points_to_a_smaller_input_and_a_gpu():
+    from sam2med.cli.common import cpu_advice
+
+    advice = cpu_advice("cpu", 1024)
+    assert "1024 px" in advice and "--image-size 512" in advice and "GPU" in advice
+    assert cpu_advice("cpu", 512) is None and cpu_advice("cuda", 1024) is None
+
+
+def test_summary_stays_a_few_lines_for_a_long_range():
+    from sam2med.cli.propagate import summary_lines
+
+    slices = [{"slice": s, "object_score": 0.3 if s in (40, 41, 42, 90) else 0.9, "iou": 0.8, "area": 0 if 60 <= s < 70 else s,
+               "area_mm2": 0.0 if 60 <= s < 70 else 1.25 * s, "seed": s == 50} for s in range(10, 310)]
+    report = {"labels": {"5": {"slices": slices, "voxels": 2900, "volume_mm3": 14500.0, "mean_object_score": 0.88,
+                               "seed_slices": [50], "slice_range": [10, 309]}}}
+    lines = summary_lines(report, {5: "liver"})
+    assert len(lines) == 2
+    assert "liver (value 5)" in lines[0] and "on slices 10-59, 70-309 of 10..309" in lines[0] and "seeds 50" in lines[0]
+    assert "(largest: 386 mm2 on slice 309)" in lines[0]
+    assert lines[1].endswith("below 0.5: 40-42, 90")

@@ -175,6 +175,14 @@ def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
 
             seed_pixels = _paint_seed(page, viewport)
             page.screenshot(path=ARTIFACTS / "sam2med-01-seed.png")
+
+            # A range that misses the seed: the server's 4xx detail in the panel, the drawing untouched.
+            page.locator('[data-testid="sam2med-start"]').fill("0")
+            page.locator('[data-testid="sam2med-end"]').fill("2")
+            page.locator('[data-testid="sam2med-run"]').click()
+            expect(page.locator('[data-testid="sam2med-error"]')).to_contain_text("outside the slice range 0..2", timeout=120_000)
+            assert [z for z, _ in page.evaluate(LABELMAP_SUMMARY)] == [SEED_Z]
+            assert page.evaluate(SLICE_PIXELS, SEED_Z) == seed_pixels
             _set_range_from_viewer(page, viewport)
             expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text("server axial slice")
             page.screenshot(path=ARTIFACTS / "sam2med-02-range.png")

@@ -62,11 +62,11 @@ def test_registration_run_reports_each_failure_and_goes_on(dataset, tmp_path, ca
     assert "grids differ" in errors[("shifted", None)] and "origin" in errors[("shifted", None)]
     assert "no label file" in errors[("orphan", None)]
     assert "absent" in errors[("partial", 1)]
-    assert summary["overall"]["n"] == 3 and summary["targets"]["1 label_1"]["n"] == 1
+    assert summary["overall"]["n"] == 3 and summary["targets"]["1 label 1"]["n"] == 1
     assert summary["config"]["propagator"] == "registration" and summary["config"]["range"] == "margin:1"
     assert "| **overall** | 3 |" in (out / "summary.md").read_text()
 
-    assert (out / "dice_boxplot.png").stat().st_size > 0
+    assert (out / "dice_by_organ.png").read_bytes()[:4] == b"\x89PNG"
     for name in ("good", "partial"):  # the first case by default, and the one asked for
         assert (out / "previews" / f"{name}.gif").read_bytes()[:3] == b"GIF"
         assert (out / "previews" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -100,6 +100,15 @@ def test_bad_protocol_is_exit_2(dataset, tmp_path):
                  "--propagator", "copy", "--out", str(tmp_path / "out")]) == 2
 
 
+def test_bad_window_is_found_before_the_model_loads(dataset, tmp_path, capsys):
+    images, labels = dataset
+    code = main(["evaluate", "--images", str(images), "--labels", str(labels), "--window", "foo",
+                 "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [err[-1]] and "unknown window 'foo'" in err[-1], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_summary_skips_infinite_distances_and_counts_them():
     def row(label, dice, hd):
         return TargetResult("c", label, "x", "copy", metrics=TargetMetrics(dice, dice, hd, hd, 1, 1), seconds=0.5)
@@ -119,7 +128,7 @@ def test_min_slices_skips_targets_without_failing_them(dataset, tmp_path):
                  "--propagator", "copy", "--previews", "0", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert {(s["case"], s["label"], s["slices"]) for s in summary["skipped"]} == {("good", 1, 7)}
-    assert list(summary["targets"]) == ["2 label_2"] and summary["targets"]["2 label_2"]["n"] == 2
+    assert list(summary["targets"]) == ["2 label 2"] and summary["targets"]["2 label 2"]["n"] == 2
     assert summary["cases"]["failed"] == ["orphan", "shifted"]
     # nothing long enough anywhere: nothing evaluated, nothing failed per target, exit 1
     assert main(["evaluate", "--images", str(images), "--labels", str(labels), "--min-slices", "10",
@@ -144,3 +153,49 @@ def test_label_stored_flipped_is_reindexed_exactly(tmp_path):
     assert outcome.error is None
     np.testing.assert_array_equal(outcome.truth, label)  # back on the image grid, voxel for voxel
     assert {t.label: t.metrics.truth_voxels for t in outcome.targets} == {1: int((label == 1).sum()), 2: int((label == 2).sum())}
+
+
+def test_same_folder_for_images_and_labels_is_refused(dataset, tmp_path, capsys):
+    images, _ = dataset
+    code = main(["evaluate", "--images", str(images), "--labels", str(images), "--propagator", "copy", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --images and --labels are the same folder"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_preview_label_compare_and_chart(dataset, tmp_path, capsys):
+    from PIL import Image
+
+    images, labels = dataset
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"disc": 1, "square": 2}))
+    out = tmp_path / "out"
+    code = main(["evaluate", "--images", str(images), "--labels", str(labels), "--labels-map", str(names),
+                 "--propagator", "registration", "--compare", "copy", "--preview-label", "disc", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| 1 disc |" in printed and "reference copy: Dice" in printed
+    rows = read_rows(out / "results.csv")
+    assert {(r["case"], r["name"], r["propagator"]) for r in rows if r["status"] == "ok"} == {
+        (c, n, p) for c in ("good",) for n in ("disc", "square") for p in ("registration", "copy")} | {
+        ("partial", "square", p) for p in ("registration", "copy")}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["references"]["copy"]["overall"]["n"] == 3 and summary["overall"]["n"] == 3
+    assert (out / "dice_by_organ.png").read_bytes()[:4] == b"\x89PNG"
+    gif = Image.open(out / "previews" / "good.gif")
+    assert gif.n_frames == 7  # the disc's slices 1..7 only: the square (on all 9) is not previewed
+
+
+def test_frame_captions_name_case_slice_organs_and_seeds():
+    from sam2med.evaluation.pictures import PRED_RGB, TRUTH_RGB, caption_frame, frame_captions
+    from sam2med.geometry import Axis
+
+    _, label = moving_disc_case()
+    captions = frame_captions("good", Axis.AXIAL, [0, 4], 9, label, np.zeros_like(label), {1: "disc"}, {4: ["disc"]})
+    assert captions == [["good  axial slice 0/8", "label 2"], ["good  axial slice 4/8  seed: disc", "disc, label 2"]]
+    frame = np.zeros((60, 80, 3), np.uint8)
+    captioned = caption_frame(frame, captions[1])
+    assert captioned.shape[1] == 80 and captioned.shape[0] > 60
+    header, legend = captioned[:-60 - 18], captioned[-18:]
+    assert (header == 255).all(axis=-1).any(), "caption text is drawn"
+    assert (legend == TRUTH_RGB).all(axis=-1).any() and (legend == PRED_RGB).all(axis=-1).any(), "legend colours"

@@ -75,3 +75,16 @@ def test_resolve_labels_by_value_or_name():
         resolve_labels(["kidney"], names)
     with pytest.raises(InputError, match="labels-map"):
         resolve_labels(["liver"], {})
+
+
+def test_a_file_is_never_paired_with_itself(tmp_path):
+    folder = tmp_path / "ts"
+    touch(folder / "example_ct_sm.nii.gz"), touch(folder / "example_seg.nii.gz")
+    with pytest.raises(InputError, match="same folder .* paired with itself"):
+        pair_cases(folder, folder)
+    with pytest.raises(InputError, match="same folder"):
+        pair_cases(folder, tmp_path / "." / "ts")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "example_ct_sm.nii.gz").symlink_to(folder / "example_ct_sm.nii.gz")
+    with pytest.raises(InputError, match="example_ct_sm: the image and the label map are the same file"):
+        pair_cases(folder, tmp_path / "labels")

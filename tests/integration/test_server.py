@@ -12,19 +12,20 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import SimpleITK as sitk
 
 from monailabel.client import MONAILabelClient
+
+from live_server import free_port, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 CT_SLICE, CT_RANGE = 16, (14, 18)
 MR_SLICE, MR_RANGE = 12, (10, 14)
 MAX_UPLOAD_MB = 5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _seed_file(label_path: Path, values: list[int], slice_index: int, out: Path) -> Path:
@@ -69,6 +64,12 @@ def _same_grid(result: sitk.Image, reference: sitk.Image) -> None:
     np.testing.assert_allclose(result.GetDirection(), reference.GetDirection(), atol=1e-6)
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _status(err: Exception) -> tuple[int, str]:
     match = re.search(r"Status: (\d+); Response: (.*)", str(getattr(err, "msg", err)), re.S)
     assert match, f"not an HTTP error: {err}"
@@ -77,7 +78,7 @@ def _status(err: Exception) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def server(shared_data, random_checkpoint, tmp_path_factory):
-    """Studies ct, ct2 (same voxels), mr (LPS); the server's temp dir is private so leftovers can be checked."""
+    """Studies ct, ct2, ct3 (same voxels), mr (LPS); the server's temp dir is private so leftovers can be checked."""
     root = tmp_path_factory.mktemp("server")
     studies, tmp, seeds = root / "studies", root / "tmp", root / "seeds"
     for folder in (studies, tmp, seeds):
@@ -85,41 +86,17 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     ts = shared_data / "totalsegmentator"
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct2.nii.gz")
+    shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct3.nii.gz")  # only the correction loop labels it
     shutil.copy(ts / "example_mr_sm.nii.gz", studies / "mr.nii.gz")
-    port = _free_port()
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
-    log = open(root / "server.log", "w")
-    cmd = [sys.executable, str(REPO / "main.py"), "serve", "--studies", str(studies), "--port", str(port),
-           "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
-           "--max-upload-mb", str(MAX_UPLOAD_MB), "--labels", '{"spleen": 1, "liver": 5}', "--cache-gb", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/info/", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not answer /info/: {(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(1)
-    info = {
-        "url": url, "studies": studies, "tmp": tmp, "seeds": seeds, "root": root, "log": root / "server.log",
-        "ct_seed": _seed_file(ts / "example_seg.nii.gz", [1, 5], CT_SLICE, seeds / "ct_seed.nii.gz"),
-        "ct_spleen_seed": _seed_file(ts / "example_seg.nii.gz", [1], CT_SLICE, seeds / "ct_spleen_seed.nii.gz"),
-        "mr_seed": _seed_file(ts / "example_seg_mr.nii.gz", [5], MR_SLICE, seeds / "mr_seed.nii.gz"),
-    }
-    yield info
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    log.close()
+    args = ["--studies", str(studies), "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
+            "--max-upload-mb", str(MAX_UPLOAD_MB), "--labels", '{"spleen": 1, "liver": 5}', "--cache-gb", "1"]
+    with running_server(args, root / "server.log", {"TMPDIR": str(tmp)}) as url:
+        yield {
+            "url": url, "studies": studies, "checkpoint": random_checkpoint, "tmp": tmp, "seeds": seeds, "root": root, "log": root / "server.log",
+            "ct_seed": _seed_file(ts / "example_seg.nii.gz", [1, 5], CT_SLICE, seeds / "ct_seed.nii.gz"),
+            "ct_spleen_seed": _seed_file(ts / "example_seg.nii.gz", [1], CT_SLICE, seeds / "ct_spleen_seed.nii.gz"),
+            "mr_seed": _seed_file(ts / "example_seg_mr.nii.gz", [5], MR_SLICE, seeds / "mr_seed.nii.gz"),
+        }
 
 
 @pytest.fixture()
@@ -159,6 +136,29 @@ def test_infer_with_uploaded_seed(client, server):
     assert params["slices_processed"] == 5 and params["slice_range"] == list(CT_RANGE) and params["seed"] == "upload"
     assert [s["slice"] for s in params["labels"]["5"]["slices"]] == list(range(CT_RANGE[0], CT_RANGE[1] + 1))
     assert params["latencies"]["total"] > 0 and params["label_names"] == {"spleen": 1, "liver": 5}
+    assert params["labels"]["5"]["name"] == "liver" and params["labels"]["1"]["name"] == "spleen"
+    assert params["labels"]["5"]["seed_slices"] == [CT_SLICE] and params["labels"]["5"]["means_exclude_seed_slices"] is True
+    prov = params["provenance"]
+    assert prov["inputs"] == {"image": {"file": "ct.nii.gz", "sha256": _sha256(server["studies"] / "ct.nii.gz")},
+                              "seed": {"file": "upload", "sha256": _sha256(server["ct_seed"])}}
+    assert prov["checkpoint"] == {"file": "sam2.1_hiera_tiny.pt", "sha256": _sha256(server["checkpoint"])}
+    assert prov["random_weights"] is True and prov["input_size"] == 256 and prov["model"] == "SAM2.1 tiny"
+    assert prov["window"] == "window:40,400" and prov["versions"]["sam2med"] and prov["versions"]["torch"]
+    assert str(server["root"]) not in json.dumps(params), "no server path in the response"
+
+
+def test_per_label_ranges(client, server):
+    for ranges in ({"5": list(CT_RANGE), "spleen": f"{CT_SLICE - 1}-{CT_SLICE + 1}"},
+                   f"5:{CT_RANGE[0]}-{CT_RANGE[1]}; 1:{CT_SLICE - 1}-{CT_SLICE + 1}"):
+        out, params = client.infer("sam2_propagate", "ct", {"slice_range": ranges}, label_in=str(server["ct_seed"]))
+        label, _ = _read_xyz(out)
+        spleen = set(np.flatnonzero((label == 1).any(axis=(0, 1))))
+        assert CT_SLICE in spleen and spleen <= {CT_SLICE - 1, CT_SLICE, CT_SLICE + 1}, ranges
+        assert not label[..., : CT_RANGE[0]].any() and not label[..., CT_RANGE[1] + 1 :].any()
+        assert params["slice_range"] == list(CT_RANGE) and params["labels"]["1"]["slice_range"] == [CT_SLICE - 1, CT_SLICE + 1]
+        assert [s["slice"] for s in params["labels"]["1"]["slices"]] == [CT_SLICE - 1, CT_SLICE, CT_SLICE + 1]
+    status, body = _rejected(client, server, "sam2_propagate", "ct", {"slice_range": {"kidney": [1, 2]}}, server["ct_seed"])
+    assert status == 422 and "kidney" in json.loads(body)["detail"]
 
 
 def test_save_label_then_infer_with_datastore_seed(client, server, tmp_path):
@@ -182,7 +182,7 @@ def test_next_sample_strategies(client, server):
     ordered = client.next_sample("ordered", {})
     assert ordered["id"] == "ct2" and "after 'ct'" in ordered["reason"]
     assert client.next_sample("first", {})["id"] == "ct2"
-    assert client.next_sample("random", {})["id"] in {"ct2", "mr"}
+    assert client.next_sample("random", {})["id"] in {"ct2", "ct3", "mr"}
 
 
 def test_points_task_as_ohif_sends_it(client, server):
@@ -273,7 +273,7 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
     studies.mkdir()
     shutil.copy(shared_data / "totalsegmentator" / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
     seed = _seed_file(shared_data / "totalsegmentator" / "example_seg.nii.gz", [5], CT_SLICE, tmp_path / "seed.nii.gz")
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "sam2med"),
            "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port),
            "--conf", "checkpoint", str(random_checkpoint), "--conf", "model", "tiny", "--conf", "device", "cpu",
@@ -294,10 +294,56 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
         assert {"sam2_propagate", "sam2_points"} <= set(info["models"]) and info["sam2med"]["loaded"] is False
         status, body = _rejected(client, None, "sam2_propagate", "ct", {"slice_range": [20, 10]}, seed)
         assert status == 422 and "reversed" in body
-        status, body = _rejected(client, None, "sam2_propagate", "ct", {"image": "/etc/hostname"}, seed)
-        assert status == 403 and "not a datastore image id" in body
+        # sam2med's routes are installed here too: 'image' in params is dropped (the image read is 'ct', so the
+        # reversed range is what fails), a session id must exist, and the log is not served
+        status, body = _rejected(client, None, "sam2_propagate", "ct", {"image": "/etc/hostname", "slice_range": [20, 10]}, seed)
+        assert status == 422 and "reversed" in body
+        answer = requests.post(f"http://127.0.0.1:{port}/infer/sam2_propagate", params={"image": "ct", "session_id": "bogus"},
+                               timeout=30)
+        assert answer.status_code == 404 and "session 'bogus' does not exist" in answer.json()["detail"]
+        assert requests.get(f"http://127.0.0.1:{port}/logs/", timeout=30).status_code == 403
         assert "loads lazily, on the first request" in (tmp_path / "server.log").read_text()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
         log.close()
+
+
+def test_slicer_correction_loop_conditions_on_seeds_and_corrected_slices(client, server, shared_data):
+    """As the Slicer plugin does it: Submit Label (tag final), Run, correct one slice of the result, Submit, Run."""
+    image_path = server["studies"] / "ct3.nii.gz"
+    params = {"slice_range": list(CT_RANGE)}
+    client.save_label("ct3", str(server["ct_seed"]))  # no tag: the plugin's Submit Label saves `final`
+    first_out, first = client.infer("sam2_propagate", "ct3", params)
+    assert first["seed"] == "datastore:final" and first["seed_slices"] == [CT_SLICE] and first["correction"] is None
+    result, result_image = _read_xyz(first_out)
+
+    # the user redraws spleen (1) and liver (5) on the slice after the seed, leaves every other slice as returned
+    fixed = CT_SLICE + 1
+    truth, _ = _read_xyz(str(shared_data / "totalsegmentator" / "example_seg.nii.gz"))
+    drawn = np.where(np.isin(truth[..., fixed], [1, 5]), truth[..., fixed], 0).astype(result.dtype)
+    assert not np.array_equal(drawn == 5, result[..., fixed] == 5), "the correction must change the slice"
+    corrected = result.copy()
+    corrected[..., fixed] = drawn
+    corrected_path = server["seeds"] / "ct3_corrected.nii.gz"
+    written = sitk.GetImageFromArray(corrected.transpose(2, 1, 0))
+    written.CopyInformation(result_image)
+    sitk.WriteImage(written, str(corrected_path))
+    client.save_label("ct3", str(corrected_path))
+
+    second_out, second = client.infer("sam2_propagate", "ct3", params)
+    assert second["seed_slices"] == [CT_SLICE, fixed]
+    assert second["seed_slices_per_label"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
+    assert second["correction"] == {"changed_slices": {"1": [fixed], "5": [fixed]}, "kept_seed_slices": {"1": [CT_SLICE], "5": [CT_SLICE]}}
+    again, _ = _read_xyz(second_out)
+    for value in (1, 5):
+        assert _dice(again[..., fixed] == value, drawn == value) >= 0.9, f"the corrected slice must come back as drawn ({value})"
+        seeds_flagged = {s["slice"] for s in second["labels"][str(value)]["slices"] if s["seed"]}
+        assert seeds_flagged == {CT_SLICE, fixed}, "slices left as returned are propagated, not seeds"
+    assert not again[..., : CT_RANGE[0]].any() and not again[..., CT_RANGE[1] + 1 :].any()
+    # the state lives on disk in the app's folder of the studies (it survives a restart), and is small
+    states = list((server["studies"] / ".sam2med" / "corrections").glob("*.json"))
+    kept = [json.loads(p.read_text()) for p in states]
+    mine = [k for k in kept if k["image_id"] == "ct3"]
+    assert len(mine) == 1 and mine[0]["seed_slices"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
+    assert all(p.stat().st_size < 20_000 for p in states)

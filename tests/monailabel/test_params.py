@@ -21,7 +21,19 @@ from sam2med.monailabel.params import (
     parse_seed_tag,
     parse_slice_range,
 )
-from sam2med.monailabel.safety import AccessError, NotFoundError, check_image_reference, is_upload
+from sam2med.monailabel.http import to_http
+from sam2med.monailabel.safety import (
+    AccessError,
+    NotFoundError,
+    check_image_reference,
+    check_session_id,
+    is_upload,
+    registered_uploads,
+    remove_uploads,
+    request_uploads,
+    scrub_paths,
+    upload_suffix,
+)
 from sam2med.prompts import SliceRange
 
 NAMES = {"spleen": 1, "liver": 5}
@@ -146,18 +158,55 @@ def test_image_references_stay_in_the_datastore(tmp_path):
     check_image_reference(str(session), known.__contains__, [tmp_path / "sessions"])
 
 
-def test_only_server_written_temp_files_count_as_uploads(tmp_path):
-    with tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False) as upload:
+def test_only_files_this_request_uploaded_count_as_uploads(tmp_path):
+    """A temp-named file in the temp dir is no upload (issue 16.1): only what the route registered for this request."""
+    with tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False) as victim:
         pass
     try:
-        assert is_upload(upload.name)
-        other = tmp_path / Path(upload.name).name
-        other.write_bytes(b"x")
-        assert not is_upload(str(other)), "same name outside the temp dir"
-        assert not is_upload("/etc/hostname") and not is_upload(None)
+        assert not is_upload(victim.name), "a temp-file name proves nothing"
+        with pytest.raises(AccessError):
+            check_image_reference(victim.name, lambda i: True)
+        mine = tmp_path / "image.nii.gz"
+        mine.write_bytes(b"x")
+        with registered_uploads([str(mine)]) as uploads:
+            assert is_upload(str(mine)) and request_uploads() == uploads
+            assert not is_upload(victim.name) and not is_upload("/etc/hostname") and not is_upload(None)
+            check_image_reference(str(mine), lambda i: False)
+            remove_uploads(victim.name, str(mine))
+        assert not mine.exists() and Path(victim.name).exists(), "only this request's upload is removed"
+        assert request_uploads() == frozenset(), "the registration ends with the request"
+        assert not is_upload(str(mine)), "a missing file is no upload"
     finally:
-        Path(upload.name).unlink()
-    assert not is_upload(upload.name), "a missing file is no upload"
+        Path(victim.name).unlink()
+
+
+def test_error_details_name_what_the_client_knows_never_a_server_path():
+    """Issue 16.2: details named server paths, other clients' uploads included."""
+    upload = "/srv/tmp/sam2med_upload_x1/label.nii.gz"
+    names = {upload: "the uploaded seed", "/data/studies/ct.nii.gz": "image 'ct'"}
+    assert scrub_paths(f"{upload}: is truncated", names) == "the uploaded seed: is truncated"
+    assert scrub_paths("/data/studies/ct.nii.gz: 2 voxels are NaN", names) == "image 'ct': 2 voxels are NaN"
+    assert scrub_paths("cannot read '/var/lib/other/tmpab12cd.nii.gz' (ITK)") == "cannot read '<server path>' (ITK)"
+    for kept in ("window 40,400", "image '../studies/ct' is not a datastore image id", "slices 0..19 along this axis"):
+        assert scrub_paths(kept) == kept
+    http = to_http(InputError("/data/studies/ct.nii.gz: cannot read it as an image"))
+    assert http is not None and http.status_code == 400 and http.detail == "<server path>: cannot read it as an image"
+
+
+@pytest.mark.parametrize("filename, suffix", [
+    ("CT_2024.01.05.nii.gz", ".nii.gz"), ("seed.v2.nii.gz", ".nii.gz"), ("SEED.NRRD", ".nrrd"), ("labels.bin", ".bin"),
+    ("scan.my-format", ""), ("scan.abcdefghijk", ".abcdefghijk"), ("noext", ""), (None, ""), ("../../etc/x.mha", ".mha"),
+])
+def test_upload_suffix_keeps_the_format_whatever_the_name(filename, suffix):
+    assert upload_suffix(filename) == suffix
+
+
+def test_session_ids_name_existing_sessions():
+    known = {"4b9c1f0e-8a7d-11ef-b864-0242ac120002"}
+    check_session_id("4b9c1f0e-8a7d-11ef-b864-0242ac120002", known.__contains__)
+    for bad in ("bogus", "../../etc", "", "a" * 65):
+        with pytest.raises(NotFoundError, match="does not exist"):
+            check_session_id(bad, known.__contains__)
 
 
 def test_app_config_from_conf(tmp_path):
@@ -175,3 +224,14 @@ def test_app_config_from_conf(tmp_path):
                           ({"labels": '{"x": 0}'}, "positive"), ({"preload": "perhaps"}, "true or false")):
         with pytest.raises(InputError, match=message):
             AppConfig.from_conf(conf, str(tmp_path), defaults)
+
+
+def test_unnamed_labels_are_label_n_everywhere(tmp_path):
+    from sam2med.evaluation.runner import _target_name
+    from sam2med.monailabel.params import describe_labels
+
+    config = AppConfig.from_conf({}, str(tmp_path), {"tasks": [], "strategies": []})
+    assert config.labels == {"label 1": 1}
+    assert describe_labels([1, 2, 5], {"liver": 5}) == {"label 1": 1, "label 2": 2, "liver": 5}
+    assert parse_label_subset("label 1", config.labels) == [1]
+    assert _target_name(7, {5: "liver"}) == "label 7" and _target_name(5, {5: "liver"}) == "liver"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sam2med.checkpoints import MODELS
+from sam2med.checkpoints import MODELS, model_spec
+from sam2med.errors import InputError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,9 +15,29 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint", metavar="PATH", default=None,
                        help="local checkpoint file; without it the official one is used from the cache "
                             "($SAM2MED_CHECKPOINT_DIR or ~/.cache/sam2med/checkpoints), downloaded on first use")
-    group.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     group.add_argument("--image-size", type=int, default=None, metavar="PX",
-                       help="model input size (default: the model's 1024); smaller is faster and coarser")
+                       help="model input size, a multiple of 32 (default: the model's 1024); on a CPU 512 is several "
+                            "times faster, with coarser mask edges")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """Errors in the model options, found before anything is loaded."""
+    if args.model is not None:
+        model_spec(args.model)
+    if args.image_size is not None and (args.image_size % 32 or args.image_size < 128):
+        raise InputError(f"--image-size must be a multiple of 32 and at least 128, got {args.image_size}")
+    device = str(args.device).strip().lower()
+    if device not in ("auto", "cpu") and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise InputError(f"--device {args.device!r}: use auto, cpu, cuda or cuda:N")
+
+
+def cpu_advice(device: str, image_size: int) -> str | None:
+    """On CPU at a large input size, how to go faster."""
+    if device != "cpu" or image_size <= 512:
+        return None
+    return (f"note: SAM2 on CPU at {image_size} px takes seconds per slice; --image-size 512 is several times faster "
+            "(coarser mask edges), a CUDA GPU far faster (README, Performance)")
 
 
 def propagator_kwargs(args: argparse.Namespace) -> dict:

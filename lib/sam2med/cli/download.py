@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sam2med.checkpoints import MODELS, cache_dir, model_spec, resolve_checkpoint
 from sam2med.errors import CheckpointError
+from sam2med.provenance import RANDOM_WEIGHTS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def save_random_checkpoint(model: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        torch.save({"model": predictor.state_dict()}, tmp)
+        torch.save({"model": predictor.state_dict(), RANDOM_WEIGHTS_KEY: True}, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

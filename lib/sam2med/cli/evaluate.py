@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from sam2med.cli.common import add_model_arguments, propagator_kwargs
+from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
 
@@ -36,8 +36,9 @@ propagators: sam2 (the engine; needs a checkpoint), registration (slice-to-slice
   and use the click prompt's box as their mask.
 
 outputs in --out: results.csv (one row per case and target), summary.json and summary.md (mean, std,
-median per target and overall; failed cases), dice_boxplot.png, previews/CASE.gif and .png (truth green,
-prediction red), predictions/CASE.nii.gz with --save-predictions.
+median per target and overall; failed cases), dice_by_organ.png (mean Dice per organ, sorted, the --compare
+references side by side, titled with the case and modality), previews/CASE.gif and .png (truth green,
+prediction red; every frame names the case, slice and organs), predictions/CASE.nii.gz with --save-predictions.
 Exit status: 0 when at least one case was evaluated, 1 when none was (every case failed or was skipped),
 2 for unusable inputs (empty folder, nothing pairs, bad option).
 
@@ -69,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview", action="append", metavar="CASE", default=None, help="write previews of this case (repeatable)")
     parser.add_argument("--previews", type=int, default=1, metavar="N", help="write previews of the first N cases (besides --preview)")
     parser.add_argument("--preview-format", choices=["gif", "png", "both"], default="both", help="animated GIF, PNG strip, or both")
+    parser.add_argument("--preview-label", metavar="VALUE|NAME", default=None,
+                        help="show only this target in the previews (default: every evaluated target)")
+    parser.add_argument("--compare", action="append", choices=[n for n in NAMES if n != "sam2"], default=None,
+                        help="also run this weight-free reference on the same prompts (repeatable); its rows go to "
+                             "results.csv and summary.json, its bars next to the main propagator's in dice_by_organ.png")
     parser.add_argument("--save-predictions", action="store_true", help="write each case's predicted label map to predictions/")
     add_model_arguments(parser)
 
@@ -78,6 +84,10 @@ def _config(args: argparse.Namespace):
     from sam2med.evaluation.protocols import Protocol, RangeSpec
     from sam2med.evaluation.runner import EvaluationConfig
 
+    from sam2med.windowing import Window
+
+    Window.parse(args.window, "CT")  # argument errors before any image or model is loaded
+    check_model_arguments(args)
     names = read_labels_map(args.labels_map) if args.labels_map else {}
     if args.min_slices < 1:
         raise InputError("--min-slices must be at least 1")
@@ -90,32 +100,57 @@ def _config(args: argparse.Namespace):
 class _CaseWriter:
     """Writes the per-case pictures and predictions while the case's arrays are still in memory."""
 
-    def __init__(self, args: argparse.Namespace, out: Path, preview_cases: set[str], axis: Axis):
+    def __init__(self, args: argparse.Namespace, out: Path, preview_cases: set[str], axis: Axis, names: dict[int, str],
+                 preview_label: int | None):
         self.args, self.out, self.preview_cases, self.axis = args, out, preview_cases, axis
+        self.names, self.preview_label = names, preview_label
+        self.modalities: dict[str, str] = {}
 
     def __call__(self, outcome) -> None:
         from sam2med.evaluation import pictures
         from sam2med.io import save_label
 
+        from sam2med.windowing import guess_modality
+
         if outcome.prediction is None or not any(t.ok for t in outcome.targets):
             return
         name = outcome.case.name
+        self.modalities[name] = guess_modality(outcome.volume.array, outcome.volume.modality)
         if self.args.save_predictions:
             (self.out / "predictions").mkdir(exist_ok=True)
             save_label(outcome.prediction, outcome.volume.grid, self.out / "predictions" / f"{name}.nii.gz")
         if name not in self.preview_cases:
             return
-        evaluated = [t.label for t in outcome.targets if t.ok]
-        truth = np.where(np.isin(outcome.truth, evaluated), outcome.truth, 0)
-        frames, _ = pictures.preview_frames(outcome.volume, truth, outcome.prediction, self.axis, self.args.window)
+        shown = [t for t in outcome.targets if t.ok and self.preview_label in (None, t.label)]
+        if not shown:
+            logger.warning("case %s: no evaluated target %s to preview", name, self.preview_label)
+            return
+        values = [t.label for t in shown]
+        truth = np.where(np.isin(outcome.truth, values), outcome.truth, 0)
+        prediction = np.where(np.isin(outcome.prediction, values), outcome.prediction, 0)
+        frames, indices = pictures.preview_frames(outcome.volume, truth, prediction, self.axis, self.args.window)
         if not frames:
             return
+        seeds: dict[int, list[str]] = {}
+        for target in shown:
+            for index in target.seed_slices:
+                seeds.setdefault(index, []).append(target.name)
+        captions = pictures.frame_captions(name, self.axis, indices, outcome.volume.grid.num_slices(self.axis), truth,
+                                           prediction, self.names, seeds)
+        frames = [pictures.caption_frame(frame, lines) for frame, lines in zip(frames, captions)]
         folder = self.out / "previews"
         folder.mkdir(exist_ok=True)
         if self.args.preview_format in ("gif", "both"):
             pictures.write_gif(frames, folder / f"{name}.gif")
         if self.args.preview_format in ("png", "both"):
             pictures.write_strip(frames, folder / f"{name}.png")
+
+
+def _chart_title(outcomes, modalities: dict[str, str], methods: list[str], config) -> str:
+    evaluated = [o.case.name for o in outcomes if o.evaluated]
+    kinds = ", ".join(sorted(set(modalities.values()))) or "?"
+    cases = f"case {evaluated[0]} ({kinds})" if len(evaluated) == 1 else f"{len(evaluated)} cases ({kinds}), mean per organ"
+    return f"Dice per organ: {cases}\n{' vs '.join(methods)}; protocol {config.protocol}, range {config.range_spec}, {config.axis.name.lower()}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,21 +171,40 @@ def run(args: argparse.Namespace) -> int:
     for unknown in sorted(set(args.preview or []) - set(names)):
         logger.warning("--preview %s: no such case (cases: %s)", unknown, ", ".join(names[:10]))
     preview_cases = set(args.preview or []) | set(names[: max(args.previews, 0)])
+    preview_label = None
+    if args.preview_label is not None:
+        from sam2med.evaluation.labelmap import resolve_labels
+
+        preview_label = resolve_labels([args.preview_label], config.names)[0]
 
     sam2_kwargs = propagator_kwargs(args) if args.propagator == "sam2" else {}
     method = make_propagator(args.propagator, window=args.window, **sam2_kwargs)
     logger.info("evaluating %d case(s) with %s, protocol %s, range %s", len(cases), method.name, config.protocol, config.range_spec)
+    writer = _CaseWriter(args, out, preview_cases, config.axis, config.names, preview_label)
     with logging_redirect_tqdm():
-        outcomes = run_evaluation(cases, method, config, on_case=_CaseWriter(args, out, preview_cases, config.axis))
+        outcomes = run_evaluation(cases, method, config, on_case=writer)
+        references = {name: run_evaluation(cases, make_propagator(name, window=args.window), config)
+                      for name in dict.fromkeys(args.compare or []) if name != method.name}
 
     results = [t for o in outcomes for t in o.targets]
     summary = summarise(outcomes, {"propagator": method.name, **config.to_json(),
                                    "images": str(args.images), "labels": str(args.labels)})
-    write_results_csv(results, out / "results.csv")
+    if references:
+        summary["references"] = {name: {key: part[key] for key in ("overall", "targets")}
+                                 for name, part in ((n, summarise(o, {})) for n, o in references.items())}
+    write_results_csv(results + [t for outs in references.values() for o in outs for t in o.targets], out / "results.csv")
     write_summary(summary, out)
-    pictures.dice_box_plot(results, out / "dice_boxplot.png",
-                           title=f"{method.name}, {config.protocol}, range {config.range_spec}")
+    groups = {method.name: results, **{n: [t for o in outs for t in o.targets] for n, outs in references.items()}}
+    pictures.dice_chart(groups, out / "dice_by_organ.png", title=_chart_title(outcomes, writer.modalities, list(groups), config))
     print(markdown_table(summary), end="")
+    for name, part in summary.get("references", {}).items():
+        dice = part["overall"]["dice"]
+        if dice["mean"] is not None:
+            print(f"reference {name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (median {dice['median']:.3f}) over {part['overall']['n']} target(s)")
+    engine = getattr(method, "engine", None)
+    advice = cpu_advice(engine.device.type, engine.image_size) if engine is not None else None
+    if advice:
+        print(advice)
     evaluated = summary["cases"]["evaluated"]
     print(f"{evaluated} of {len(outcomes)} case(s) evaluated, {len(summary['failed'])} failure(s), "
           f"{len(summary['skipped'])} target(s) skipped; results in {out}/")

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from tqdm import tqdm
 
-from sam2med.cli.common import add_model_arguments, propagator_kwargs
+from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
 from sam2med.errors import InputError
+from sam2med.evaluation.labelmap import read_labels_map
 from sam2med.geometry import Axis
-from sam2med.io import load_label, load_volume, save_label, write_json_atomic, LABEL_SUFFIXES
-from sam2med.prompts import SliceRange, parse_labels, seeds_from_label
+from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volume, save_label, write_json_atomic
+from sam2med.labelnames import label_name
+from sam2med.progress import on_terminal
+from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, parse_label_ranges, parse_labels,
+                             range_for_labels, seeds_from_label)
+from sam2med.provenance import describe_file, provenance
+from sam2med.windowing import Window
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +32,7 @@ object; OUT keeps the values. Tracking runs both ways from the annotated slices,
 
 examples:
   python main.py propagate ct.nii.gz --seed liver_slice.nii.gz --range 20 60 -o liver.nii.gz
+  python main.py propagate ct.nii.gz --seed kidneys.nii.gz --range 2:12-18 --range 3:10-22 -o kidneys.nii.gz
   python main.py propagate dicom_folder/ --seed seed.nrrd --axis coronal -o out.nrrd --scores s.json
 """
 
@@ -35,49 +41,117 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="NIfTI (.nii/.nii.gz), NRRD, MetaImage or a DICOM series folder")
     parser.add_argument("--seed", required=True, metavar="SEED_LABEL", help="label volume with the annotated slice(s)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help=f"output label file ({', '.join(LABEL_SUFFIXES)})")
-    parser.add_argument("--range", nargs=2, type=int, metavar=("START", "END"), default=None,
-                        help="first and last slice (inclusive) where the structure lies; default: whole volume")
+    parser.add_argument("--range", nargs="+", action="append", metavar="SPEC", default=None,
+                        help="--range START END: first and last slice (inclusive) where the structures lie, for every "
+                             "label; --range LABEL:START-END (repeatable, LABEL a value or a --labels-map name) or "
+                             "--range '{\"5\": [10, 40]}': a label's own range. Default: the whole volume")
     parser.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
                         help="slicing axis: axial = third voxel axis, coronal = second, sagittal = first")
     parser.add_argument("--labels", default=None, metavar="L1,L2", help="propagate only these label values of SEED")
+    parser.add_argument("--labels-map", metavar="FILE[:KEY]", default=None,
+                        help='names of the seed\'s label values, reported by name: {"liver": 5} or {"5": "liver"} JSON, '
+                             "or one map of a file of maps by KEY")
     parser.add_argument("--window", default="auto",
                         help="intensity window: auto (CT soft tissue, else percentiles), a CT preset "
                              "(soft_tissue, abdomen, liver, lung, bone, brain), LEVEL,WIDTH, or percentile[:LOW,HIGH]")
-    parser.add_argument("--scores", metavar="FILE.json", default=None, help="write per-slice, per-label scores here")
+    parser.add_argument("--scores", metavar="FILE.json", default=None,
+                        help="write per-slice, per-label scores and the provenance (inputs, model, weights, versions) here")
     add_model_arguments(parser)
+
+
+def split_range_arguments(groups: list[list[str]] | None) -> tuple[list[int] | None, list[str]]:
+    """(--range START END, the per-label range specs) from the repeated --range arguments."""
+    plain: list[int] | None = None
+    specs: list[str] = []
+    for tokens in groups or []:
+        if len(tokens) == 2 and all(t.strip().lstrip("-").isdigit() for t in tokens):
+            if plain is not None:
+                raise InputError("--range START END is given twice; give a label's own range as --range LABEL:START-END")
+            plain = [int(t) for t in tokens]
+        elif is_label_range_spec(list(tokens)):
+            specs += tokens
+        else:
+            raise InputError(f"--range {' '.join(tokens)}: give START END, LABEL:START-END or a JSON object")
+    return plain, specs
+
+
+def _group(slices: list[int]) -> str:
+    """"3-7, 9, 12-14" for sorted slice indices."""
+    runs: list[list[int]] = []
+    for s in slices:
+        if runs and s == runs[-1][-1] + 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "none"
+
+
+LOW_CONFIDENCE = 0.5  # object score under which a propagated slice is listed as doubtful
+
+
+def summary_lines(report: dict, names: dict[int, str]) -> list[str]:
+    """A few lines per label, whatever the range's length: slices grouped, means without the seeds, doubtful slices."""
+    lines = []
+    for label, info in report["labels"].items():
+        slices = info["slices"]
+        present = [s["slice"] for s in slices if s["area"] > 0]
+        low = [s["slice"] for s in slices if not s["seed"] and s["object_score"] < LOW_CONFIDENCE]
+        largest = max(slices, key=lambda s: s["area"], default=None)
+        mean = info["mean_object_score"]
+        lines.append(f"  {label_name(int(label), names)} (value {label}): {info['voxels']} voxels = {info['volume_mm3'] / 1000:.1f} ml "
+                     f"(largest: {largest['area_mm2'] if largest else 0:.0f} mm2 on slice {largest['slice'] if largest else '-'}) on slices {_group(present)} of {info['slice_range'][0]}..{info['slice_range'][1]}; "
+                     f"seeds {_group(info['seed_slices'])}")
+        lines.append(f"    mean object score over propagated slices {'n/a' if mean is None else f'{mean:.2f}'}; "
+                     f"below {LOW_CONFIDENCE}: {_group(low)}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
     from sam2med.engine import Propagator
 
-    output = Path(args.output)
-    if not output.name.lower().endswith(LABEL_SUFFIXES):
-        raise InputError(f"{output}: unsupported output format; use one of {', '.join(LABEL_SUFFIXES)}")
-    if not output.parent.is_dir():
-        raise InputError(f"{output.parent}: output folder does not exist")
+    output = check_output_path(args.output)  # before any work: a folder or a read-only place fails now, not at the end
+    if args.scores:
+        check_output_path(args.scores, suffixes=None)
+    check_model_arguments(args)
+    Window.parse(args.window, "CT")  # a bad window fails before anything is loaded
+    names = read_labels_map(args.labels_map) if args.labels_map else {}
+    plain_range, range_specs = split_range_arguments(args.range)
     image = load_volume(args.image)
     seed = load_label(args.seed)
     axis = Axis.parse(args.axis)
-    slice_range = SliceRange.parse(args.range, image.grid.num_slices(axis))
-    seeds = seeds_from_label(seed.array, seed.grid, image.grid, axis, slice_range, parse_labels(args.labels))
+    num_slices = image.grid.num_slices(axis)
+    default_range = SliceRange.parse(plain_range, num_slices)
+    label_ranges = parse_label_ranges(range_specs, num_slices, {n: v for v, n in names.items()}) if range_specs else {}
+    subset = parse_labels(args.labels)
+    seeds = seeds_from_label(seed.array, seed.grid, image.grid, axis, SliceRange(0, num_slices - 1), subset)
+    slice_range = range_for_labels(label_ranges, default_range, seeds.labels)
+    check_seeds_in_range(seeds, default_range, label_ranges)
     propagator = Propagator(**propagator_kwargs(args))
 
     bars: dict[str, tqdm] = {}
 
     def progress(done: int, total: int, stage: str) -> None:
-        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="slice", leave=False))
+        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="slice", leave=False,
+                                                             disable=not on_terminal()))
         bar.update(done - bar.n)
 
-    result = propagator.propagate(image, seeds, slice_range, window=args.window, progress=progress)
+    result = propagator.propagate(image, seeds, slice_range, window=args.window, progress=progress, label_ranges=label_ranges)
     for bar in bars.values():
         bar.close()
     save_label(result.label, image.grid, output)
     report = result.to_json()
+    for label, info in report["labels"].items():
+        info["name"] = label_name(int(label), names)
+    report["provenance"] = provenance(propagator, {"image": describe_file(args.image), "seed": describe_file(args.seed)}, result.window)
     if args.scores:
         write_json_atomic(report, args.scores)
-    print(f"{output}: labels {seeds.labels}, {result.slices_processed} slices ({slice_range}, {axis.name.lower()}) "
-          f"in {result.seconds:.1f}s (encode {result.encode_seconds:.1f}s, track {result.track_seconds:.1f}s)")
-    for label, info in report["labels"].items():
-        per_slice = " ".join(f"{s['slice']}:{s['object_score']:.2f}" for s in info["slices"])
-        print(f"  label {label}: {info['voxels']} voxels, mean object score {info['mean_object_score']}; per slice {per_slice}")
+    print(f"{output}: {', '.join(label_name(v, names) for v in seeds.labels)}, {result.slices_processed} slices ({slice_range}, "
+          f"{axis.name.lower()}) in {result.seconds:.1f}s (encode {result.encode_seconds:.1f}s, track {result.track_seconds:.1f}s)")
+    for line in summary_lines(report, names):
+        print(line)
+    if report["provenance"]["random_weights"]:
+        print("note: RANDOM weights (a placeholder checkpoint): the label shows the plumbing, not segmentation quality")
+    advice = cpu_advice(propagator.device.type, propagator.image_size)
+    if advice:
+        print(advice)
     return 0

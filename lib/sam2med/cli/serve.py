@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from sam2med.checkpoints import DEFAULT_MODEL, model_for_checkpoint, resolve_checkpoint
-from sam2med.cli.common import add_model_arguments
+from sam2med.cli.common import add_model_arguments, check_model_arguments
 from sam2med.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dicomweb", default=None, metavar="URL",
                         help="DICOMweb root to serve (e.g. http://127.0.0.1:8042/dicom-web); same as --studies URL")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; other than loopback only on purpose")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     add_model_arguments(parser)
     parser.add_argument("--lazy", action="store_true", help="load the model on the first request instead of at start")
     parser.add_argument("--warmup", choices=["auto", "true", "false"], default="auto",
@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("give --studies or --dicomweb, not both")
         if not args.dicomweb.startswith(("http://", "https://")):
             raise InputError(f"--dicomweb {args.dicomweb!r}: give the DICOMweb root URL, e.g. http://127.0.0.1:8042/dicom-web")
+    check_model_arguments(args)
     studies = _studies(args.dicomweb or args.studies)
     model = args.model or model_for_checkpoint(args.checkpoint, DEFAULT_MODEL)
     checkpoint = resolve_checkpoint(model, args.checkpoint, download=True)  # fail before the server starts

@@ -37,14 +37,19 @@ class SliceScore:
     area: int  # voxels of this label on the slice
     seed: bool
 
-    def to_json(self) -> dict:
+    def to_json(self, pixel_mm2: float | None = None) -> dict:
         return {
             "slice": self.slice,
             "object_score": round(self.object_score, 4),
             "iou": None if self.iou is None else round(self.iou, 4),
             "area": self.area,
+            **({} if pixel_mm2 is None else {"area_mm2": round(self.area * pixel_mm2, 2)}),
             "seed": self.seed,
         }
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if values else None
 
 
 @dataclass
@@ -60,12 +65,17 @@ class PropagationResult:
     encode_seconds: float
     track_seconds: float
     cache: dict = field(default_factory=dict)
+    window: str = ""  # the resolved intensity window (Window.key)
+    label_ranges: dict[int, SliceRange] = field(default_factory=dict)  # labels tracked through less than slice_range
 
     @property
     def slices_processed(self) -> int:
         return len(self.slice_range)
 
     def to_json(self) -> dict:
+        """Scores per label and slice; means are over the propagated slices (a seed slice's mask is given)."""
+        row_mm, col_mm = self.grid.slice_spacing(self.axis)
+        voxel_mm3 = float(np.prod(self.grid.spacing))
         return {
             "axis": self.axis.name.lower(),
             "slice_range": [self.slice_range.start, self.slice_range.end],
@@ -76,9 +86,14 @@ class PropagationResult:
             "cache": self.cache,
             "labels": {
                 str(label): {
-                    "mean_object_score": round(float(np.mean([s.object_score for s in scores])), 4) if scores else None,
+                    "mean_object_score": _mean([s.object_score for s in scores if not s.seed]),
+                    "mean_iou": _mean([s.iou for s in scores if not s.seed and s.iou is not None]),
+                    "means_exclude_seed_slices": True,
+                    "seed_slices": [s.slice for s in scores if s.seed],
                     "voxels": int(sum(s.area for s in scores)),
-                    "slices": [s.to_json() for s in scores],
+                    "volume_mm3": round(sum(s.area for s in scores) * voxel_mm3, 1),
+                    "slice_range": [self.label_ranges.get(label, self.slice_range).start, self.label_ranges.get(label, self.slice_range).end],
+                    "slices": [s.to_json(row_mm * col_mm) for s in scores],
                 }
                 for label, scores in self.scores.items()
             },
@@ -201,8 +216,12 @@ class Propagator:
         slice_range: SliceRange | None = None,
         window: "Window | str | None" = None,
         progress: ProgressFn | None = None,
+        label_ranges: "dict[int, SliceRange] | None" = None,
     ) -> PropagationResult:
-        """Propagate `seeds` (masks or clicks, each label its own object) through `slice_range`, both ways."""
+        """Propagate `seeds` (masks or clicks, each label its own object) through `slice_range`, both ways.
+
+        `label_ranges` narrows some labels to their own ranges inside `slice_range`: they are neither
+        tracked nor written outside them."""
         start_time = time.perf_counter()
         axis = seeds.axis
         num_slices = volume.grid.num_slices(axis)
@@ -211,13 +230,16 @@ class Propagator:
             seeds.check(volume.grid, slice_range)
         elif any(s not in slice_range for s in seeds.slices):
             raise ValueError("seed slices outside the range must be rejected by prompts.seeds_from_label")
+        label_ranges = {int(k): v for k, v in (label_ranges or {}).items()}
+        if any(r.start < slice_range.start or r.end > slice_range.end for r in label_ranges.values()):
+            raise ValueError("a label's range must lie inside slice_range")
         window = self._window(volume, window)
         indices = list(slice_range.indices)
         with self.cache.use(self._cache_key(volume, axis, window)) as features:
             hits, misses = self._fill(features, volume, axis, window, indices, progress)
             encode_seconds = time.perf_counter() - start_time
             height, width = to_slices(volume.array, axis).shape[1:]
-            label_frames, scores = self._track(features, seeds, indices, height, width, progress)
+            label_frames, scores = self._track(features, seeds, indices, height, width, progress, label_ranges)
         track_seconds = time.perf_counter() - start_time - encode_seconds
 
         max_label = max(seeds.labels)
@@ -231,11 +253,13 @@ class Propagator:
                     seeds.labels, slice_range, axis.name.lower(), seconds, encode_seconds, hits, misses, track_seconds,
                     cache_stats["entries"], cache_stats["bytes"] / 1e6, cache_stats["budget_bytes"] / 1e6,
                     cache_stats["hit_slices"], cache_stats["miss_slices"])
-        return PropagationResult(label, volume.grid, axis, slice_range, scores, seconds, encode_seconds, track_seconds, cache_stats)
+        return PropagationResult(label, volume.grid, axis, slice_range, scores, seconds, encode_seconds, track_seconds, cache_stats,
+                                 window.key, label_ranges)
 
     @torch.inference_mode()
     def _track(self, features: SliceFeatures, seeds: SeedMasks | ClickSeeds, indices: list[int], height: int, width: int,
-               progress: ProgressFn | None) -> tuple[np.ndarray, dict[int, list[SliceScore]]]:
+               progress: ProgressFn | None, label_ranges: dict[int, SliceRange] | None = None,
+               ) -> tuple[np.ndarray, dict[int, list[SliceScore]]]:
         """Track every label through the frames (= slices `indices`): forward from the first prompted frame, then back."""
         tracker = self.tracker
         frame_of = {s: f for f, s in enumerate(indices)}
@@ -255,9 +279,17 @@ class Propagator:
             first = min(f for out in obj_outputs for f in out["cond_frame_outputs"])
             order = [(f, False) for f in range(first, len(indices))] + [(f, True) for f in range(first - 1, -1, -1)]
             reach = memory_reach(tracker)
+            ranges = [(label_ranges or {}).get(label) for label in labels]
+            absent = torch.full_like(next(iter(obj_outputs[0]["cond_frame_outputs"].values()))["pred_masks"], -1024.0,
+                                     device=self.device)  # the low-res logits of an object outside its own range
             for done, (frame, reverse) in enumerate(order, 1):
                 masks, outs, is_seed = [], [], []
                 for obj_idx, obj_output in enumerate(obj_outputs):
+                    if ranges[obj_idx] is not None and indices[frame] not in ranges[obj_idx]:
+                        masks.append(absent)
+                        outs.append(None)
+                        is_seed.append(False)
+                        continue
                     if frame in obj_output["cond_frame_outputs"]:
                         out = obj_output["cond_frame_outputs"][frame]
                         mask = out["pred_masks"].to(self.device, non_blocking=True)
@@ -280,6 +312,8 @@ class Propagator:
                 areas = [(frame_label == label).sum() for label in labels]
                 for obj_idx in range(num_objects):
                     out = outs[obj_idx]
+                    if out is None:  # outside this label's range
+                        continue
                     scores[labels[obj_idx]].append(SliceScore(
                         slice=indices[frame],
                         object_score=float(torch.sigmoid(out["object_score_logits"].float()).mean()),

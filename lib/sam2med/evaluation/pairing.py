@@ -76,12 +76,20 @@ def label_cases(folder: Path) -> dict[str, Path]:
 
 def pair_cases(images: Path, labels: Path) -> list[Case]:
     """Cases in name order; images without a label are kept (with `label=None`) so they are reported as failed."""
+    if Path(images).is_dir() and Path(labels).is_dir() and Path(images).resolve() == Path(labels).resolve():
+        raise InputError(f"--images and --labels are the same folder ({images}): every file would be paired with itself "
+                         "and scored against itself; put the images and the label maps in two folders, named alike "
+                         "(e.g. images/case1.nii.gz and labels/case1.nii.gz)")
     image_paths, label_paths = image_cases(Path(images)), label_cases(Path(labels))
     if not image_paths:
         raise InputError(f"{images}: no image files ({', '.join(IMAGE_SUFFIXES)}) or DICOM folders found")
     if not label_paths:
         raise InputError(f"{labels}: no label files ({', '.join(LABEL_SUFFIXES)}) found")
     cases = [Case(name, path, label_paths.get(name)) for name, path in sorted(image_paths.items())]
+    selves = [c.name for c in cases if c.label is not None and c.image.resolve() == c.label.resolve()]
+    if selves:
+        raise InputError(f"case(s) {', '.join(selves[:5])}: the image and the label map are the same file; "
+                         "give the reference label maps, not the images, to --labels")
     if not any(case.label for case in cases):
         raise InputError(f"no image in {images} has a label of the same name in {labels} "
                          f"(e.g. image {next(iter(image_paths))!r}, label {next(iter(label_paths))!r}); "

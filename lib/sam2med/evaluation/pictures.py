@@ -1,5 +1,6 @@
-"""Pictures: a box plot of Dice per target, and per-case previews (animated GIF, PNG strip) of the slices
-with the truth (green) and the prediction (red) outlined over the windowed image.
+"""Pictures: a per-organ Dice chart (reference propagators side by side), and per-case previews (animated
+GIF, PNG strip) of the slices with the truth (green) and the prediction (red) outlined over the windowed
+image, each frame captioned with the case, the slice number and the organs on it, above a legend.
 
 Slices are flipped (never rotated) towards the radiological convention the grid's direction allows:
 axial with anterior up and patient's right on the left; coronal and sagittal with superior up.
@@ -13,12 +14,13 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from sam2med.evaluation.runner import TargetResult
 from sam2med.geometry import Axis, to_slices
 from sam2med.io import Volume
+from sam2med.labelnames import label_name
 from sam2med.windowing import Window, guess_modality
 
 TRUTH_RGB = (40, 220, 40)
@@ -29,28 +31,7 @@ def _atomic_target(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
 
 
-def dice_box_plot(results: list[TargetResult], path: Path, title: str = "") -> Path | None:
-    """Box plot of Dice per target (and all targets together); None when no target ran."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    ok = [r for r in results if r.ok]
-    if not ok:
-        return None
-    groups: dict[str, list[float]] = {}
-    for result in sorted(ok, key=lambda r: r.label):
-        groups.setdefault(f"{result.label} {result.name}", []).append(result.metrics.dice)
-    groups["all"] = [r.metrics.dice for r in ok]
-    figure = Figure(figsize=(max(6.0, 0.32 * len(groups) + 2), 4.5), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.boxplot(list(groups.values()), showmeans=True)
-    axes.set_xticks(range(1, len(groups) + 1), list(groups), rotation=90, fontsize=7)
-    axes.set_ylim(0, 1)
-    axes.set_ylabel("Dice")
-    axes.set_title(title, fontsize=9)
-    axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
+def _save_figure(figure, path: Path) -> Path:
     tmp = _atomic_target(path)
     try:
         figure.savefig(tmp, format="png")
@@ -58,6 +39,47 @@ def dice_box_plot(results: list[TargetResult], path: Path, title: str = "") -> P
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def dice_chart(groups: dict[str, list[TargetResult]], path: Path, title: str = "") -> Path | None:
+    """Horizontal bars of mean Dice per organ, one bar per propagator side by side (the first is the one
+    under evaluation), organs sorted by its Dice; a dot per case when there are several. None when nothing ran."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    per_method: dict[str, dict[str, list[float]]] = {}
+    for method, results in groups.items():
+        for result in (r for r in results if r.ok):
+            per_method.setdefault(method, {}).setdefault(result.name, []).append(result.metrics.dice)
+    if not per_method:
+        return None
+    methods = [m for m in groups if m in per_method]
+    main = per_method[methods[0]]
+    organs = sorted({o for values in per_method.values() for o in values},
+                    key=lambda o: (float(np.mean(main[o])) if o in main else -1.0, o))
+    height = 0.8 / len(methods)
+    figure = Figure(figsize=(7.5, max(2.5, 0.22 * len(organs) * max(1, len(methods) * 0.7) + 1.4)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    colours = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    for j, method in enumerate(methods):
+        offset = (j - (len(methods) - 1) / 2) * height
+        rows = [i for i, o in enumerate(organs) if o in per_method[method]]
+        means = [float(np.mean(per_method[method][organs[i]])) for i in rows]
+        axes.barh([i - offset for i in rows], means, height=height, color=colours[j % len(colours)],
+                  label=f"{method} (mean {np.mean([d for v in per_method[method].values() for d in v]):.2f})")
+        for i in rows:
+            values = per_method[method][organs[i]]
+            if len(values) > 1:
+                axes.plot(values, [i - offset] * len(values), "k.", markersize=2)
+    axes.set_yticks(range(len(organs)), organs, fontsize=7)
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("Dice")
+    axes.set_title(title, fontsize=9)
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    return _save_figure(figure, path)
 
 
 def _outline(labels: np.ndarray) -> np.ndarray:
@@ -143,3 +165,48 @@ def write_strip(frames: list[np.ndarray], path: Path, count: int = 8) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+CAPTION_PX = 14  # font size of the captions
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """`text`, cut with an ellipsis to fit `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def caption_frame(frame: np.ndarray, lines: list[str]) -> np.ndarray:
+    """`frame` with `lines` of text above it and a legend (truth green, prediction red) below it."""
+    font = ImageFont.load_default(size=CAPTION_PX)
+    line_px = CAPTION_PX + 4
+    height, width = frame.shape[:2]
+    canvas = Image.new("RGB", (width, height + line_px * (len(lines) + 1)), (0, 0, 0))
+    canvas.paste(Image.fromarray(frame), (0, line_px * len(lines)))
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(lines):
+        draw.text((3, 2 + k * line_px), _fit(draw, line, font, width - 6), fill=(255, 255, 255), font=font)
+    y, x = height + line_px * len(lines) + 2, 3
+    for colour, text in ((TRUTH_RGB, "truth"), (PRED_RGB, "prediction")):
+        draw.rectangle((x, y + 2, x + CAPTION_PX - 4, y + CAPTION_PX - 2), fill=colour)
+        x += CAPTION_PX
+        draw.text((x, y), text, fill=colour, font=font)
+        x += int(draw.textlength(text, font=font)) + 12
+    return np.asarray(canvas)
+
+
+def frame_captions(case: str, axis: Axis, indices: list[int], num_slices: int, truth: np.ndarray, prediction: np.ndarray,
+                   names: dict[int, str], seeds: dict[int, list[str]] | None = None) -> list[list[str]]:
+    """Two lines per frame: case, slice number (and the seeded organs); the organs present on the slice."""
+    truth_s, pred_s = to_slices(truth, axis), to_slices(prediction, axis)
+    captions = []
+    for index in indices:
+        values = sorted({int(v) for v in np.unique(truth_s[index]) if v} | {int(v) for v in np.unique(pred_s[index]) if v})
+        organs = ", ".join(label_name(v, names) for v in values)
+        seeded = (seeds or {}).get(index)
+        first = f"{case}  {axis.name.lower()} slice {index}/{num_slices - 1}" + (f"  seed: {', '.join(seeded)}" if seeded else "")
+        captions.append([first, organs])
+    return captions

@@ -24,6 +24,8 @@ from sam2med.evaluation.propagators import SlicePropagator
 from sam2med.evaluation.protocols import Protocol, RangeSpec, make_prompt
 from sam2med.geometry import Axis, reorient_to
 from sam2med.io import Volume, label_dtype, load_label, load_volume
+from sam2med.labelnames import label_name
+from sam2med.progress import on_terminal
 from sam2med.prompts import SliceRange
 
 logger = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ class CaseOutcome:
 
 
 def _target_name(label: int, names: dict[int, str]) -> str:
-    return names.get(label, f"label_{label}")
+    return label_name(label, names)
 
 
 def _load_case(case: Case) -> tuple[Volume, Volume]:
@@ -191,7 +193,7 @@ def run_evaluation(cases: Iterable[Case], method: SlicePropagator, config: Evalu
     """Evaluate `cases` in order with a progress bar; `on_case` sees each outcome (with its arrays) once."""
     cases = list(cases)
     outcomes: list[CaseOutcome] = []
-    for case in tqdm(cases, desc=f"evaluate {method.name}", unit="case", disable=not progress):
+    for case in tqdm(cases, desc=f"evaluate {method.name}", unit="case", disable=not (progress and on_terminal())):
         outcome = evaluate_case(case, method, config)
         if on_case is not None:
             on_case(outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from sam2med.monailabel.params import parse_bool
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LABELS = {"structure": 1}
+DEFAULT_LABELS = {"label 1": 1}
 DEFAULT_MAX_UPLOAD_MB = 512.0
 MAX_UPLOAD_ENV = "SAM2MED_MAX_UPLOAD_MB"  # set by `main.py serve` for the server app
 
@@ -30,6 +31,8 @@ CONF_HELP = {
     "max_upload_mb": f"largest accepted upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})",
     "tasks": "comma-separated infer tasks to register (default: all of app.json)",
     "strategies": "comma-separated active-learning strategies (default: all of app.json)",
+    "state_dir": "folder of the per-image correction state (default: .sam2med/ in a studies folder, "
+                 "else ~/.cache/sam2med/server-state/)",
 }
 
 
@@ -43,6 +46,15 @@ def _names(value: Any, known: list[str], name: str) -> list[str]:
     if unknown:
         raise InputError(f"--conf {name}: unknown {unknown}; choose from {', '.join(known)}")
     return chosen
+
+
+def _state_dir(value: Any, studies: str) -> str:
+    """The app's own folder for what it keeps between requests (and restarts)."""
+    if value not in (None, ""):
+        return str(Path(str(value)).expanduser())
+    if studies.startswith(("http://", "https://")):
+        return str(Path.home() / ".cache" / "sam2med" / "server-state" / hashlib.sha256(studies.encode()).hexdigest()[:12])
+    return str(Path(studies) / ".sam2med")
 
 
 def _labels(value: Any, studies: str) -> dict[str, int]:
@@ -84,6 +96,7 @@ class AppConfig:
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6)
     tasks: list[str] = field(default_factory=list)
     strategies: list[str] = field(default_factory=list)
+    state_dir: str | None = None
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any], studies: str, defaults: Mapping[str, Any]) -> "AppConfig":
@@ -119,4 +132,5 @@ class AppConfig:
             max_upload_bytes=int(max_upload_mb * 1e6),
             tasks=_names(conf.get("tasks", all_tasks), all_tasks, "tasks"),
             strategies=_names(conf.get("strategies", all_strategies), all_strategies, "strategies"),
+            state_dir=_state_dir(conf.get("state_dir"), studies),
         )

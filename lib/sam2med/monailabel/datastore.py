@@ -46,6 +46,13 @@ class GuardedLocalDatastore(LocalDatastore):
                 os.unlink(converted)
         return super().save_label(image_id, label_filename, label_tag, label_info)
 
+    def remove_image(self, image_id: str) -> None:
+        if not self.get_image_uri(image_id):
+            raise HTTPException(status_code=404, detail=f"image {image_id[:255]!r} is not in the datastore")
+        super().remove_image(image_id)
+
     def remove_label(self, label_id: str, label_tag: str) -> None:
         _checked(parse_seed_tag, label_tag)
+        if not self.get_label_uri(label_id, label_tag):
+            raise HTTPException(status_code=404, detail=f"image {label_id[:255]!r} has no label tagged {label_tag!r}")
         super().remove_label(label_id, label_tag)

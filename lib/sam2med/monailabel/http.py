@@ -6,7 +6,7 @@ from fastapi import HTTPException
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from sam2med.errors import CheckpointError, DeviceError, InputError, PromptError, Sam2MedError
-from sam2med.monailabel.safety import AccessError, NotFoundError, TooLargeError
+from sam2med.monailabel.safety import AccessError, NotFoundError, TooLargeError, scrub_paths
 
 STATUS: dict[type, int] = {
     AccessError: 403,
@@ -31,7 +31,7 @@ def to_http(err: Exception) -> HTTPException | None:
     if isinstance(err, HTTPException):
         return err
     if isinstance(err, Sam2MedError):
-        return HTTPException(status_code=status_of(err), detail=str(err))
+        return HTTPException(status_code=status_of(err), detail=scrub_paths(str(err)))
     if isinstance(err, MONAILabelException) and err.error == MONAILabelError.INVALID_INPUT:
         return HTTPException(status_code=404, detail=err.msg)
     return None

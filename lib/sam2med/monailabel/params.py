@@ -14,11 +14,13 @@ import numpy as np
 
 from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
+from sam2med.labelnames import label_name
 from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, parse_labels
+from sam2med.windowing import Window
 
 DEFAULT_SEED_TAG = "final"
 OUTPUT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
-OUTPUT_DTYPES = ("uint8", "uint16")
+OUTPUT_DTYPES = ("uint8", "uint16", "uint32")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _WHOLE_VOLUME = ("", "all", "auto", "none", "whole")
 
@@ -50,8 +52,20 @@ def parse_axis(value: Any) -> Axis:
 
 
 def parse_window(value: Any) -> str:
+    """A window spec, checked now (before any work) and passed on as text."""
     value = first_choice(value)
-    return "auto" if value in (None, "") else str(value)
+    if value in (None, ""):
+        return "auto"
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise PromptError(f"window must be a name or LEVEL,WIDTH text, got {_short(value)}")
+    Window.parse(str(value), None)
+    return str(value)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: a detail stays one short line whatever a client sends."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
@@ -63,17 +77,23 @@ def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
         if re.fullmatch(r"\d+\s*-\s*\d+", text):
             text = text.replace("-", ",")
         return SliceRange.parse(text, num_slices)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise PromptError(f"slice range must be two slice indices [start, end], got {value!r}")
-    if isinstance(value, (list, tuple)) and any(isinstance(v, bool) or not _is_integral(v) for v in value):
-        raise PromptError(f"slice range must be two integer slice indices, got {value!r}")
-    return SliceRange.parse(value, num_slices)
+    if value is None:
+        return SliceRange.parse(None, num_slices)
+    if not isinstance(value, (list, tuple)):
+        raise PromptError(f"slice range must be two slice indices [start, end], got {_short(value)}")
+    if len(value) not in (0, 2):
+        raise PromptError(f"slice range must be two slice indices [start, end], got {_short(value)}")
+    if any(isinstance(v, bool) or not _is_integral(v) for v in value):
+        raise PromptError(f"slice range must be two integer slice indices, got {_short(value)}")
+    return SliceRange.parse([int(v) for v in value], num_slices)
 
 
 def _is_integral(value: Any) -> bool:
     if isinstance(value, str):
-        return value.strip().isdigit()
-    return isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer())
+        return value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 18
+    if isinstance(value, float):
+        return value.is_integer() and abs(value) < 2**62
+    return isinstance(value, (int, np.integer))
 
 
 def parse_label_subset(value: Any, label_names: Mapping[str, int]) -> list[int] | None:
@@ -81,7 +101,7 @@ def parse_label_subset(value: Any, label_names: Mapping[str, int]) -> list[int] 
     if value is None or value == "" or value == []:
         return None
     items = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
-    by_name = {name.lower(): int(v) for name, v in label_names.items()}
+    by_name = {name.lower().replace(" ", ""): int(v) for name, v in label_names.items()}
     resolved: list[Any] = []
     for item in items:
         text = str(item).strip()
@@ -181,19 +201,34 @@ class PointParams:
     output: OutputFormat
 
 
+MAX_POINTS = 1000
+
+
+def _numbers(values: Sequence[Any], what: str) -> tuple[float, ...]:
+    """Finite numbers (JSON numbers or numeric text), else a `PromptError` naming `what`."""
+    try:
+        if any(isinstance(v, bool) for v in values):
+            raise TypeError("true/false is not a number")
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError, OverflowError):
+        raise PromptError(f"{what} holds a non-number") from None
+    if not all(np.isfinite(numbers)):
+        raise PromptError(f"{what} holds a non-finite number (NaN or infinity)")
+    return numbers
+
+
 def _points(value: Any, name: str) -> tuple[Point, ...]:
     if value in (None, "", []):
         return ()
     if not isinstance(value, (list, tuple)):
-        raise PromptError(f"{name} must be a list of [x, y, z] voxel points, got {value!r}")
+        raise PromptError(f"{name} must be a list of [x, y, z] voxel points, got {_short(value)}")
+    if len(value) > MAX_POINTS:
+        raise PromptError(f"{name} holds {len(value)} points; at most {MAX_POINTS} are accepted")
     points = []
     for point in value:
         if not isinstance(point, (list, tuple)) or len(point) != 3:
-            raise PromptError(f"{name} point {point!r} is not an [x, y, z] voxel point")
-        try:
-            points.append(tuple(float(v) for v in point))
-        except (TypeError, ValueError):
-            raise PromptError(f"{name} point {point!r} holds a non-number") from None
+            raise PromptError(f"{name} point {_short(point)} is not an [x, y, z] voxel point")
+        points.append(_numbers(point, f"{name} point {_short(point)}"))
     return tuple(points)  # type: ignore[return-value]
 
 
@@ -201,12 +236,17 @@ def _roi(value: Any) -> tuple[float, float, float, float, float, float] | None:
     if value in (None, "", []):
         return None
     if not isinstance(value, (list, tuple)) or len(value) != 6:
-        raise PromptError(f"roi must be [x0, y0, x1, y1, z0, z1] in voxels, got {value!r}")
-    try:
-        x0, y0, x1, y1, z0, z1 = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise PromptError(f"roi {value!r} holds a non-number") from None
+        raise PromptError(f"roi must be [x0, y0, x1, y1, z0, z1] in voxels, got {_short(value)}")
+    x0, y0, x1, y1, z0, z1 = _numbers(value, f"roi {_short(value)}")
     return x0, y0, x1, y1, z0, z1
+
+
+def check_roi(roi: tuple[float, float, float, float, float, float], shape: Sequence[int]) -> None:
+    """The roi box lies inside the image (ends exclusive, as MONAI Label's SAM2 sends them): checked before any work."""
+    x0, y0, x1, y1, z0, z1 = roi
+    for low, high, size, axis in ((x0, x1, shape[0], "x"), (y0, y1, shape[1], "y"), (z0, z1, shape[2], "z")):
+        if not (0 <= min(low, high) and max(low, high) <= size):
+            raise PromptError(f"roi {axis} range {low:g}..{high:g} is outside the image ({'x'.join(map(str, shape))} voxels)")
 
 
 def parse_points(request: Mapping[str, Any], label_names: Mapping[str, int]) -> PointParams:
@@ -241,6 +281,7 @@ def click_seeds(params: PointParams, grid: Grid) -> ClickSeeds:
             entry["points"].append((row, col))
             entry["labels"].append(value)
     if params.roi is not None:
+        check_roi(params.roi, grid.shape)
         x0, y0, x1, y1, z0, z1 = params.roi
         low, high = (min(x0, x1), min(y0, y1), min(z0, z1)), (max(x0, x1), max(y0, y1), max(z0, z1))
         box = (low[rows], low[cols], high[rows], high[cols])
@@ -263,4 +304,4 @@ def check_model(requested: Any, loaded: str) -> None:
 def describe_labels(values: Sequence[int], label_names: Mapping[str, int]) -> dict[str, int]:
     """{name: value} for result label values, named after the app's labels where known."""
     names = {int(v): n for n, v in label_names.items()}
-    return {names.get(int(v), f"label_{int(v)}"): int(v) for v in values}
+    return {label_name(v, names): int(v) for v in values}

@@ -40,7 +40,7 @@ def write_result(label_xyz: np.ndarray, grid: Grid, output: OutputFormat) -> str
         max_value = int(label_xyz.max()) if label_xyz.size else 0
         if max_value > np.iinfo(np.dtype(output.dtype)).max:
             raise PromptError(f"result_dtype {output.dtype} cannot hold label value {max_value}")
-        image = sitk.Cast(image, sitk.sitkUInt8 if output.dtype == "uint8" else sitk.sitkUInt16)
+        image = sitk.Cast(image, {"uint8": sitk.sitkUInt8, "uint16": sitk.sitkUInt16, "uint32": sitk.sitkUInt32}[output.dtype])
     fd, path = tempfile.mkstemp(prefix="sam2med_", suffix=output.extension)
     os.close(fd)
     try:

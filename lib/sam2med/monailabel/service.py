@@ -5,21 +5,33 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict
 
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from sam2med.errors import InputError
+from sam2med.corrections import CorrectionStore
+from sam2med.errors import InputError, Sam2MedError
 from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.datastore import GuardedLocalDatastore
 from sam2med.monailabel.engine import SharedEngine
 from sam2med.monailabel.http import to_http
-from sam2med.monailabel.safety import AccessError, check_image_reference, check_upload_size, is_upload, remove_uploads
+from sam2med.monailabel.routes import install_routes
+from sam2med.monailabel.safety import (
+    AccessError,
+    check_image_reference,
+    check_upload_size,
+    is_upload,
+    is_within,
+    remove_uploads,
+    scrub_paths,
+)
 from sam2med.monailabel.strategies import STRATEGIES
 from sam2med.monailabel.tasks import TASKS
 from sam2med.monailabel.warmup import WarmUp
@@ -66,7 +78,8 @@ class AppServices:
         )
 
     def infers(self, datastore: Callable[[], Datastore]) -> Dict[str, InferTask]:
-        return {name: TASKS[name](self.engine, datastore, self.config.labels) for name in self.config.tasks}
+        corrections = CorrectionStore(Path(self.config.state_dir) / "corrections") if self.config.state_dir else None
+        return {name: TASKS[name](self.engine, datastore, self.config.labels, corrections) for name in self.config.tasks}
 
     def strategies(self) -> Dict[str, Strategy]:
         return {name: STRATEGIES[name]() for name in self.config.strategies}
@@ -76,7 +89,10 @@ class AppServices:
                 "image_size": self.config.image_size, "warmup": self.warmup is not None}
 
     def on_start(self) -> None:
-        """Load the model now (conf preload true) or say that the first request will."""
+        """Put sam2med's routes into the served app; load the model now (conf preload true) or say that the first request will."""
+        from monailabel.app import app as served_app  # the FastAPI app uvicorn serves, whichever launch
+
+        install_routes(served_app)
         if not self.config.preload:
             logger.info("SAM2.1 %s loads lazily, on the first request (--conf preload false)", self.engine.model_name)
             return
@@ -87,12 +103,20 @@ class AppServices:
 
     def guarded_infer(self, request: Dict[str, Any], datastore: Datastore, sessions_root: str | None,
                       infer: Callable[[Dict[str, Any]], Dict[str, Any]]) -> Dict[str, Any]:
-        """Check what the request points at, run `infer`, turn user errors into 4xx, always remove uploads."""
+        """Check what the request points at, run `infer`, turn user errors into 4xx, always remove uploads.
+
+        A path is read only if this request uploaded it (`request_uploads`) or it is the image of the
+        session the request named; error details name the image id or "the uploaded seed", never a path.
+        """
         image, label = request.get("image"), request.get("label")
+        session = request.get("session") if isinstance(request.get("session"), dict) else None
+        if session and not (sessions_root and isinstance(session.get("image"), str)
+                            and is_within(session["image"], [sessions_root])):
+            session = None  # a session's image lives in the session store, whatever a request claims
         try:
             local = isinstance(datastore, LocalDatastore)
             check_image_reference(image, (lambda i: bool(datastore.get_image_uri(i))) if local else (lambda i: True),
-                                  [sessions_root] if sessions_root else [])
+                                  [session["image"]] if session and session.get("image") else [])
             if label and not is_upload(label):
                 raise AccessError("'label' must be a file uploaded with the request, not a server path")
             check_upload_size(image, self.config.max_upload_bytes, "image")
@@ -104,10 +128,42 @@ class AppServices:
             http = to_http(err)
             if http is None:
                 raise
+            raw = str(err) if isinstance(err, Sam2MedError) else str(http.detail or "")  # before any generic scrub
+            http.detail = scrub_paths(raw.splitlines()[0] if raw else "", self._path_names(
+                image, label, session, datastore, sessions_root))
             logger.info("infer %s on %r rejected (%d): %s", request.get("model"), image, http.status_code, http.detail)
             raise http from None
         finally:
             remove_uploads(image, label)
+
+    @staticmethod
+    def _path_names(image: Any, label: Any, session: Dict[str, Any] | None, datastore: Datastore,
+                    sessions_root: str | None) -> Dict[str, str]:
+        """Server paths a message may hold, and how a client knows each of them."""
+        names: Dict[str, str] = {}
+        if isinstance(image, str) and image:
+            if is_upload(image):
+                names[image] = "the uploaded image"
+            elif session and image == session.get("image"):
+                names[image] = f"the image of session {session.get('name', '')!r}"
+            elif isinstance(datastore, LocalDatastore) and datastore.get_image_uri(image):
+                names[datastore.get_image_uri(image)] = f"image {image!r}"
+        if isinstance(label, str) and label:
+            names[label] = "the uploaded seed"
+        roots = {getattr(datastore, "_datastore_path", ""): "<studies>", sessions_root or "": "<sessions>",
+                 tempfile.gettempdir(): "<tmp>"}
+        for root, name in roots.items():
+            if root:
+                names[root] = name
+                names[os.path.realpath(root)] = name
+        return names
+
+    def check_strategy(self, request: Dict[str, Any], known: Dict[str, Any]) -> None:
+        """An active-learning request must name a registered strategy (404, not MONAI Label's 500)."""
+        strategy = request.get("strategy") or "random"
+        if not isinstance(strategy, str) or strategy not in known:
+            raise HTTPException(status_code=404, detail=f"no active-learning strategy {str(strategy)[:80]!r}; "
+                                                        f"this server has {', '.join(known) or 'none'}")
 
     def after_next_sample(self, result: Dict[str, Any]) -> None:
         if self.warmup is not None and result and result.get("path"):

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Tuple
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from sam2med.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
 from sam2med.engine import PropagationResult
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis
@@ -27,8 +28,11 @@ from sam2med.monailabel.params import (
     parse_slice_range,
 )
 from sam2med.monailabel.results import load_seed, write_result
-from sam2med.monailabel.safety import AccessError, is_upload
-from sam2med.prompts import seeds_from_label
+from sam2med.monailabel.safety import track_result
+from sam2med.labelnames import label_name
+from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, parse_label_ranges, range_for_labels,
+                             seeds_from_label)
+from sam2med.provenance import describe_file, provenance
 from sam2med.windowing import CT_PRESETS
 
 logger = logging.getLogger(__name__)
@@ -41,36 +45,60 @@ class _Sam2Task(InferTask):
     """Shared plumbing: the engine, the label names, the result file and JSON."""
 
     def __init__(self, engine: SharedEngine, datastore: Callable[[], Datastore], labels: Dict[str, int],
-                 type: str, description: str, config: Dict[str, Any]):
+                 type: str, description: str, config: Dict[str, Any], corrections: CorrectionStore | None = None):
         super().__init__(type=type, labels=dict(labels), dimension=3, description=description,
                          config={**config, "sam2_model": [engine.model_name]})
         self.engine = engine
         self.datastore = datastore
         self.label_names = dict(labels)
+        self.corrections = corrections
+
+    def _remember(self, request: Dict[str, Any], image: Volume, seed_slices: Dict[int, list], result: PropagationResult) -> None:
+        """Keep the conditioning slices and the result's slice digests of a datastore image for its next correction."""
+        image_id = request.get("image_id")
+        if self.corrections is None or not image_id:
+            return
+        state = CorrectionState(str(image_id), image.fingerprint(), result.axis, {k: sorted(v) for k, v in seed_slices.items()},
+                                slice_digests(result.label, result.axis, sorted(result.scores)))
+        try:
+            self.corrections.save(state)
+        except OSError as err:  # the result is still good; only the next correction loses its history
+            logger.warning("cannot keep the correction state of %r: %s", image_id, err)
 
     def is_valid(self) -> bool:
         return True
 
-    def _propagate(self, request: Dict[str, Any], image: Volume, seeds: Any, slice_range: Any, window: Any) -> PropagationResult:
+    def _propagate(self, request: Dict[str, Any], image: Volume, seeds: Any, slice_range: Any, window: Any,
+                   **options: Any) -> PropagationResult:
         """Run the engine; a request with `progress_id` can be followed at /sam2med/progress/{id} meanwhile."""
         progress_id = request.get("progress_id") or None
         reporter = PROGRESS.reporter(progress_id)
         try:
-            result = self.engine.get().propagate(image, seeds, slice_range, window=window, progress=reporter)
+            result = self.engine.get().propagate(image, seeds, slice_range, window=window, progress=reporter, **options)
         except Exception:
             PROGRESS.finish(progress_id, "failed")
             raise
         PROGRESS.finish(progress_id)
         return result
 
+    @staticmethod
+    def _image_file(request: Dict[str, Any]) -> Dict[str, Any]:
+        """The image's file name (a datastore image) or "upload", and its sha256; never a server path."""
+        return describe_file(request["image"], None if request.get("image_id") else "upload")
+
     def _finish(self, result: PropagationResult, image: Volume, output: OutputFormat, start: float, load_seconds: float,
-                extra: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+                extra: Dict[str, Any], inputs: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         write_start = time.perf_counter()
         path = write_result(result.label, image.grid, output)
+        track_result(path)
         write_seconds = time.perf_counter() - write_start
         report = result.to_json()
         report.update(extra)
         report["label_names"] = describe_labels(sorted(result.scores), self.label_names)
+        names = {v: n for n, v in report["label_names"].items()}
+        for label, info in report["labels"].items():
+            info["name"] = names[int(label)]
+        report["provenance"] = provenance(self.engine.get(), inputs, result.window)
         report["latencies"] = {
             "pre": round(load_seconds, 3), "infer": round(result.seconds, 3), "invert": 0, "post": 0,
             "write": round(write_seconds, 3), "total": round(time.perf_counter() - start, 3), "transform": None,
@@ -82,48 +110,67 @@ class _Sam2Task(InferTask):
 class Sam2PropagateTask(_Sam2Task):
     """Propagate a seed label (uploaded, else the image's saved label) through a slice range."""
 
-    def __init__(self, engine: SharedEngine, datastore: Callable[[], Datastore], labels: Dict[str, int]):
+    def __init__(self, engine: SharedEngine, datastore: Callable[[], Datastore], labels: Dict[str, int],
+                 corrections: CorrectionStore | None = None):
         super().__init__(
             engine, datastore, labels, type=InferType.SEGMENTATION,
             description="SAM2.1 propagation of a seed mask (uploaded label, else the saved one) through a slice range",
             config={"slice_range": "", "axis": AXES, "window": WINDOWS, "labels": "", "seed_tag": DEFAULT_SEED_TAG},
+            corrections=corrections,
         )
 
-    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume]:
+    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume, Dict[str, Any]]:
         uploaded = request.get("label")
-        if uploaded:
-            if not is_upload(uploaded):
-                raise AccessError("'label' must be a file uploaded with the request, not a server path")
-            return "upload", load_seed(uploaded, image)
+        if uploaded:  # the app's guard (service.py) admits only a file this request uploaded
+            return "upload", load_seed(uploaded, image), describe_file(uploaded, "upload")
         image_id = request.get("image_id")
         uri = self.datastore().get_label_uri(image_id, tag) if image_id else ""
         if not uri or not os.path.isfile(uri):
             where = f"image {image_id!r}" if image_id else "an uploaded image"
             raise PromptError(f"no seed: upload a label with the request, or save a label for {where} under tag {tag!r} first")
-        return f"datastore:{tag}", load_seed(uri, image)
+        return f"datastore:{tag}", load_seed(uri, image), describe_file(uri)
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_propagate(request, self.label_names)
         check_model(params.sam2_model, self.engine.model_name)
         image = load_volume(request["image"])
-        seed_source, seed = self._seed(request, image, params.seed_tag)
-        slice_range = parse_slice_range(params.slice_range, image.grid.num_slices(params.axis))
-        seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, slice_range, params.labels)
+        seed_source, seed, seed_file = self._seed(request, image, params.seed_tag)
+        num_slices = image.grid.num_slices(params.axis)
+        whole = SliceRange(0, num_slices - 1)
+        if is_label_range_spec(params.slice_range):  # {"5": [10, 40], "liver": "12-30"} or "5:10-40;1:12-30"
+            default_range, label_ranges = whole, parse_label_ranges(params.slice_range, num_slices, self.label_names)
+        else:
+            default_range, label_ranges = parse_slice_range(params.slice_range, num_slices), {}
+        state = None
+        if self.corrections is not None and request.get("image_id") and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
+            state = self.corrections.load(str(request["image_id"]), image.fingerprint(), params.axis)
+        extra: Dict[str, Any] = {"seed": seed_source, "correction": None}
+        seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, whole, params.labels)
+        if state is not None:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
+            seeds, correction = select_corrected_seeds(seeds, state)
+            extra["correction"] = correction.to_json()
+        slice_range = range_for_labels(label_ranges, default_range, seeds.labels)
+        check_seeds_in_range(seeds, default_range, label_ranges)
+        extra["seed_slices"] = seeds.slices
+        extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
         load_seconds = time.perf_counter() - start
-        result = self._propagate(request, image, seeds, slice_range, params.window)
-        return self._finish(result, image, params.output, start, load_seconds,
-                            {"seed": seed_source, "seed_slices": seeds.slices})
+        result = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges)
+        self._remember(request, image, seeds.masks, result)
+        inputs = {"image": self._image_file(request), "seed": seed_file}
+        return self._finish(result, image, params.output, start, load_seconds, extra, inputs)
 
 
 class Sam2PointsTask(_Sam2Task):
     """Foreground/background clicks and an roi box, as OHIF's point panel sends them, propagated through a range."""
 
-    def __init__(self, engine: SharedEngine, datastore: Callable[[], Datastore], labels: Dict[str, int]):
+    def __init__(self, engine: SharedEngine, datastore: Callable[[], Datastore], labels: Dict[str, int],
+                 corrections: CorrectionStore | None = None):
         super().__init__(
             engine, datastore, labels, type=InferType.DEEPGROW,
             description="SAM2.1 from foreground/background clicks and an roi box, propagated through a slice range",
             config={"slice_range": "", "axis": AXES, "window": WINDOWS, "label_value": 1},
+            corrections=corrections,
         )
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
@@ -135,10 +182,12 @@ class Sam2PointsTask(_Sam2Task):
         slice_range = parse_slice_range(params.slice_range, image.grid.num_slices(params.axis))
         load_seconds = time.perf_counter() - start
         result = self._propagate(request, image, seeds, slice_range, params.window)
-        return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices})
+        self._remember(request, image, {label: [p.slice_index for p in prompts] for label, prompts in seeds.prompts.items()}, result)
+        return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices},
+                            {"image": self._image_file(request)})
 
 
-TASKS: Dict[str, Callable[[SharedEngine, Callable[[], Datastore], Dict[str, int]], InferTask]] = {
+TASKS: Dict[str, Callable[..., InferTask]] = {  # (engine, datastore, labels, corrections=None)
     "sam2_propagate": Sam2PropagateTask,
     "sam2_points": Sam2PointsTask,
 }

@@ -1,0 +1,10 @@
+"""How a label value is named wherever it is reported: its given name, else "label N"."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+
+def label_name(value: int, names: Mapping[int, str]) -> str:
+    """The name of `value` in `names` ({value: name}), else "label N"."""
+    return names.get(int(value)) or f"label {int(value)}"

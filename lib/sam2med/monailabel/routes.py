@@ -1,0 +1,261 @@
+"""sam2med's versions of the MONAI Label routes that take uploads or serve server files.
+
+Installed ahead of MONAI Label's own routes (first match wins), both by `main.py serve`'s server app and
+by the app itself when `monailabel start_server` serves MONAI Label's app, so every launch gets them:
+
+- `POST /infer/{model}`: uploads go to a private folder of this request and are registered as the
+  request's uploads (`safety.registered_uploads`); only they are read as uploads and deleted, always,
+  when the request ends. A `session_id` must name an existing session. Params are checked JSON.
+- `PUT /datastore/label`, `PUT /datastore/image`, `PUT /session/`: MONAI Label's handlers, with their
+  upload files removed when the request ends, also when it is refused.
+- `GET /logs/`, `GET /logs/gpu`: refused (403). The log names server paths and other clients' uploads,
+  and MONAI Label serves it to anyone who can reach the port.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from typing import Any, Callable, List, Optional
+
+from fastapi import BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
+from fastapi.routing import APIRoute
+from monailabel.config import RBAC_ADMIN, RBAC_ANNOTATOR, RBAC_USER, settings
+from monailabel.datastore.dicom import DICOMWebDatastore
+from monailabel.datastore.local import LocalDatastore
+from monailabel.endpoints import datastore as ml_datastore
+from monailabel.endpoints import session as ml_session
+from monailabel.endpoints.infer import ResultType, run_inference
+from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.datastore import DefaultLabelTag
+from monailabel.interfaces.utils.app import app_instance
+
+from sam2med.monailabel.http import to_http
+from sam2med.monailabel.ohif import install_ohif_routes
+from sam2med.monailabel.safety import (
+    check_image_id,
+    check_session_id,
+    registered_uploads,
+    remove_results,
+    upload_suffix,
+)
+
+logger = logging.getLogger(__name__)
+
+API = settings.MONAI_LABEL_API_STR
+RESERVED_PARAMS = ("image", "label", "file", "image_id", "session", "model")
+MAX_PARAMS_CHARS = 1_000_000
+LOGS_REFUSED = "the server log is not served over HTTP (it names server files); read logs/app.log in the app folder on the server"
+
+
+def _user() -> Any:
+    return Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
+
+
+def _no_constants(name: str) -> Any:
+    raise HTTPException(status_code=400, detail=f"params holds the non-finite number {name}: give finite numbers")
+
+
+def parse_request_params(params: Optional[str]) -> dict[str, Any]:
+    """The `params` form field: a JSON object of finite values; keys the server sets itself are dropped."""
+    if params and len(params) > MAX_PARAMS_CHARS:
+        raise HTTPException(status_code=413, detail=f"params is over {MAX_PARAMS_CHARS} characters")
+    try:
+        parsed = json.loads(params, parse_constant=_no_constants) if params else {}
+    except ValueError as err:
+        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
+    except RecursionError:
+        raise HTTPException(status_code=400, detail="params is nested too deeply") from None
+    if not isinstance(parsed, dict):
+        raise HTTPException(status_code=400, detail="params must be a JSON object")
+    if _has_huge_number(parsed):
+        raise HTTPException(status_code=400, detail="params holds a number too large to be finite")
+    dropped = [key for key in RESERVED_PARAMS if key in parsed]
+    for key in dropped:
+        parsed.pop(key)
+    if dropped:
+        logger.warning("ignored request params %s (set by the server, not the request)", dropped)
+    return parsed
+
+
+def _has_huge_number(value: Any) -> bool:
+    """Integers too big for a float (1e400 parses as inf): no request value needs them."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return True
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > 2**63:
+            return True
+    return False
+
+
+def _save_upload(upload: UploadFile, folder: str, stem: str) -> str:
+    path = os.path.join(folder, stem + upload_suffix(upload.filename))
+    with open(path, "wb") as out:
+        shutil.copyfileobj(upload.file, out)
+    return path
+
+
+def _http(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a handler; user errors (sam2med's, MONAI Label's invalid input, bad JSON) become their 4xx."""
+    try:
+        return fn(*args)
+    except json.JSONDecodeError as err:
+        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
+    except Exception as err:
+        http = to_http(err)
+        if http is None:
+            raise
+        raise http from None
+
+
+def infer(
+    background_tasks: BackgroundTasks,
+    model: str,
+    image: str = "",
+    session_id: str = "",
+    params: str = Form("{}"),
+    file: UploadFile = File(None),
+    label: UploadFile = File(None),
+    output: Optional[ResultType] = None,
+    user: User = _user(),
+):
+    request_params = parse_request_params(params)
+    instance = app_instance()
+    if output == ResultType.dicom_seg and not isinstance(instance.datastore(), DICOMWebDatastore):
+        raise HTTPException(status_code=400, detail="output=dicom_seg needs a DICOMweb datastore; this server has local files")
+    if session_id:
+        sessions = instance.sessions()
+        _http(check_session_id, session_id, lambda s: sessions is not None and sessions.get_session(s) is not None)
+    elif not file:
+        _http(check_image_id, image)
+        datastore = instance.datastore()
+        if isinstance(datastore, LocalDatastore) and not datastore.get_image_uri(image):
+            raise HTTPException(status_code=404, detail=f"image {image!r} is not in the datastore")
+    folder = tempfile.mkdtemp(prefix="sam2med_upload_")
+    try:
+        if file:
+            image = _save_upload(file, folder, "image")
+        if label:
+            request_params["label"] = _save_upload(label, folder, "label")
+        with registered_uploads([p for p in (image, request_params.get("label")) if p and p.startswith(folder)]):
+            try:
+                return _http(run_inference, background_tasks, model, image, session_id, json.dumps(request_params),
+                             None, None, output)
+            except BaseException:
+                remove_results()
+                raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _now(tasks: BackgroundTasks) -> None:
+    """Run a handler's clean-up tasks (MONAI Label registers its upload removal there) right away."""
+    for task in tasks.tasks:
+        try:
+            task.func(*task.args, **task.kwargs)
+        except OSError as err:
+            logger.warning("clean-up after a request failed: %s", err)
+
+
+def save_label(
+    image: str,
+    params: str = Form("{}"),
+    tag: str = DefaultLabelTag.FINAL.value,
+    label: UploadFile = File(...),
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
+):
+    tasks = BackgroundTasks()
+    try:
+        return _http(ml_datastore.save_label, tasks, image, params, tag, label, user.username)
+    finally:
+        _now(tasks)
+
+
+def add_image(
+    image: Optional[str] = None,
+    params: str = Form("{}"),
+    file: UploadFile = File(...),
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
+):
+    tasks = BackgroundTasks()
+    try:
+        return _http(ml_datastore.add_image, tasks, image, params, file, user.username)
+    finally:
+        _now(tasks)
+
+
+def _is_archive(upload: UploadFile) -> bool:
+    """A zip or tar file whose content matches its name (shutil unpacks by the name's extension)."""
+    name = (upload.filename or "").lower()
+    formats = {fmt: tuple(exts) for fmt, exts, _ in shutil.get_unpack_formats()}
+    try:
+        if name.endswith(formats.get("zip", (".zip",))):
+            return zipfile.is_zipfile(upload.file)
+        if name.endswith(tuple(ext for fmt, exts in formats.items() if fmt != "zip" for ext in exts)):
+            with tarfile.open(fileobj=upload.file) as archive:
+                return bool(archive.getmembers())
+        return False
+    except (tarfile.TarError, EOFError, OSError):
+        return False
+    finally:
+        upload.file.seek(0)
+
+
+def create_session(
+    uncompress: bool = False,
+    expiry: int = 0,
+    files: List[UploadFile] = File(...),
+    user: User = _user(),
+):
+    if uncompress and (len(files) != 1 or not _is_archive(files[0])):
+        raise HTTPException(status_code=400, detail="uncompress needs one .zip or .tar(.gz) archive")
+    tasks = BackgroundTasks()
+    try:
+        return _http(ml_session.create_session, tasks, uncompress, expiry, files)
+    finally:
+        _now(tasks)
+
+
+def refuse_logs():
+    raise HTTPException(status_code=403, detail=LOGS_REFUSED)
+
+
+ROUTES: list[tuple[str, str, Callable[..., Any], str]] = [
+    ("POST", f"{API}/infer/{{model}}", infer, f"{RBAC_USER}Run Inference for supported model"),
+    ("PUT", f"{API}/datastore/label", save_label, f"{RBAC_ANNOTATOR}Save Finished Label"),
+    ("PUT", f"{API}/datastore/image", add_image, f"{RBAC_ANNOTATOR}Upload new Image"),
+    ("PUT", f"{API}/datastore/", add_image, f"{RBAC_ANNOTATOR}Upload new Image"),
+    ("PUT", f"{API}/session/", create_session, f"{RBAC_USER}Create new session with Image"),
+    ("GET", f"{API}/logs/", refuse_logs, f"{RBAC_ADMIN}Server log: not served (names server files)"),
+    ("GET", f"{API}/logs/gpu", refuse_logs, f"{RBAC_ADMIN}GPU info: not served"),
+]
+
+
+def install_routes(app) -> None:
+    """Put sam2med's routes first in `app` (once); MONAI Label's versions of them are dropped where top-level."""
+    if getattr(app.state, "sam2med_routes", False):
+        return
+    app.state.sam2med_routes = True
+    for method, path, endpoint, summary in ROUTES:
+        app.router.routes[:] = [r for r in app.router.routes
+                                if not (isinstance(r, APIRoute) and r.path == path and method in r.methods)]
+        app.add_api_route(path, endpoint, methods=[method], summary=summary, tags=["sam2med"])
+        # first match wins: put ours before MONAI Label's (which newer FastAPI keeps inside an included router)
+        app.router.routes.insert(0, app.router.routes.pop())
+    install_ohif_routes(app)
+    logger.info("sam2med routes installed: %s, and the OHIF extension's", ", ".join(f"{m} {p}" for m, p, _, _ in ROUTES))
+
+
+__all__ = ["install_routes", "parse_request_params", "RESERVED_PARAMS"]

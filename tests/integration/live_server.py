@@ -1,0 +1,53 @@
+"""Start the real server (`main.py serve`) on a free loopback port for a test module, and stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(args: Sequence[str], log_path: Path, env: Mapping[str, str], timeout: float = 180) -> Iterator[str]:
+    """`main.py serve ARGS --port <free>` with `env` over this environment; yields its URL once /info/ answers."""
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "main.py"), "serve", *args, "--port", str(port)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/info/", timeout=5) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"server did not answer /info/: {log_path.read_text()[-3000:]}")
+                time.sleep(1)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
