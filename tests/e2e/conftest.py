@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from ohif_browser import ARTIFACTS, REPO, _free_port, _get_json, _wait_for
+from e2e.ohif_browser import ARTIFACTS, REPO, _free_port, _get_json, _wait_for
 
 
 @pytest.fixture(scope="session")

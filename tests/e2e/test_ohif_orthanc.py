@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json
+from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json
 
 SEED_SLICE, RANGE = 10, (8, 12)
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json
+from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json
 
 pytestmark = pytest.mark.e2e
 

@@ -347,3 +347,36 @@ def test_slicer_correction_loop_conditions_on_seeds_and_corrected_slices(client,
     mine = [k for k in kept if k["image_id"] == "ct3"]
     assert len(mine) == 1 and mine[0]["seed_slices"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
     assert all(p.stat().st_size < 20_000 for p in states)
+
+
+def test_ohif_routes_serve_the_extension_grid_and_progress(server):
+    """The routes the sam2med OHIF mode relies on, through the live server (in front of MONAI Label's /ohif/)."""
+    url = server["url"]
+    config = requests.get(f"{url}/ohif/app-config.js", timeout=30)
+    assert config.status_code == 200 and "/ohif/sam2med/sam2med-extension.js" in config.text
+    assert "window.config = {" in config.text  # the bundled config is kept
+    module = requests.get(f"{url}/ohif/sam2med/sam2med-geometry.js", timeout=30)
+    assert module.status_code == 200 and module.headers["content-type"].startswith("application/javascript")
+    assert "export function pixelMapping" in module.text
+    assert requests.get(f"{url}/ohif/sam2med/nope.js", timeout=30).status_code == 404
+    assert requests.get(f"{url}/ohif/index.html", timeout=30).status_code == 200  # the rest of OHIF as shipped
+
+    grid = requests.get(f"{url}/sam2med/grid", params={"image": "mr"}, timeout=60).json()
+    mr = sitk.ReadImage(str(server["studies"] / "mr.nii.gz"))
+    assert grid["shape"] == list(mr.GetSize()) and np.allclose(grid["spacing"], mr.GetSpacing())
+    assert np.allclose(grid["origin"], mr.GetOrigin()) and np.allclose(grid["direction"], mr.GetDirection())
+    missing = requests.get(f"{url}/sam2med/grid", params={"image": "nope"}, timeout=30)
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"] and str(server["root"]) not in missing.text
+
+    progress_id = "pytest-progress-0001"
+    with open(server["ct_seed"], "rb") as seed:
+        answer = requests.post(f"{url}/infer/sam2_propagate", params={"image": "ct", "output": "json"},
+                               data={"params": json.dumps({"slice_range": list(CT_RANGE), "progress_id": progress_id})},
+                               files={"label": ("seed.nii.gz", seed)}, timeout=600)
+    assert answer.status_code == 200, answer.text
+    progress = requests.get(f"{url}/sam2med/progress/{progress_id}", timeout=30).json()
+    slices = CT_RANGE[1] - CT_RANGE[0] + 1
+    assert {k: progress[k] for k in ("stage", "done", "total")} == {"stage": "done", "done": slices, "total": slices}
+    assert requests.get(f"{url}/sam2med/progress/pytest-unknown-01", timeout=30).status_code == 404
+    bad = requests.get(f"{url}/sam2med/progress/bad", timeout=30)
+    assert 400 <= bad.status_code < 500 and "progress_id" in bad.json()["detail"]
