@@ -139,7 +139,7 @@ BAD: dict[str, Bad] = {
     "unknown-task": Bad("POST", "/infer/no_such_task", 404, "no_such_task", {"image": "ct"}, {}),
     # issue 16.5: values that answered 500
     "slice-range-bool": Bad("POST", PROPAGATE, 422, "two slice indices", {"image": "ct"}, {"slice_range": True}, SEED),
-    "slice-range-object": Bad("POST", PROPAGATE, 422, "two slice indices", {"image": "ct"}, {"slice_range": {"a": 1}},
+    "slice-range-object": Bad("POST", PROPAGATE, 422, "per-label range for 'a'", {"image": "ct"}, {"slice_range": {"a": 1}},
                               SEED),
     "window-nan-text": Bad("POST", PROPAGATE, 422, "unknown window", {"image": "ct"}, {"window": "nan,400"}, SEED),
     "window-nan-json": Bad("POST", PROPAGATE, 400, "non-finite number NaN", {"image": "ct"}, raw_params='{"window": NaN}'),

@@ -25,6 +25,7 @@ from sam2med.monailabel.params import (
     describe_labels,
     parse_points,
     parse_propagate,
+    parse_seed_tag,
     parse_slice_range,
 )
 from sam2med.monailabel.results import load_seed, write_result
@@ -67,6 +68,12 @@ class _Sam2Task(InferTask):
 
     def is_valid(self) -> bool:
         return True
+
+    @staticmethod
+    def _check_result_tag(request: Dict[str, Any]) -> None:
+        """A result tag MONAI Label would refuse after the run is refused before it (nothing run, nothing kept)."""
+        if request.get("label_tag") not in (None, ""):
+            parse_seed_tag(request["label_tag"], "label_tag")
 
     def _propagate(self, request: Dict[str, Any], image: Volume, seeds: Any, slice_range: Any, window: Any,
                    **options: Any) -> PropagationResult:
@@ -133,6 +140,7 @@ class Sam2PropagateTask(_Sam2Task):
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_propagate(request, self.label_names)
+        self._check_result_tag(request)
         check_model(params.sam2_model, self.engine.model_name)
         image = load_volume(request["image"])
         seed_source, seed, seed_file = self._seed(request, image, params.seed_tag)
@@ -176,6 +184,7 @@ class Sam2PointsTask(_Sam2Task):
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_points(request, self.label_names)
+        self._check_result_tag(request)
         check_model(params.sam2_model, self.engine.model_name)
         image = load_volume(request["image"])
         seeds = click_seeds(params, image.grid)
