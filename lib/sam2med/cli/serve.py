@@ -101,8 +101,12 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--dicomweb {args.dicomweb!r}: give the DICOMweb root URL, e.g. http://127.0.0.1:8042/dicom-web")
     check_model_arguments(args)
     studies = _studies(args.dicomweb or args.studies)
-    model = choose_model(args.model, args.checkpoint).model
-    checkpoint = resolve_checkpoint(model, args.checkpoint, download=True)  # fail before the server starts
+    conf = dict(args.conf)  # --conf model / checkpoint name the model as --model / --checkpoint do
+    if args.model and conf.get("model") not in (None, "", args.model):
+        raise InputError(f"--model {args.model} and --conf model {conf['model']} disagree: give one")
+    checkpoint = args.checkpoint or conf.get("checkpoint") or None
+    model = choose_model(args.model or conf.get("model") or None, checkpoint).model
+    checkpoint = resolve_checkpoint(model, checkpoint, download=True)  # fail before the server starts
     _warn_if_exposed(args.host)
     logger.info("MONAI Label on http://%s:%d (OHIF at /ohif/), studies %s, model %s from %s",
                 args.host, args.port, studies, model, checkpoint)
