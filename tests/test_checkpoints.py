@@ -37,24 +37,29 @@ def file_server(tmp_path):
     server.shutdown()
 
 
-def test_download_verifies_and_writes_atomically(tmp_path, monkeypatch, file_server, random_checkpoint):
+@pytest.fixture
+def served_cache(tmp_path, monkeypatch, file_server):
+    """The loopback server standing in for both download hosts (SAM2.1, MedSAM2), and a cache folder to fill."""
     root, url = file_server
-    (root / "sam2.1_hiera_tiny.pt").write_bytes(random_checkpoint.read_bytes())
     monkeypatch.setattr(checkpoints, "OFFICIAL_BASE_URL", url)
+    monkeypatch.setattr(checkpoints, "MEDSAM2_BASE_URL", url)
     cache = tmp_path / "cache"
     monkeypatch.setenv(checkpoints.CACHE_ENV, str(cache))
+    return root, url, cache
+
+
+def test_download_verifies_and_writes_atomically(served_cache, random_checkpoint):
+    root, _, cache = served_cache
+    (root / "sam2.1_hiera_tiny.pt").write_bytes(random_checkpoint.read_bytes())
     path = resolve_checkpoint("tiny")
     assert path == cache / "sam2.1_hiera_tiny.pt"
     assert path.read_bytes() == random_checkpoint.read_bytes()
     assert sorted(p.name for p in cache.iterdir()) == ["sam2.1_hiera_tiny.pt"]
 
 
-def test_corrupt_download_leaves_no_file(tmp_path, monkeypatch, file_server):
-    root, url = file_server
+def test_corrupt_download_leaves_no_file(served_cache):
+    root, _, cache = served_cache
     (root / "sam2.1_hiera_small.pt").write_bytes(b"<html>not a checkpoint</html>")
-    monkeypatch.setattr(checkpoints, "OFFICIAL_BASE_URL", url)
-    cache = tmp_path / "cache"
-    monkeypatch.setenv(checkpoints.CACHE_ENV, str(cache))
     with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
         resolve_checkpoint("small")
     assert list(cache.iterdir()) == []
@@ -173,12 +178,9 @@ def test_registry_file_name_with_another_model_name_fails(tmp_path):
         checkpoints.choose_model("medsam2", medsam2)
 
 
-def test_medsam2_download_and_offline_message(tmp_path, monkeypatch, file_server, medsam2_checkpoint):
-    root, url = file_server
+def test_medsam2_download_and_offline_message(served_cache, medsam2_checkpoint):
+    root, url, cache = served_cache
     (root / "MedSAM2_latest.pt").write_bytes(medsam2_checkpoint.read_bytes())
-    monkeypatch.setattr(checkpoints, "MEDSAM2_BASE_URL", url)
-    cache = tmp_path / "cache"
-    monkeypatch.setenv(checkpoints.CACHE_ENV, str(cache))
     assert resolve_checkpoint("medsam2") == cache / "MedSAM2_latest.pt"
     assert (cache / "MedSAM2_latest.pt").read_bytes() == medsam2_checkpoint.read_bytes()
     with pytest.raises(CheckpointError) as caught:  # not served: the same clear offline message as for SAM2.1
