@@ -188,5 +188,6 @@ def test_medsam2_download_and_offline_message(served_cache, medsam2_checkpoint):
     message = str(caught.value)
     assert message.startswith(f"cannot download the MedSAM2 'medsam2-us-heart' checkpoint")
     assert f"download {url}/MedSAM2_US_Heart.pt and save it as {cache / 'MedSAM2_US_Heart.pt'}" in message
-    assert "--model medsam2-us-heart --random-weights checkpoints/MedSAM2_US_Heart.RANDOM-WEIGHTS.pt" in message
+    assert ("--model medsam2-us-heart --random-weights checkpoints/MedSAM2_US_Heart.RANDOM-WEIGHTS.pt, then pass "
+            "--model medsam2-us-heart --checkpoint checkpoints/MedSAM2_US_Heart.RANDOM-WEIGHTS.pt") in message
     assert "\n" not in message and sorted(p.name for p in cache.iterdir()) == ["MedSAM2_latest.pt"]

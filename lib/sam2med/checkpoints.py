@@ -177,7 +177,7 @@ def random_weights_hint(model: str) -> str:
     """How to try the plumbing without the official weights, said in every missing-checkpoint message."""
     path = f"checkpoints/{model_spec(model).filename[:-3]}.RANDOM-WEIGHTS.pt"
     return (f"; to try the installation without them (RANDOM weights: geometry and speed only, no segmentation quality): "
-            f"python main.py download --model {model} --random-weights {path}, then pass --checkpoint {path}")
+            f"python main.py download --model {model} --random-weights {path}, then pass --model {model} --checkpoint {path}")
 
 
 def cache_dir() -> Path:
