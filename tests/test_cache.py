@@ -120,12 +120,12 @@ def test_concurrent_requests_on_one_volume_encode_each_slice_once(monkeypatch):
     from sam2med.engine import propagator as propagator_module
     from sam2med.geometry import Axis, Grid
     from sam2med.io import Volume
-    from sam2med.windowing import Window
+    from sam2med.windowing import PREPROCESSING, Window
 
     encoded: list[float] = []  # mean value of each slice the fake encoder saw
     lock = threading.Lock()
 
-    def fake_encode(tracker, stack, indices, batch_size, compute_dtype=None):
+    def fake_encode(tracker, stack, indices, batch_size, compute_dtype=None, resize="bilinear"):
         """Stands in for the SAM2 image encoder: records each slice it encodes, a little slowly."""
         for i in indices:
             time.sleep(0.01)
@@ -139,6 +139,7 @@ def test_concurrent_requests_on_one_volume_encode_each_slice_once(monkeypatch):
     prop.tracker = None
     prop.batch_size = 1
     prop.compute_dtype = torch.float32
+    prop.preprocessing = PREPROCESSING["sam2"]
     prop._model_key = "fake"
 
     array = np.stack([np.full((4, 5), 100.0 * z, dtype=np.float32) for z in range(8)], axis=-1)  # (x, y, z)
