@@ -50,6 +50,11 @@ def test_range_volume_end_and_bound_reasons():
     at_end.close()
     assert at_end.directions["forward"].to_json() == {"reason": VOLUME_END, "stopped_at": 29, "last_present": 29}
     assert at_end.active(28) and at_end.direction_of(28) is None  # between seeds: never counted
+    # another label's first seed (10) below this label's own range (20..29): its backward end is its range's start
+    inside = LabelStops.start([25, 10], 20, 29, 30, AutoRange())
+    assert not inside.active(19) and inside.active(20) and inside.direction_of(20) is None
+    inside.close()
+    assert inside.directions["backward"].to_json() == {"reason": RANGE_END, "stopped_at": 20, "last_present": 20}
 
 
 def test_auto_range_and_memory_options_are_checked():

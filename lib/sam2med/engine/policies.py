@@ -79,7 +79,7 @@ class LabelStops:
 
     @classmethod
     def start(cls, seed_slices: Sequence[int], low: int, high: int, num_slices: int, rule: AutoRange) -> "LabelStops":
-        seed_low, seed_high = min(seed_slices), max(seed_slices)
+        seed_low, seed_high = max(min(seed_slices), low), max(seed_slices)  # seed_slices may hold another label's first seed
         low_reason = VOLUME_END if low == 0 else RANGE_END
         high_reason = VOLUME_END if high == num_slices - 1 else RANGE_END
         if rule.max_slices is not None:
