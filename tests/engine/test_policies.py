@@ -193,9 +193,9 @@ def test_default_tracking_is_sams_own_propagation(ct, propagator):
     rng = SliceRange(mid - 2, mid + 3)
     seed = seed_on_slice(truth.array, Axis.AXIAL, mid, [5])
     seeds = seeds_from_label(seed, truth.grid, image.grid, Axis.AXIAL, rng)
-    ours = to_slices(propagator.propagate(image, seeds, rng, window="liver").label, Axis.AXIAL)
+    ours = to_slices(propagator.propagate(image, seeds, rng, window="50,390").label, Axis.AXIAL)
 
-    window = propagator._window(image, "liver")
+    window = propagator._window(image, "50,390")
     with propagator.cache.use(propagator._cache_key(image, Axis.AXIAL, window)) as features:
         height, width = to_slices(image.array, Axis.AXIAL).shape[1:]
         state = new_tracking_state(features, list(rng.indices), height, width, propagator.device)

@@ -173,6 +173,13 @@ def test_auto_range_and_selective_memory(client, server):
             "reason": "bound_reached", "stopped_at": CT_SLICE + 2,
             "last_present": params["labels"][value]["auto_range"]["forward"]["last_present"]}
         assert params["labels"][value]["auto_range"]["backward"]["stopped_at"] == CT_SLICE - 2
+    clicks = {"foreground": [[40, 50, CT_SLICE]], "slice_range": "auto", "max_slices": 1, "absent_slices": 50, "min_object_score": 0}
+    out, params = client.infer("sam2_points", "ct", clicks)
+    label, _ = _read_xyz(out)
+    assert not label[..., : CT_SLICE - 1].any() and not label[..., CT_SLICE + 2 :].any()
+    assert params["slice_range"] == [CT_SLICE - 1, CT_SLICE + 1] and "memory" not in params
+    assert {d: v["reason"] for d, v in params["labels"]["1"]["auto_range"].items()} == {"forward": "bound_reached",
+                                                                                        "backward": "bound_reached"}
     for options, text in (({"absent_slices": 3}, 'applies to slice_range "auto" only'),
                           ({"memory": "oldest"}, "memory must be one of recent, selective"),
                           ({"slice_range": "auto", "max_slices": "two"}, "max_slices must be a whole number")):
