@@ -32,6 +32,14 @@ def random_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def medsam2_checkpoint(tmp_path_factory) -> Path:
+    """MedSAM2's architecture (SAM2.1-tiny at 512 px) with RANDOM weights, under MedSAM2's own file name."""
+    from sam2med.cli.download import save_random_checkpoint
+
+    return save_random_checkpoint("medsam2", tmp_path_factory.mktemp("medsam2") / "MedSAM2_latest.pt")
+
+
+@pytest.fixture(scope="session")
 def propagator(random_checkpoint):
     from sam2med.engine import Propagator
 

@@ -130,8 +130,9 @@ def build_stock_predictor(model: str, checkpoint: Path, device: torch.device, im
     from sam2.build_sam import build_sam2_video_predictor
 
     from sam2med.checkpoints import model_spec
+    from sam2med.engine.model import size_overrides
 
-    overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
+    overrides = size_overrides(int(image_size)) if image_size else []
     predictor = build_sam2_video_predictor(model_spec(model).config, ckpt_path=str(checkpoint), device=str(device),
                                            hydra_overrides_extra=overrides)
     if device.type == "cuda":  # as MONAI Label's Sam2InferTask does on Ampere and later
@@ -241,7 +242,7 @@ def run_bench(
                             cache_bytes=cache_bytes, precision=precision)
     dev = propagator.device
     load_s = time.perf_counter() - start
-    stock_predictor = build_stock_predictor(propagator.model_name, propagator.checkpoint, dev, image_size) if stock else None
+    stock_predictor = build_stock_predictor(propagator.model_name, propagator.checkpoint, dev, propagator.image_size) if stock else None
     n = len(rng)
     log(f"bench: {n} slices {rng} ({axis_.name.lower()}), labels {seeds.labels}, {propagator.model_name} at "
         f"{propagator.image_size} px on {dev} ({propagator.precision}), {repeat} repeat(s)")

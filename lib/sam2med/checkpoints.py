@@ -1,7 +1,13 @@
-"""SAM2.1 checkpoints: the official names and URLs, a local cache, download and verification."""
+"""The model registry (SAM2.1 and MedSAM2), fine-tuned checkpoints' sidecars, a local cache, download and verification.
+
+Every model sam2med can run is one `ModelSpec` in `MODELS`: its sam2 config, input size, preprocessing,
+checkpoint file and URL, licence and citation. A fine-tuned checkpoint names its base model in a JSON
+sidecar next to it (`sidecar_path`); `choose_model` turns `--model` / `--checkpoint` into one choice.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import urllib.error
@@ -15,32 +21,62 @@ from sam2med.errors import CheckpointError
 logger = logging.getLogger(__name__)
 
 OFFICIAL_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
+MEDSAM2_BASE_URL = "https://huggingface.co/wanglab/MedSAM2/resolve/main"
 CACHE_ENV = "SAM2MED_CHECKPOINT_DIR"
+
+SAM2_LICENCE = "Apache-2.0 (facebookresearch/sam2)"
+SAM2_CITATION = "Ravi et al., SAM 2: Segment Anything in Images and Videos, ICLR 2025"
+MEDSAM2_LICENCE = "Apache-2.0 (bowang-lab/MedSAM2)"
+MEDSAM2_CITATION = ("Ma et al., MedSAM2: Segment Anything in 3D Medical Images and Videos, arXiv:2504.03600 (2025); "
+                    "cite SAM 2 too")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One official SAM2.1 model: its sam2 config and checkpoint file."""
+    """One model of the registry: architecture (sam2 config + input size), preprocessing, weights file, terms."""
 
     name: str
     config: str  # name inside the sam2 package's hydra config module
     filename: str
+    family: str = "SAM2.1"  # "SAM2.1" (Meta's weights) or "MedSAM2" (fine-tuned for medical images)
+    input_size: int = 1024  # the size the weights were trained at; the memory attention's RoPE grid is input_size / 16
+    preprocessing: str = "sam2"  # a key of sam2med.windowing.PREPROCESSING
+    purpose: str = ""
+    licence: str = SAM2_LICENCE
+    citation: str = SAM2_CITATION
 
     @property
     def url(self) -> str:
-        return f"{OFFICIAL_BASE_URL}/{self.filename}"
+        base = MEDSAM2_BASE_URL if self.family == "MedSAM2" else OFFICIAL_BASE_URL
+        return f"{base}/{self.filename}"
 
+    @property
+    def title(self) -> str:
+        """How messages and provenance name it, e.g. "SAM2.1 tiny", "MedSAM2 medsam2-ct-lesion"."""
+        return f"{self.family} {self.name}"
+
+
+_TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
+_MEDSAM2 = dict(family="MedSAM2", input_size=512, preprocessing="medsam2", licence=MEDSAM2_LICENCE, citation=MEDSAM2_CITATION)
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("tiny", "configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt"),
-        ModelSpec("small", "configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt"),
-        ModelSpec("base_plus", "configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt"),
-        ModelSpec("large", "configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt"),
+        ModelSpec("tiny", _TINY, "sam2.1_hiera_tiny.pt", purpose="general, fastest SAM2.1 (natural images and video)"),
+        ModelSpec("small", "configs/sam2.1/sam2.1_hiera_s.yaml", "sam2.1_hiera_small.pt", purpose="general SAM2.1, a little more accurate"),
+        ModelSpec("base_plus", "configs/sam2.1/sam2.1_hiera_b+.yaml", "sam2.1_hiera_base_plus.pt", purpose="general SAM2.1, larger"),
+        ModelSpec("large", "configs/sam2.1/sam2.1_hiera_l.yaml", "sam2.1_hiera_large.pt", purpose="general SAM2.1, largest and slowest"),
+        # MedSAM2: SAM2.1-tiny fine-tuned on medical 3D images and videos; their sam2.1_hiera_t512.yaml is
+        # sam2.1_hiera_t.yaml at image_size 512 with the memory attention's RoPE feat_sizes [32, 32].
+        ModelSpec("medsam2", _TINY, "MedSAM2_latest.pt", purpose="medical 3D images and videos, latest (recommended by MedSAM2)", **_MEDSAM2),
+        ModelSpec("medsam2-ct-lesion", _TINY, "MedSAM2_CTLesion.pt", purpose="CT lesions (fine-tuned)", **_MEDSAM2),
+        ModelSpec("medsam2-mri-liver-lesion", _TINY, "MedSAM2_MRI_LiverLesion.pt", purpose="liver lesions in MRI (fine-tuned)", **_MEDSAM2),
+        ModelSpec("medsam2-us-heart", _TINY, "MedSAM2_US_Heart.pt", purpose="heart in ultrasound video (fine-tuned)", **_MEDSAM2),
+        ModelSpec("medsam2-2411", _TINY, "MedSAM2_2411.pt", purpose="base model of Nov 2024", **_MEDSAM2),
     )
 }
 DEFAULT_MODEL = "tiny"
+SIDECAR_SUFFIX = ".json"
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -50,20 +86,98 @@ def model_spec(name: str) -> ModelSpec:
         raise CheckpointError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
 
 
+def _registry_model(path: str | os.PathLike) -> str | None:
+    """The model whose registry file name `path` carries, if any."""
+    return next((spec.name for spec in MODELS.values() if Path(path).name == spec.filename), None)
+
+
 def model_for_checkpoint(path: str | os.PathLike | None, default: str = DEFAULT_MODEL) -> str:
-    """The model whose official file name `path` carries, else `default`."""
-    if path is not None:
-        for spec in MODELS.values():
-            if Path(path).name == spec.filename:
-                return spec.name
-    return default
+    """The model of `path`: its sidecar's base model, else the model whose file name it carries, else `default`."""
+    if path is None:
+        return default
+    sidecar = read_sidecar(path)
+    if sidecar is not None:
+        return sidecar.base_model
+    return _registry_model(path) or default
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """What a fine-tuned checkpoint's sidecar says: its base model (a registry name) and input size; the rest kept as is."""
+
+    base_model: str
+    image_size: int
+    extra: dict
+
+
+def sidecar_path(checkpoint: str | os.PathLike) -> Path:
+    """The sidecar of a checkpoint: its full file name plus ".json", next to it (my_ft.pt -> my_ft.pt.json)."""
+    path = Path(checkpoint)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def read_sidecar(checkpoint: str | os.PathLike) -> Sidecar | None:
+    """The sidecar of `checkpoint`, None without one; a malformed sidecar is a one-line `CheckpointError`.
+
+    Required keys: "base_model" (a name of `MODELS`: the architecture and preprocessing) and "image_size"
+    (the input size it was trained at: a multiple of 32, at least 128). Other keys (base checkpoint and its
+    sha256, steps, mode, ...) are kept in `extra` and not interpreted here.
+    """
+    path = sidecar_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path.name}: not a readable JSON sidecar ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path.name}: the sidecar must be a JSON object with base_model and image_size")
+    base, size = data.get("base_model"), data.get("image_size")
+    if base not in MODELS:
+        raise CheckpointError(f"{path.name}: base_model {base!r} is not a known model (one of {', '.join(MODELS)})")
+    if isinstance(size, bool) or not isinstance(size, int) or size % 32 or size < 128:
+        raise CheckpointError(f"{path.name}: image_size must be an integer multiple of 32, at least 128, got {size!r}")
+    return Sidecar(base, size, {k: v for k, v in data.items() if k not in ("base_model", "image_size")})
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model to build for a checkpoint: registry name, input size, and the sidecar that said so (if any)."""
+
+    model: str
+    image_size: int
+    sidecar: Sidecar | None = None
+
+    @property
+    def spec(self) -> ModelSpec:
+        return MODELS[self.model]
+
+
+def choose_model(model: str | None, checkpoint: str | os.PathLike | None, image_size: int | None = None) -> ModelChoice:
+    """Resolve `--model` / `--checkpoint` / `--image-size` into one model, failing on contradictions.
+
+    A checkpoint with a sidecar is its base model at its trained size; a registry file name (e.g.
+    MedSAM2_latest.pt) is that model; `model` naming another model than either is an error. The input
+    size is `image_size` when given, else the sidecar's, else the model's own.
+    """
+    if model is not None:
+        model_spec(model)
+    sidecar = read_sidecar(checkpoint) if checkpoint is not None else None
+    named = sidecar.base_model if sidecar else (_registry_model(checkpoint) if checkpoint is not None else None)
+    if model is not None and named is not None and model != named:
+        source = f"its sidecar {sidecar_path(checkpoint).name} names" if sidecar else "its file name is that of"
+        raise CheckpointError(f"checkpoint {Path(checkpoint).name} is a '{named}' model ({source} '{named}'), "
+                              f"not '{model}': drop --model or give the matching name")
+    chosen = model or named or DEFAULT_MODEL
+    size = image_size or (sidecar.image_size if sidecar else MODELS[chosen].input_size)
+    return ModelChoice(chosen, int(size), sidecar)
 
 
 def random_weights_hint(model: str) -> str:
     """How to try the plumbing without the official weights, said in every missing-checkpoint message."""
     path = f"checkpoints/{model_spec(model).filename[:-3]}.RANDOM-WEIGHTS.pt"
     return (f"; to try the installation without them (RANDOM weights: geometry and speed only, no segmentation quality): "
-            f"python main.py download --model {model} --random-weights {path}, then pass --checkpoint {path}")
+            f"python main.py download --model {model} --random-weights {path}, then pass --model {model} --checkpoint {path}")
 
 
 def cache_dir() -> Path:
@@ -84,7 +198,7 @@ def verify_checkpoint(path: Path) -> None:
 
 
 def download_checkpoint(spec: ModelSpec, destination: Path, timeout_s: float = 30.0) -> Path:
-    """Download `spec`'s official checkpoint to `destination` with a progress bar, atomically."""
+    """Download `spec`'s published checkpoint to `destination` with a progress bar, atomically."""
     from tqdm import tqdm
 
     from sam2med.progress import on_terminal
@@ -104,7 +218,7 @@ def download_checkpoint(spec: ModelSpec, destination: Path, timeout_s: float = 3
     except (urllib.error.URLError, TimeoutError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise CheckpointError(
-            f"cannot download the SAM2.1 '{spec.name}' checkpoint ({reason}): download {spec.url} "
+            f"cannot download the {spec.family} '{spec.name}' checkpoint ({reason}): download {spec.url} "
             f"and save it as {destination}, or pass --checkpoint PATH" + random_weights_hint(spec.name)
         ) from None
     finally:
@@ -113,7 +227,7 @@ def download_checkpoint(spec: ModelSpec, destination: Path, timeout_s: float = 3
 
 
 def resolve_checkpoint(model: str, checkpoint: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """The checkpoint file to load: `checkpoint` when given, else the cached official file (downloaded if absent)."""
+    """The checkpoint file to load: `checkpoint` when given, else the cached published file (downloaded if absent)."""
     spec = model_spec(model)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
@@ -124,6 +238,6 @@ def resolve_checkpoint(model: str, checkpoint: str | os.PathLike | None = None, 
     if path.is_file():
         return path
     if not download:
-        raise CheckpointError(f"no SAM2.1 '{model}' checkpoint at {path}: download {spec.url} and save it there, "
+        raise CheckpointError(f"no {spec.family} '{model}' checkpoint at {path}: download {spec.url} and save it there, "
                               f"or pass --checkpoint PATH" + random_weights_hint(model))
     return download_checkpoint(spec, path)

@@ -73,9 +73,12 @@ def versions() -> dict:
 
 
 def model_provenance(propagator) -> dict:
-    """The model, its checkpoint file and hash, whether its weights are random, input size, device, precision."""
+    """The model (title and registry name), its checkpoint file and hash, whether its weights are random, input size,
+    preprocessing, device, precision."""
     return {
-        "model": f"SAM2.1 {propagator.model_name}",
+        "model": propagator.model_title,
+        "model_name": propagator.model_name,
+        "preprocessing": propagator.preprocessing.name,
         "checkpoint": describe_file(propagator.checkpoint),
         "random_weights": has_random_weights(propagator.checkpoint),
         "input_size": propagator.image_size,

@@ -93,6 +93,10 @@ PAINTED_BY_Z = """() => {
 }"""
 
 
+PROBE_POINTS = """() => window.sam2med.libs.cornerstoneTools.annotation.state.getAllAnnotations()
+  .filter(a => a.metadata.toolName === 'ProbeMONAILabel').length"""
+
+
 def _changed_pixels(before: bytes, after: bytes) -> float:
     """The share of a viewport's pixels that changed visibly between two screenshots (an overlay appeared)."""
     from PIL import Image
@@ -192,3 +196,50 @@ def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed)
     results = [d for d in descriptions if d.startswith("sam2med result")]
     assert len(results) == 2 and len(set(results)) == 2 and "sam2med label" in descriptions, descriptions
     assert any(f" {RANGE[0]}-{RANGE[1]} " in d for d in results), results  # named by label, range and time
+
+
+def test_point_prompts_reach_the_server_at_the_clicked_position(server, orthanc):
+    """The bundled Point Prompts panel: a click on the slice at patient z arrives as the server slice at that z."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from e2e.test_ohif_sam2med import _scroll_to_z
+
+    clicked_z = -784.5
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})
+            context.add_cookies([{"name": "MONAILABEL_SERVER_URL", "value": f"{server}/", "url": server}])
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{server}/ohif/monai-label?StudyInstanceUIDs={orthanc['study']}")
+            viewport = page.locator(".cornerstone-viewport-element").first
+            expect(viewport).to_be_visible(timeout=90_000)
+            time.sleep(5)
+            hide = page.get_by_text("Confirm and Hide")
+            if hide.is_visible():
+                hide.click()
+            page.locator("#monailabelServerURL").locator("xpath=../..").locator("button").click()
+            page.get_by_text("Point Prompts").click()
+            page.locator(".modelSelector select.selectBox").nth(1).select_option("sam2_points")
+            page.locator("tr.clickable-row").nth(1).click()  # the first label (row 0 is background)
+            time.sleep(1)
+            _scroll_to_z(page, viewport, clicked_z)
+            box = viewport.bounding_box()
+            for _ in range(5):  # the probe tool becomes active a moment after the label is chosen
+                page.mouse.click(box["x"] + 0.36 * box["width"], box["y"] + 0.55 * box["height"])
+                time.sleep(1)
+                if page.evaluate(PROBE_POINTS) > 0:
+                    break
+            assert page.evaluate(PROBE_POINTS) > 0, "the click did not add a point"
+            with page.expect_response(lambda r: "/infer/sam2_points" in r.url, timeout=300_000) as answer:
+                page.locator(".modelSelector button.actionButton").nth(1).click()
+            assert answer.value.status == 200, answer.value.text()[:300]
+            sent = answer.value.request.post_data
+            page.screenshot(path=ARTIFACTS / "05-point-prompts.png")
+        finally:
+            browser.close()
+    params = json.loads(sent.split('name="params"\r\n\r\n', 1)[1].split("\r\n--", 1)[0])
+    grid = _get_json(f"{server}/sam2med/grid?image={orthanc['series']}")
+    z_of = lambda k: round(grid["origin"][2] + k * grid["spacing"][2] * grid["direction"][8], 3)  # noqa: E731
+    assert params["foreground"] and all(z_of(k) == clicked_z for _, _, k in params["foreground"]), params

@@ -71,21 +71,24 @@ def _open(page, server: str, study: str, series: str | None = None):
     return viewport
 
 
+SHOWN_Z = """() => { const v = window.sam2med.activeViewport().viewport;
+    return window.cornerstone.metaData.get('imagePlaneModule', v.getImageIds()[v.getCurrentImageIdIndex()]).imagePositionPatient[2]; }"""
+
+
 def _scroll_to_z(page, viewport, z: float) -> None:
-    """Scroll the stack with the mouse wheel until the image at patient z is shown."""
+    """Scroll with the mouse wheel until the image at patient z is shown. Which way a wheel step moves depends on
+    the viewport (a stack steps through its list, a volume along the camera), so the direction is learnt."""
     box = viewport.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    delta = 100
     for _ in range(60):
-        current = page.evaluate("() => window.sam2med.activeViewport().viewport.getCamera().focalPoint[2]")
-        if abs(current - z) < 0.01:
+        before = page.evaluate(SHOWN_Z)
+        if abs(before - z) < 0.01:
             return
-        # the stack runs against or along z depending on the series; one wheel step is one image
-        index = page.evaluate("() => window.sam2med.activeViewport().viewport.getCurrentImageIdIndex()")
-        step_z = page.evaluate("""(i) => { const v = window.sam2med.activeViewport().viewport; const ids = v.getImageIds();
-            const zi = (k) => window.cornerstone.metaData.get('imagePlaneModule', ids[k]).imagePositionPatient[2];
-            return i + 1 < ids.length ? zi(i + 1) - zi(i) : zi(i) - zi(i - 1); }""", index)
-        page.mouse.wheel(0, 100 if (z - current) * step_z > 0 else -100)
+        page.mouse.wheel(0, delta)
         time.sleep(0.3)
+        if abs(page.evaluate(SHOWN_Z) - z) > abs(before - z):
+            delta = -delta
     pytest.fail(f"could not scroll to z={z}")
 
 

@@ -9,7 +9,7 @@ import sys
 
 from sam2med.errors import Sam2MedError
 
-SUBCOMMANDS = ("propagate", "serve", "evaluate", "bench", "download", "samples")
+SUBCOMMANDS = ("propagate", "serve", "evaluate", "bench", "download", "models", "samples")
 
 DESCRIPTION = """\
 sam2med: SAM2.1 propagation of seed masks through 3D medical images.
@@ -21,6 +21,7 @@ on the image's own grid.
 typical session:
   python main.py samples                                 # build sample-datasets/ (MNI152 from nilearn)
   python main.py download --model tiny                   # official SAM2.1 weights (needs the network)
+  python main.py models                                  # the models: SAM2.1 sizes, MedSAM2, cached or not
   python main.py propagate IMAGE --seed SEED -o OUT.nii.gz --range 40 80
   python main.py serve                                   # MONAI Label server, OHIF at /ohif/
   python main.py evaluate --images DIR --labels DIR --out RESULTS

@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import argparse
 
-from sam2med.checkpoints import MODELS, model_spec
+from sam2med.checkpoints import MODELS, choose_model
 from sam2med.errors import InputError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=None, metavar="NAME",
-                       help=f"SAM2.1 size ({', '.join(MODELS)}); default: the one named by --checkpoint's file name, else tiny")
+                       help=f"model ({', '.join(MODELS)}; 'python main.py models' says what each is for); default: "
+                            "the base model in --checkpoint's sidecar (a fine-tuned checkpoint), else the one its file name "
+                            "names, else tiny")
     group.add_argument("--checkpoint", metavar="PATH", default=None,
-                       help="local checkpoint file; without it the official one is used from the cache "
-                            "($SAM2MED_CHECKPOINT_DIR or ~/.cache/sam2med/checkpoints), downloaded on first use")
+                       help="local checkpoint file (a fine-tuned one is recognised by its sidecar PATH.json); without it "
+                            "the model's published one is used from the cache ($SAM2MED_CHECKPOINT_DIR or "
+                            "~/.cache/sam2med/checkpoints), downloaded on first use")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     group.add_argument("--image-size", type=int, default=None, metavar="PX",
-                       help="model input size, a multiple of 32 (default: the model's 1024); on a CPU 512 is several "
-                            "times faster, with coarser mask edges")
+                       help="model input size, a multiple of 32 (default: the model's own: 1024 for SAM2.1, 512 for MedSAM2, "
+                            "a fine-tuned checkpoint's from its sidecar); on a CPU 512 is several times faster than 1024, "
+                            "with coarser mask edges")
 
 
 def check_model_arguments(args: argparse.Namespace) -> None:
     """Errors in the model options, found before anything is loaded."""
-    if args.model is not None:
-        model_spec(args.model)
+    choose_model(args.model, args.checkpoint)  # unknown names, or a checkpoint of another model than --model
     if args.image_size is not None and (args.image_size % 32 or args.image_size < 128):
         raise InputError(f"--image-size must be a multiple of 32 and at least 128, got {args.image_size}")
     device = str(args.device).strip().lower()

@@ -1,4 +1,4 @@
-"""`main.py download`: fetch official SAM2.1 checkpoints into the cache, or build a random-weight one."""
+"""`main.py download`: fetch published checkpoints (SAM2.1, MedSAM2) into the cache, or build a random-weight one."""
 
 from __future__ import annotations
 
@@ -12,19 +12,22 @@ from sam2med.provenance import RANDOM_WEIGHTS_KEY
 
 logger = logging.getLogger(__name__)
 
-HELP = "download official SAM2.1 checkpoints (or build a random-weight one for testing)"
+HELP = "download SAM2.1 / MedSAM2 checkpoints (or build a random-weight one for testing)"
 DESCRIPTION = f"""\
-Download the official SAM2.1 checkpoint(s) into the cache folder ({cache_dir()},
+Download published checkpoint(s), SAM2.1 (Meta) or MedSAM2 (Hugging Face wanglab/MedSAM2), into the
+cache folder ({cache_dir()},
 set by $SAM2MED_CHECKPOINT_DIR), written atomically and verified by loading.
 
 Offline? Download the file named below on a machine with network access and copy it into the cache
 folder, or pass --checkpoint PATH to propagate/serve/evaluate/bench.
 
---random-weights PATH builds the real SAM2.1 architecture with random weights and saves it: good for
+--random-weights PATH builds the model's real architecture with random weights and saves it: good for
 checking installation, geometry and speed, useless for segmentation quality.
 
-official files:
-""" + "\n".join(f"  {name:10s} {spec.url}" for name, spec in MODELS.items())
+'python main.py models' lists what each model is for, its input size, licence and citation.
+
+published files:
+""" + "\n".join(f"  {name:25s} {spec.url}" for name, spec in MODELS.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,15 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def save_random_checkpoint(model: str, path: Path) -> Path:
-    """Build SAM2.1 `model` with random weights through sam2's config and builder, and save it atomically."""
+    """Build `model` with random weights through sam2's config and builder (at its input size), and save it atomically."""
     import os
     import uuid
 
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
+    from sam2med.engine.model import size_overrides
+
+    spec = model_spec(model)
     torch.manual_seed(0)
-    predictor = build_sam2_video_predictor(model_spec(model).config, ckpt_path=None, device="cpu")
+    predictor = build_sam2_video_predictor(spec.config, ckpt_path=None, device="cpu", hydra_overrides_extra=size_overrides(spec.input_size))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if len(models) != 1:
             raise CheckpointError("--random-weights takes a single --model")
         path = save_random_checkpoint(models[0], Path(args.random_weights))
-        print(f"{path}: SAM2.1 {models[0]} with RANDOM weights (plumbing and speed only, no segmentation quality)")
+        print(f"{path}: {model_spec(models[0]).title} with RANDOM weights (plumbing and speed only, no segmentation quality)")
         return 0
     for name in models:
         path = resolve_checkpoint(name, None, download=True)

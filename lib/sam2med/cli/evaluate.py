@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     from sam2med.evaluation.propagators import make_propagator
     from sam2med.evaluation.report import summarise, markdown_table, write_results_csv, write_summary
     from sam2med.evaluation.runner import run_evaluation
+    from sam2med.provenance import model_provenance
 
     config = _config(args)
     auto = config.range_spec.kind == "auto"
@@ -194,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
                       for name in dict.fromkeys(args.compare or []) if name != method.name}
 
     results = [t for o in outcomes for t in o.targets]
-    summary = summarise(outcomes, {"propagator": method.name, **config.to_json(),
+    engine = getattr(method, "engine", None)
+    model = {"model": model_provenance(engine)} if engine is not None else {}  # name, input size, checkpoint: runs compare
+    summary = summarise(outcomes, {"propagator": method.name, **model, **config.to_json(),
                                    "images": str(args.images), "labels": str(args.labels)})
     if references:
         summary["references"] = {name: {key: part[key] for key in ("overall", "targets")}
@@ -208,7 +211,6 @@ def run(args: argparse.Namespace) -> int:
         dice = part["overall"]["dice"]
         if dice["mean"] is not None:
             print(f"reference {name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (median {dice['median']:.3f}) over {part['overall']['n']} target(s)")
-    engine = getattr(method, "engine", None)
     advice = cpu_advice(engine.device.type, engine.image_size) if engine is not None else None
     if advice:
         print(advice)

@@ -7,7 +7,7 @@ import ipaddress
 import logging
 from pathlib import Path
 
-from sam2med.checkpoints import DEFAULT_MODEL, model_for_checkpoint, resolve_checkpoint
+from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.cli.common import add_model_arguments, check_model_arguments
 from sam2med.errors import InputError
 
@@ -31,6 +31,7 @@ default, so bind elsewhere only on a trusted network. See docs/server.md for OHI
 examples:
   python main.py samples && python main.py serve                     # http://127.0.0.1:8000/ohif/
   python main.py serve --studies /data/ct --checkpoint sam2.1_hiera_small.pt --device cuda
+  python main.py serve --model medsam2                               # MedSAM2 (python main.py models)
   python main.py serve --studies http://127.0.0.1:8042/dicom-web     # Orthanc's DICOMweb
 """
 
@@ -100,10 +101,14 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--dicomweb {args.dicomweb!r}: give the DICOMweb root URL, e.g. http://127.0.0.1:8042/dicom-web")
     check_model_arguments(args)
     studies = _studies(args.dicomweb or args.studies)
-    model = args.model or model_for_checkpoint(args.checkpoint, DEFAULT_MODEL)
-    checkpoint = resolve_checkpoint(model, args.checkpoint, download=True)  # fail before the server starts
+    conf = dict(args.conf)  # --conf model / checkpoint name the model as --model / --checkpoint do
+    if args.model and conf.get("model") not in (None, "", args.model):
+        raise InputError(f"--model {args.model} and --conf model {conf['model']} disagree: give one")
+    checkpoint = args.checkpoint or conf.get("checkpoint") or None
+    model = choose_model(args.model or conf.get("model") or None, checkpoint).model
+    checkpoint = resolve_checkpoint(model, checkpoint, download=True)  # fail before the server starts
     _warn_if_exposed(args.host)
-    logger.info("MONAI Label on http://%s:%d (OHIF at /ohif/), studies %s, SAM2.1 %s from %s",
+    logger.info("MONAI Label on http://%s:%d (OHIF at /ohif/), studies %s, model %s from %s",
                 args.host, args.port, studies, model, checkpoint)
     start_server(Path(args.app), studies, args.host, args.port, build_conf(args, checkpoint, model), args.max_upload_mb)
     return 0

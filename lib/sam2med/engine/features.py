@@ -16,14 +16,30 @@ IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
 
-def to_model_input(slices_nhw: np.ndarray, image_size: int, device: torch.device) -> torch.Tensor:
-    """(N, H, W) slices in [0, 1] -> (N, 3, S, S) normalised model input on `device`."""
-    images = torch.from_numpy(np.ascontiguousarray(slices_nhw, dtype=np.float32)).to(device)[:, None]  # (N, 1, H, W)
-    downsampling = images.shape[-2] > image_size or images.shape[-1] > image_size
-    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=downsampling)
+def to_model_input(slices_nhw: np.ndarray, image_size: int, device: torch.device, resize: str = "bilinear") -> torch.Tensor:
+    """(N, H, W) slices in [0, 1] -> (N, 3, S, S) normalised model input on `device`.
+
+    `resize` "bicubic" resizes the slices as 8-bit images with PIL's Image.resize (bicubic), the way MedSAM2
+    prepares its input; "bilinear" is sam2med's SAM2.1 input.
+    """
+    if resize == "bicubic":
+        images = torch.from_numpy(_pil_bicubic(slices_nhw, image_size)).to(device)[:, None]  # (N, 1, S, S)
+    else:
+        images = torch.from_numpy(np.ascontiguousarray(slices_nhw, dtype=np.float32)).to(device)[:, None]  # (N, 1, H, W)
+        downsampling = images.shape[-2] > image_size or images.shape[-1] > image_size
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=downsampling)
     mean = torch.tensor(IMAGE_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD, device=device).view(1, 3, 1, 1)
     return (images.expand(-1, 3, -1, -1) - mean) / std
+
+
+def _pil_bicubic(slices_nhw: np.ndarray, image_size: int) -> np.ndarray:
+    """(N, H, W) slices in [0, 1] as uint8 images, resized by PIL (bicubic), back in [0, 1] as (N, S, S) float32."""
+    from PIL import Image
+
+    pixels = np.clip(np.round(np.asarray(slices_nhw, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    resized = [np.asarray(Image.fromarray(p).resize((image_size, image_size), Image.Resampling.BICUBIC)) for p in pixels]
+    return np.stack(resized).astype(np.float32) / np.float32(255.0)
 
 
 @dataclass
@@ -84,10 +100,12 @@ def encode_slices(
     slice_indices: Sequence[int],
     batch_size: int,
     compute_dtype: torch.dtype | None = None,
+    resize: str = "bilinear",
 ) -> Iterator[tuple[int, list[torch.Tensor], list[torch.Tensor]]]:
     """Run the image encoder on slices in batches; yield (slice index, feature levels, positional encodings).
 
     `compute_dtype` bfloat16 runs the encoder under bf16 autocast; None means bf16 on CUDA, float32 elsewhere.
+    `resize` is the model's resize filter (`to_model_input`).
     """
     device = tracker.device
     if compute_dtype is None:
@@ -95,7 +113,7 @@ def encode_slices(
     for start in range(0, len(slice_indices), batch_size):
         batch = list(slice_indices[start : start + batch_size])
         with torch.inference_mode(), autocast_context(device, compute_dtype):
-            images = to_model_input(slices_nhw[batch], tracker.image_size, device)  # (B, 3, S, S)
+            images = to_model_input(slices_nhw[batch], tracker.image_size, device, resize)  # (B, 3, S, S)
             backbone_out = tracker.forward_image(images)
         levels = backbone_out["backbone_fpn"]  # [(B, C_l, H_l, W_l)]
         pos_enc = [p[:1] for p in backbone_out["vision_pos_enc"]]

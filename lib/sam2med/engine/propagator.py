@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from sam2med.cache import CacheKey, FeatureCache, default_budget_bytes
-from sam2med.checkpoints import DEFAULT_MODEL, model_for_checkpoint, resolve_checkpoint
+from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
 from sam2med.engine.policies import (AutoRange, LabelStops, MemoryCandidate, SelectiveMemory, memory_descriptor, parse_memory,
@@ -21,7 +21,7 @@ from sam2med.engine.tracker import SELECTED_MEMORY, new_tracking_state
 from sam2med.geometry import Axis, Grid, from_slices, to_slices
 from sam2med.io import Volume, label_dtype
 from sam2med.prompts import ClickSeeds, SeedMasks, SliceRange
-from sam2med.windowing import Window, guess_modality
+from sam2med.windowing import PREPROCESSING, Window, guess_modality
 
 logger = logging.getLogger(__name__)
 
@@ -182,10 +182,13 @@ class Propagator:
         download: bool = True,
         precision: str = "auto",
     ):
-        self.model_name = model or model_for_checkpoint(checkpoint, DEFAULT_MODEL)
+        choice = choose_model(model, checkpoint, image_size)
+        self.model_name = choice.model
+        self.model_title = choice.spec.title
+        self.preprocessing = PREPROCESSING[choice.spec.preprocessing]
         self.device = resolve_device(device)
         self.checkpoint = resolve_checkpoint(self.model_name, checkpoint, download=download)
-        self.tracker = load_tracker(self.model_name, self.checkpoint, self.device, image_size)
+        self.tracker = load_tracker(self.model_name, self.checkpoint, self.device, choice.image_size)
         self.image_size = int(self.tracker.image_size)
         self.compute_dtype = resolve_precision(precision, self.device)
         self.cache = cache or FeatureCache(cache_bytes or default_budget_bytes(self.device), self.compute_dtype)
@@ -212,7 +215,7 @@ class Propagator:
         return CacheKey(volume=volume.fingerprint(), axis=int(axis), window=window.key, model=self._model_key)
 
     def _window(self, volume: Volume, window: "Window | str | None") -> Window:
-        return Window.parse(window, guess_modality(volume.array, volume.modality))
+        return Window.parse(window, guess_modality(volume.array, volume.modality)).for_model(self.preprocessing)
 
     def _fill(self, features: SliceFeatures, volume: Volume, axis: Axis, window: Window, indices: list[int],
               progress: ProgressFn | None) -> tuple[int, int]:
@@ -223,7 +226,9 @@ class Propagator:
                 bounds = window.bounds(volume.array)
                 slices = to_slices(volume.array, axis)
                 stack = np.stack([window.apply(slices[i], bounds) for i in missing])  # (M, H, W)
-                for done, (slice_index, levels, pos_enc) in enumerate(encode_slices(self.tracker, stack, list(range(len(missing))), self.batch_size, self.compute_dtype), 1):
+                encoded = encode_slices(self.tracker, stack, list(range(len(missing))), self.batch_size, self.compute_dtype,
+                                        self.preprocessing.resize)
+                for done, (slice_index, levels, pos_enc) in enumerate(encoded, 1):
                     features.add(missing[slice_index], levels, pos_enc)
                     if progress:
                         progress(done, len(missing), "encode")

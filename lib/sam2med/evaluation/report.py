@@ -110,11 +110,21 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _model_line(model: dict | None) -> str:
+    """Which model made the predictions (SAM2 runs), so that two runs' summaries say what they compare."""
+    if not model:
+        return ""
+    weights = ", RANDOM weights: no quality meaning" if model.get("random_weights") else ""
+    return (f"Model: {model['model']} at {model['input_size']} px, checkpoint {model['checkpoint']['file']} "
+            f"(sha256 {model['checkpoint']['sha256'][:12]}){weights}.\n\n")
+
+
 def write_summary(summary: dict, out: Path) -> tuple[Path, Path]:
     """summary.json and summary.md (the config, the table, failures) in `out`."""
     config = summary["config"]
     header = (f"# Evaluation: {config.get('propagator')} propagator, protocol {config.get('protocol')}, "
               f"range {config.get('range')}, axis {config.get('axis')}\n\n"
+              + _model_line(config.get("model")) +
               f"Cases: {summary['cases']['total']} ({summary['cases']['evaluated']} evaluated, "
               f"{len(summary['cases']['failed'])} failed). Cells: mean ± std (median) over (case, target) rows.\n\n")
     failures = "".join(f"- {f['case']}" + (f" label {f['label']}" if f.get("label") is not None else "") + f": {f['error']}\n"

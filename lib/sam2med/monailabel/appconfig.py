@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from sam2med.checkpoints import MODELS
-from sam2med.errors import InputError
+from sam2med.checkpoints import MODELS, choose_model
+from sam2med.errors import CheckpointError, InputError
 from sam2med.monailabel.params import parse_bool
 
 logger = logging.getLogger(__name__)
@@ -20,10 +20,11 @@ DEFAULT_MAX_UPLOAD_MB = 512.0
 MAX_UPLOAD_ENV = "SAM2MED_MAX_UPLOAD_MB"  # set by `main.py serve` for the server app
 
 CONF_HELP = {
-    "checkpoint": "SAM2.1 checkpoint file (default: the official one from the cache)",
-    "model": f"SAM2.1 size: {', '.join(MODELS)} (default: from the checkpoint's file name, else tiny)",
+    "checkpoint": "checkpoint file (default: the model's published one from the cache); a fine-tuned one is "
+                  "recognised by its sidecar FILE.json",
+    "model": f"model: {', '.join(MODELS)} (default: the checkpoint's sidecar base model, else from its file name, else tiny)",
     "device": "auto, cpu or cuda",
-    "image_size": "model input size in pixels (default 1024; smaller is faster and coarser)",
+    "image_size": "model input size in pixels (default: the model's own, 1024 SAM2.1, 512 MedSAM2; smaller is faster and coarser)",
     "cache_gb": "feature cache budget in GB (default: half the free GPU memory; on CPU a quarter of RAM, at most 8)",
     "preload": "true: load the model at start (default); false: on the first request",
     "warmup": "encode the next sample's slices in the background: true, false or auto (= on CUDA)",
@@ -107,6 +108,10 @@ class AppConfig:
         model = conf.get("model") or None
         if model is not None and model not in MODELS:
             raise InputError(f"--conf model {model!r}: choose one of {', '.join(MODELS)}")
+        try:
+            choose_model(model, conf.get("checkpoint") or None)  # a checkpoint of another model, a bad sidecar
+        except CheckpointError as err:
+            raise InputError(f"--conf model / checkpoint: {err}") from None
         image_size = conf.get("image_size")
         try:
             image_size = int(image_size) if image_size not in (None, "") else None

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from sam2med.checkpoints import DEFAULT_MODEL, model_for_checkpoint
+from sam2med.checkpoints import choose_model
 from sam2med.engine import Propagator
 from sam2med.monailabel.appconfig import AppConfig
 
@@ -22,7 +22,10 @@ class SharedEngine:
 
     def __init__(self, config: AppConfig):
         self.config = config
-        self.model_name = config.model or model_for_checkpoint(config.checkpoint, DEFAULT_MODEL)
+        choice = choose_model(config.model, config.checkpoint, config.image_size)
+        self.model_name = choice.model
+        self.model_title = choice.spec.title
+        self.image_size = choice.image_size  # known before the model loads: /info/ names it from the start
         self._propagator: Propagator | None = None
         self._lock = threading.Lock()
 
@@ -36,15 +39,15 @@ class SharedEngine:
             with self._lock:
                 if self._propagator is None:
                     start = time.perf_counter()
-                    logger.info("loading SAM2.1 %s (%s) on %s ...", self.model_name, reason, self.config.device)
+                    logger.info("loading %s (%s) on %s ...", self.model_title, reason, self.config.device)
                     self._propagator = Propagator(
                         model=self.model_name,
                         checkpoint=self.config.checkpoint,
                         device=self.config.device,
-                        image_size=self.config.image_size,
+                        image_size=self.image_size,
                         cache_bytes=int(self.config.cache_gb * 1e9) if self.config.cache_gb else None,
                     )
-                    logger.info("SAM2.1 %s ready on %s in %.1fs (input %d px, feature cache %.1f GB); shared by all requests",
-                                self.model_name, self._propagator.device, time.perf_counter() - start, self._propagator.image_size,
+                    logger.info("%s ready on %s in %.1fs (input %d px, feature cache %.1f GB); shared by all requests",
+                                self.model_title, self._propagator.device, time.perf_counter() - start, self._propagator.image_size,
                                 self._propagator.cache.budget_bytes / 1e9)
         return self._propagator

@@ -154,13 +154,14 @@ def parse_label_value(value: Any, label_names: Mapping[str, int], default: int =
     return labels[0]
 
 
-def parse_seed_tag(value: Any) -> str:
+def parse_seed_tag(value: Any, name: str = "seed_tag") -> str:
+    """A datastore label tag (`seed_tag`, or `label_tag` under which a result is saved); empty = `final`."""
     value = first_choice(value)
     if value in (None, ""):
         return DEFAULT_SEED_TAG
     tag = str(value).strip()
     if not _TAG.match(tag):
-        raise PromptError(f"seed_tag {value!r} is not a label tag name (letters, digits, '_', '-', '.')")
+        raise PromptError(f"{name} {value!r} is not a label tag name (letters, digits, '_', '-', '.')")
     return tag
 
 

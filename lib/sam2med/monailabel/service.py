@@ -85,8 +85,8 @@ class AppServices:
         return {name: STRATEGIES[name]() for name in self.config.strategies}
 
     def info(self) -> Dict[str, Any]:
-        return {"model": self.engine.model_name, "loaded": self.engine.loaded, "device": self.config.device,
-                "image_size": self.config.image_size, "warmup": self.warmup is not None}
+        return {"model": self.engine.model_name, "model_title": self.engine.model_title, "loaded": self.engine.loaded,
+                "device": self.config.device, "image_size": self.engine.image_size, "warmup": self.warmup is not None}
 
     def on_start(self) -> None:
         """Put sam2med's routes into the served app; load the model now (conf preload true) or say that the first request will."""
@@ -94,12 +94,12 @@ class AppServices:
 
         install_routes(served_app)
         if not self.config.preload:
-            logger.info("SAM2.1 %s loads lazily, on the first request (--conf preload false)", self.engine.model_name)
+            logger.info("%s loads lazily, on the first request (--conf preload false)", self.engine.model_title)
             return
         try:
             self.engine.get("at start")
         except Exception as err:  # keep serving: requests will answer with the same message
-            logger.error("SAM2.1 %s could not be loaded at start: %s; requests will retry and report it", self.engine.model_name, err)
+            logger.error("%s could not be loaded at start: %s; requests will retry and report it", self.engine.model_title, err)
 
     def guarded_infer(self, request: Dict[str, Any], datastore: Datastore, sessions_root: str | None,
                       infer: Callable[[Dict[str, Any]], Dict[str, Any]]) -> Dict[str, Any]:

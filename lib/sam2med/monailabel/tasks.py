@@ -27,6 +27,7 @@ from sam2med.monailabel.params import (
     parse_points,
     parse_policies,
     parse_propagate,
+    parse_seed_tag,
     parse_slice_range,
 )
 from sam2med.monailabel.results import load_seed, write_result
@@ -70,6 +71,12 @@ class _Sam2Task(InferTask):
 
     def is_valid(self) -> bool:
         return True
+
+    @staticmethod
+    def _check_result_tag(request: Dict[str, Any]) -> None:
+        """A result tag MONAI Label would refuse after the run is refused before it (nothing run, nothing kept)."""
+        if request.get("label_tag") not in (None, ""):
+            parse_seed_tag(request["label_tag"], "label_tag")
 
     def _propagate(self, request: Dict[str, Any], image: Volume, seeds: Any, slice_range: Any, window: Any,
                    **options: Any) -> PropagationResult:
@@ -137,6 +144,7 @@ class Sam2PropagateTask(_Sam2Task):
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_propagate(request, self.label_names)
+        self._check_result_tag(request)
         check_model(params.sam2_model, self.engine.model_name)
         auto = is_auto_range(params.slice_range)
         policies = parse_policies(request, auto)
@@ -184,6 +192,7 @@ class Sam2PointsTask(_Sam2Task):
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_points(request, self.label_names)
+        self._check_result_tag(request)
         check_model(params.sam2_model, self.engine.model_name)
         auto = is_auto_range(params.slice_range)
         policies = parse_policies(request, auto)
