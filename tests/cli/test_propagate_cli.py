@@ -205,3 +205,41 @@ def test_summary_stays_a_few_lines_for_a_long_range():
     assert "liver (value 5)" in lines[0] and "on slices 10-59, 70-309 of 10..309" in lines[0] and "seeds 50" in lines[0]
     assert "(largest: 386 mm2 on slice 309)" in lines[0]
     assert lines[1].endswith("below 0.5: 40-42, 90")
+
+
+def test_range_auto_with_a_bound_and_selective_memory(ct_case, random_checkpoint, tmp_path, capsys):
+    image, seed, z, _ = ct_case
+    out, scores = tmp_path / "out.nii.gz", tmp_path / "scores.json"
+    code = main(["propagate", str(image), "--seed", str(seed), "--range", "auto", "--max-slices", "2", "--absent-slices", "50",
+                 "--min-object-score", "0", "--memory", "selective", "--checkpoint", str(random_checkpoint), "--device", "cpu",
+                 "--image-size", str(TEST_IMAGE_SIZE), "-o", str(out), "--scores", str(scores)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert f"5 slices ({z - 2}..{z + 2}" in printed and f"forward stopped at slice {z + 2} (bound reached)" in printed
+    label = np.asarray(nib.load(str(out)).dataobj)
+    assert not label[..., : z - 2].any() and not label[..., z + 3 :].any()
+    report = json.loads(scores.read_text())
+    assert report["auto_range"] == {"mode": "auto", "absent_slices": 50, "min_object_score": 0.0, "max_slices": 2}
+    assert report["memory"]["policy"] == "selective"
+    for value in ("1", "5"):
+        stops = report["labels"][value]["auto_range"]
+        assert (stops["forward"]["reason"], stops["forward"]["stopped_at"]) == ("bound_reached", z + 2)
+        assert (stops["backward"]["reason"], stops["backward"]["stopped_at"]) == ("bound_reached", z - 2)
+        slices = report["labels"][value]["slices"]
+        assert [s["slice"] for s in slices] == list(range(z - 2, z + 3))
+        assert all("memory_slices" in s for s in slices if not s["seed"])
+
+
+def test_policy_options_are_checked_before_any_work(ct_case, random_checkpoint, tmp_path, capsys):
+    image, seed, z, _ = ct_case
+    out = tmp_path / "out.nii.gz"
+    base = ["propagate", str(image), "--seed", str(seed), "-o", str(out), "--checkpoint", str(tmp_path / "none.pt")]
+    cases = {
+        "--absent-slices applies to --range auto only": base + ["--absent-slices", "3"],
+        "--range auto and --range START END": base + ["--range", "auto", "--range", str(z), str(z + 1)],
+        "at least 1": base + ["--range", "auto", "--absent-slices", "0"],
+        "must lie in 0..1": base + ["--range", "auto", "--min-object-score", "2"],
+    }
+    for expected, argv in cases.items():
+        assert expected in _error_line(capsys, argv), expected
+    assert not out.exists()

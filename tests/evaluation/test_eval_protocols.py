@@ -90,6 +90,7 @@ def test_ranges():
     assert RangeSpec.parse("margin:2").resolve(extent, 14) == SliceRange(1, 11)
     assert RangeSpec.parse("margin:5").resolve(extent, 12) == SliceRange(0, 11)  # clipped to the volume
     assert str(RangeSpec.parse("margin:2")) == "margin:2"
+    assert RangeSpec.parse("auto").resolve(extent, 14) == SliceRange(0, 13) and str(RangeSpec.parse("Auto")) == "auto"
     for bad in ("half", "margin:-1", "margin:x", "truth:3"):
         with pytest.raises(PromptError):
             RangeSpec.parse(bad)

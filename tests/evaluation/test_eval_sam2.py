@@ -45,3 +45,23 @@ def test_sam2_click_protocol_through_the_runner(tmp_path, propagator):
     assert outcome.error is None and [t.label for t in outcome.targets] == [1, 2]
     assert all(t.ok and len(t.slice_range) == SHAPE[2] for t in outcome.targets), [t.error for t in outcome.targets]
     assert outcome.prediction.shape == SHAPE and set(np.unique(outcome.prediction)) <= {0, 1, 2}
+
+
+def test_cli_sam2_range_auto_reports_the_tracked_slices(tmp_path, random_checkpoint, capsys):
+    volume, label = moving_disc_case(shape=(40, 36, 6), slices=(1, 4))
+    write_case(tmp_path / "images", tmp_path / "labels", "tiny", volume, label, image_name="tiny_0000")
+    out = tmp_path / "out"
+    base = ["evaluate", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--label", "1",
+            "--previews", "0", "--out", str(out), "--range", "auto"]
+    code = main(base + ["--propagator", "sam2", "--checkpoint", str(random_checkpoint), "--device", "cpu",
+                        "--image-size", str(TEST_IMAGE_SIZE), "--max-slices", "1", "--absent-slices", "50",
+                        "--min-object-score", "0", "--memory", "selective"])
+    assert code == 0
+    (row,) = list(csv.DictReader(open(out / "results.csv")))
+    seed = int(row["seed_slices"])
+    assert 1 <= seed <= 4  # the disc's slices: the bound stops both directions one slice away, inside the volume
+    assert (int(row["range_start"]), int(row["range_end"]), int(row["slices"])) == (seed - 1, seed + 1, 3)
+    assert json.loads((out / "summary.json").read_text())["config"]["range"] == "auto"
+    capsys.readouterr()
+    assert main(base + ["--propagator", "copy"]) == 2
+    assert "use --propagator sam2" in capsys.readouterr().err

@@ -161,6 +161,32 @@ def test_per_label_ranges(client, server):
     assert status == 422 and "kidney" in json.loads(body)["detail"]
 
 
+def test_auto_range_and_selective_memory(client, server):
+    options = {"slice_range": "auto", "max_slices": "2", "absent_slices": 50, "min_object_score": "0", "memory": "selective"}
+    out, params = client.infer("sam2_propagate", "ct", options, label_in=str(server["ct_seed"]))
+    label, _ = _read_xyz(out)
+    assert not label[..., : CT_SLICE - 2].any() and not label[..., CT_SLICE + 3 :].any()
+    assert params["auto_range"] == {"mode": "auto", "absent_slices": 50, "min_object_score": 0.0, "max_slices": 2}
+    assert params["memory"]["policy"] == "selective" and params["slice_range"] == [CT_SLICE - 2, CT_SLICE + 2]
+    for value in ("1", "5"):
+        assert params["labels"][value]["auto_range"]["forward"] == {
+            "reason": "bound_reached", "stopped_at": CT_SLICE + 2,
+            "last_present": params["labels"][value]["auto_range"]["forward"]["last_present"]}
+        assert params["labels"][value]["auto_range"]["backward"]["stopped_at"] == CT_SLICE - 2
+    clicks = {"foreground": [[40, 50, CT_SLICE]], "slice_range": "auto", "max_slices": 1, "absent_slices": 50, "min_object_score": 0}
+    out, params = client.infer("sam2_points", "ct", clicks)
+    label, _ = _read_xyz(out)
+    assert not label[..., : CT_SLICE - 1].any() and not label[..., CT_SLICE + 2 :].any()
+    assert params["slice_range"] == [CT_SLICE - 1, CT_SLICE + 1] and "memory" not in params
+    assert {d: v["reason"] for d, v in params["labels"]["1"]["auto_range"].items()} == {"forward": "bound_reached",
+                                                                                        "backward": "bound_reached"}
+    for options, text in (({"absent_slices": 3}, 'applies to slice_range "auto" only'),
+                          ({"memory": "oldest"}, "memory must be one of recent, selective"),
+                          ({"slice_range": "auto", "max_slices": "two"}, "max_slices must be a whole number")):
+        status, body = _rejected(client, server, "sam2_propagate", "ct", options, server["ct_seed"])
+        assert status == 422 and text in json.loads(body)["detail"], body
+
+
 def test_save_label_then_infer_with_datastore_seed(client, server, tmp_path):
     saved = client.save_label("ct", str(server["ct_seed"]), tag="final")
     assert saved["label"] == "ct"

@@ -19,6 +19,7 @@ from sam2med.monailabel.params import (
     parse_points,
     parse_propagate,
     parse_seed_tag,
+    parse_policies,
     parse_slice_range,
 )
 from sam2med.monailabel.http import to_http
@@ -235,3 +236,21 @@ def test_unnamed_labels_are_label_n_everywhere(tmp_path):
     assert describe_labels([1, 2, 5], {"liver": 5}) == {"label 1": 1, "label 2": 2, "liver": 5}
     assert parse_label_subset("label 1", config.labels) == [1]
     assert _target_name(7, {5: "liver"}) == "label 7" and _target_name(5, {5: "liver"}) == "liver"
+
+
+def test_policies_default_off_and_auto_options():
+    from sam2med.engine.policies import AutoRange, SelectiveMemory
+
+    assert parse_policies({}, False) == {"auto": None, "memory": None}
+    assert parse_policies({"memory": ["recent", "selective"]}, False) == {"auto": None, "memory": None}  # a config echo
+    got = parse_policies({"absent_slices": "4", "min_object_score": 0.3, "max_slices": 10, "memory": "selective"}, True)
+    assert got == {"auto": AutoRange(4, 0.3, 10), "memory": SelectiveMemory()}
+    assert parse_policies({}, True)["auto"] == AutoRange()
+    for request, message in (({"absent_slices": 2}, 'applies to slice_range "auto" only'), ({"memory": 3}, "memory must be"),
+                             ({"memory": "oldest"}, "recent, selective")):
+        with pytest.raises(PromptError, match=message):
+            parse_policies(request, False)
+    for request, message in (({"absent_slices": "2.5"}, "whole number"), ({"min_object_score": "high"}, "must be a number"),
+                             ({"max_slices": 0}, "at least 1"), ({"absent_slices": True}, "whole number")):
+        with pytest.raises(PromptError, match=message):
+            parse_policies(request, True)

@@ -10,6 +10,7 @@ import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
+from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
 
@@ -30,7 +31,8 @@ protocols:
   center-slice    truth mask on the middle slice of the target's extent
   multi-slice:N   truth masks on N evenly spaced slices of the extent
   clicks:N        N positive clicks inside the target on its largest slice, plus its box (click study)
-ranges: truth (the target's first..last slice), full (whole volume), margin:K (truth +- K slices)
+ranges: truth (the target's first..last slice), full (whole volume), margin:K (truth +- K slices),
+  auto (sam2 only: whole volume, each target stops where SAM2 loses it; references run the whole volume)
 propagators: sam2 (the engine; needs a checkpoint), registration (slice-to-slice demons registration,
   SimpleITK) and copy (the seed copied to every slice: the lower bound); the last two need no weights
   and use the click prompt's box as their mask.
@@ -60,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", action="append", metavar="VALUE|NAME", default=None,
                         help="evaluate only this label (repeatable); default: every label present in each case")
     parser.add_argument("--protocol", default="largest-slice", help="largest-slice, center-slice, multi-slice:N or clicks:N")
-    parser.add_argument("--range", dest="range_spec", default="truth", help="truth, full or margin:K")
+    parser.add_argument("--range", dest="range_spec", default="truth", help="truth, full, margin:K or auto")
     parser.add_argument("--propagator", choices=list(NAMES), default="sam2", help="what is evaluated")
     parser.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"], help="slicing axis")
     parser.add_argument("--min-slices", type=int, default=1, metavar="K",
@@ -76,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run this weight-free reference on the same prompts (repeatable); its rows go to "
                              "results.csv and summary.json, its bars next to the main propagator's in dice_by_organ.png")
     parser.add_argument("--save-predictions", action="store_true", help="write each case's predicted label map to predictions/")
+    add_policy_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -162,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
     from sam2med.provenance import model_provenance
 
     config = _config(args)
+    auto = config.range_spec.kind == "auto"
+    policies = policy_options(args, auto)
+    if args.propagator != "sam2" and (auto or policies["memory"] is not None):
+        raise InputError("--range auto and --memory selective are sam2's tracking policies: use --propagator sam2")
     cases = pair_cases(Path(args.images), Path(args.labels))
     out = Path(args.out)
     try:
@@ -178,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
 
         preview_label = resolve_labels([args.preview_label], config.names)[0]
 
-    sam2_kwargs = propagator_kwargs(args) if args.propagator == "sam2" else {}
+    sam2_kwargs = {**propagator_kwargs(args), **policies} if args.propagator == "sam2" else {}
     method = make_propagator(args.propagator, window=args.window, **sam2_kwargs)
     logger.info("evaluating %d case(s) with %s, protocol %s, range %s", len(cases), method.name, config.protocol, config.range_spec)
     writer = _CaseWriter(args, out, preview_cases, config.axis, config.names, preview_label)

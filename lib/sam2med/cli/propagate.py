@@ -8,6 +8,7 @@ import logging
 from tqdm import tqdm
 
 from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
+from sam2med.cli.policies import AUTO, add_policy_arguments, policy_options
 from sam2med.errors import InputError
 from sam2med.evaluation.labelmap import read_labels_map
 from sam2med.geometry import Axis
@@ -34,6 +35,8 @@ examples:
   python main.py propagate ct.nii.gz --seed liver_slice.nii.gz --range 20 60 -o liver.nii.gz
   python main.py propagate ct.nii.gz --seed kidneys.nii.gz --range 2:12-18 --range 3:10-22 -o kidneys.nii.gz
   python main.py propagate dicom_folder/ --seed seed.nrrd --axis coronal -o out.nrrd --scores s.json
+  python main.py propagate ct.nii.gz --seed liver_slice.nii.gz --range auto -o liver.nii.gz --scores s.json
+      (no range: each label stops where SAM2 loses it; --scores says where and why)
 """
 
 
@@ -44,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--range", nargs="+", action="append", metavar="SPEC", default=None,
                         help="--range START END: first and last slice (inclusive) where the structures lie, for every "
                              "label; --range LABEL:START-END (repeatable, LABEL a value or a --labels-map name) or "
-                             "--range '{\"5\": [10, 40]}': a label's own range. Default: the whole volume")
+                             "--range '{\"5\": [10, 40]}': a label's own range; --range auto: each label stops, per "
+                             "direction, after --absent-slices slices without it. Default: the whole volume")
     parser.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
                         help="slicing axis: axial = third voxel axis, coronal = second, sagittal = first")
     parser.add_argument("--labels", default=None, metavar="L1,L2", help="propagate only these label values of SEED")
@@ -56,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(soft_tissue, abdomen, liver, lung, bone, brain), LEVEL,WIDTH, or percentile[:LOW,HIGH]")
     parser.add_argument("--scores", metavar="FILE.json", default=None,
                         help="write per-slice, per-label scores and the provenance (inputs, model, weights, versions) here")
+    add_policy_arguments(parser)
     add_model_arguments(parser)
 
 
@@ -64,6 +69,8 @@ def split_range_arguments(groups: list[list[str]] | None) -> tuple[list[int] | N
     plain: list[int] | None = None
     specs: list[str] = []
     for tokens in groups or []:
+        if [t.strip().lower() for t in tokens] == [AUTO]:
+            continue  # see range_is_auto
         if len(tokens) == 2 and all(t.strip().lstrip("-").isdigit() for t in tokens):
             if plain is not None:
                 raise InputError("--range START END is given twice; give a label's own range as --range LABEL:START-END")
@@ -73,6 +80,11 @@ def split_range_arguments(groups: list[list[str]] | None) -> tuple[list[int] | N
         else:
             raise InputError(f"--range {' '.join(tokens)}: give START END, LABEL:START-END or a JSON object")
     return plain, specs
+
+
+def range_is_auto(groups: list[list[str]] | None) -> bool:
+    """Whether --range auto is among the --range arguments."""
+    return any([t.strip().lower() for t in tokens] == [AUTO] for tokens in groups or [])
 
 
 def _group(slices: list[int]) -> str:
@@ -103,6 +115,9 @@ def summary_lines(report: dict, names: dict[int, str]) -> list[str]:
                      f"seeds {_group(info['seed_slices'])}")
         lines.append(f"    mean object score over propagated slices {'n/a' if mean is None else f'{mean:.2f}'}; "
                      f"below {LOW_CONFIDENCE}: {_group(low)}")
+        if "auto_range" in info:
+            lines.append("    auto range: " + "; ".join(f"{direction} stopped at slice {stop['stopped_at']} ({stop['reason'].replace('_', ' ')}), "
+                                                      f"kept to {stop['last_present']}" for direction, stop in info["auto_range"].items()))
     return lines
 
 
@@ -116,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
     Window.parse(args.window, "CT")  # a bad window fails before anything is loaded
     names = read_labels_map(args.labels_map) if args.labels_map else {}
     plain_range, range_specs = split_range_arguments(args.range)
+    auto = range_is_auto(args.range)
+    if auto and plain_range is not None:
+        raise InputError("--range auto and --range START END: give one (a label's own range may go with auto)")
+    policies = policy_options(args, auto)
     image = load_volume(args.image)
     seed = load_label(args.seed)
     axis = Axis.parse(args.axis)
@@ -135,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
                                                              disable=not on_terminal()))
         bar.update(done - bar.n)
 
-    result = propagator.propagate(image, seeds, slice_range, window=args.window, progress=progress, label_ranges=label_ranges)
+    result = propagator.propagate(image, seeds, slice_range, window=args.window, progress=progress, label_ranges=label_ranges,
+                                  **policies)
     for bar in bars.values():
         bar.close()
     save_label(result.label, image.grid, output)
@@ -145,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     report["provenance"] = provenance(propagator, {"image": describe_file(args.image), "seed": describe_file(args.seed)}, result.window)
     if args.scores:
         write_json_atomic(report, args.scores)
-    print(f"{output}: {', '.join(label_name(v, names) for v in seeds.labels)}, {result.slices_processed} slices ({slice_range}, "
+    print(f"{output}: {', '.join(label_name(v, names) for v in seeds.labels)}, {result.slices_processed} slices ({result.slice_range}, "
           f"{axis.name.lower()}) in {result.seconds:.1f}s (encode {result.encode_seconds:.1f}s, track {result.track_seconds:.1f}s)")
     for line in summary_lines(report, names):
         print(line)

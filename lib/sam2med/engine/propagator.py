@@ -15,7 +15,9 @@ from sam2med.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
-from sam2med.engine.tracker import new_tracking_state
+from sam2med.engine.policies import (AutoRange, LabelStops, MemoryCandidate, SelectiveMemory, memory_descriptor, parse_memory,
+                                     select_memory)
+from sam2med.engine.tracker import SELECTED_MEMORY, new_tracking_state
 from sam2med.geometry import Axis, Grid, from_slices, to_slices
 from sam2med.io import Volume, label_dtype
 from sam2med.prompts import ClickSeeds, SeedMasks, SliceRange
@@ -25,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 # progress(done, total, stage) with stage "encode" or "track"
 ProgressFn = Callable[[int, int, str], None]
+# Test-only: frame_hook(slice, label, sam2's frame output, mask logits) -> mask logits, called on every
+# propagated (not seed) slice; it may rewrite the output's "object_score_logits" and "iou" to drive the
+# tracking policies with controlled scores through the real tracker.
+FrameHook = Callable[[int, int, dict, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -36,6 +42,7 @@ class SliceScore:
     iou: float | None  # the mask decoder's predicted IoU; None on seed slices (the mask is given)
     area: int  # voxels of this label on the slice
     seed: bool
+    memory: tuple[int, ...] | None = None  # selective memory: the tracked slices (besides the seeds) it attended to
 
     def to_json(self, pixel_mm2: float | None = None) -> dict:
         return {
@@ -45,6 +52,7 @@ class SliceScore:
             "area": self.area,
             **({} if pixel_mm2 is None else {"area_mm2": round(self.area * pixel_mm2, 2)}),
             "seed": self.seed,
+            **({} if self.memory is None else {"memory_slices": list(self.memory)}),
         }
 
 
@@ -67,6 +75,8 @@ class PropagationResult:
     cache: dict = field(default_factory=dict)
     window: str = ""  # the resolved intensity window (Window.key)
     label_ranges: dict[int, SliceRange] = field(default_factory=dict)  # labels tracked through less than slice_range
+    auto_range: dict | None = None  # auto range: its rule and, per label and direction, where and why it stopped
+    memory: dict | None = None  # selective memory: its rule (None: sam2's recent frames)
 
     @property
     def slices_processed(self) -> int:
@@ -74,6 +84,16 @@ class PropagationResult:
 
     def to_json(self) -> dict:
         """Scores per label and slice; means are over the propagated slices (a seed slice's mask is given)."""
+        report = self._report()
+        if self.memory is not None:
+            report["memory"] = self.memory
+        if self.auto_range is not None:
+            report["auto_range"] = self.auto_range["rule"]
+            for label, stops in self.auto_range["labels"].items():
+                report["labels"][str(label)]["auto_range"] = stops
+        return report
+
+    def _report(self) -> dict:
         row_mm, col_mm = self.grid.slice_spacing(self.axis)
         voxel_mm3 = float(np.prod(self.grid.spacing))
         return {
@@ -125,6 +145,18 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def object_score_of(out: dict) -> float:
+    """SAM2's object presence (sigmoid of its object logit) in a frame's output."""
+    return float(torch.sigmoid(out["object_score_logits"].float()).mean())
+
+
+def seed_slices_of(seeds: SeedMasks | ClickSeeds, label: int) -> list[int]:
+    """The conditioning slices of one label."""
+    if isinstance(seeds, SeedMasks):
+        return sorted(seeds.masks[label])
+    return sorted({p.slice_index for p in seeds.prompts[label]})
+
+
 def memory_reach(tracker) -> int:
     """How many frames back a tracked frame can look: its memory frames and its object pointers."""
     stride = max(1, int(getattr(tracker, "memory_temporal_stride_for_eval", 1)))
@@ -161,6 +193,7 @@ class Propagator:
         self.compute_dtype = resolve_precision(precision, self.device)
         self.cache = cache or FeatureCache(cache_bytes or default_budget_bytes(self.device), self.compute_dtype)
         self.batch_size = batch_size or self._default_batch_size()
+        self.frame_hook: FrameHook | None = None  # test-only, see FrameHook
         stat = self.checkpoint.stat()
         self._model_key = f"{self.model_name}:{self.checkpoint.resolve()}:{stat.st_size}:{int(stat.st_mtime)}:{self.image_size}"
 
@@ -222,11 +255,15 @@ class Propagator:
         window: "Window | str | None" = None,
         progress: ProgressFn | None = None,
         label_ranges: "dict[int, SliceRange] | None" = None,
+        auto: AutoRange | None = None,
+        memory: "str | SelectiveMemory | None" = None,
     ) -> PropagationResult:
         """Propagate `seeds` (masks or clicks, each label its own object) through `slice_range`, both ways.
 
         `label_ranges` narrows some labels to their own ranges inside `slice_range`: they are neither
-        tracked nor written outside them."""
+        tracked nor written outside them. `auto` stops each label where it ends (see `AutoRange`); slices
+        are then encoded as tracking reaches them, none beyond the stops. `memory` 'selective' chooses the
+        memory frames by confidence and dissimilarity (see `SelectiveMemory`); 'recent' / None is sam2's."""
         start_time = time.perf_counter()
         axis = seeds.axis
         num_slices = volume.grid.num_slices(axis)
@@ -239,17 +276,42 @@ class Propagator:
         if any(r.start < slice_range.start or r.end > slice_range.end for r in label_ranges.values()):
             raise ValueError("a label's range must lie inside slice_range")
         window = self._window(volume, window)
+        memory_rule = parse_memory(memory)
         indices = list(slice_range.indices)
+        # sam2 tracks forward from the first seed slice of all labels: a label's backward direction starts there
+        stops = None if auto is None else {
+            label: LabelStops.start([*seed_slices_of(seeds, label), min(seeds.slices)], label_ranges.get(label, slice_range).start,
+                                    label_ranges.get(label, slice_range).end, num_slices, auto)
+            for label in seeds.labels
+        }
         with self.cache.use(self._cache_key(volume, axis, window)) as features:
-            hits, misses = self._fill(features, volume, axis, window, indices, progress)
+            lazy = {"hits": 0, "misses": 0, "seconds": 0.0}
+
+            def encode(slice_index: int) -> None:
+                if slice_index in seeds.slices:
+                    return
+                started = time.perf_counter()
+                hit, miss = self._fill(features, volume, axis, window, [slice_index], None)
+                lazy["hits"], lazy["misses"] = lazy["hits"] + hit, lazy["misses"] + miss
+                lazy["seconds"] += time.perf_counter() - started
+
+            hits, misses = self._fill(features, volume, axis, window, indices if stops is None else seeds.slices, progress)
             encode_seconds = time.perf_counter() - start_time
             height, width = to_slices(volume.array, axis).shape[1:]
-            label_frames, scores = self._track(features, seeds, indices, height, width, progress, label_ranges)
+            label_frames, scores = self._track(features, seeds, indices, height, width, progress, label_ranges,
+                                               stops=stops, memory=memory_rule, encode=None if stops is None else encode)
+            hits, misses = hits + lazy["hits"], misses + lazy["misses"]
+            encode_seconds += lazy["seconds"]
         track_seconds = time.perf_counter() - start_time - encode_seconds
+        auto_report = None
+        if stops is not None:
+            label_frames, slice_range, label_ranges = self._clear_beyond_stops(label_frames, scores, indices, stops)
+            auto_report = {"rule": {"mode": "auto", **auto.to_json()},
+                           "labels": {label: stop.to_json() for label, stop in stops.items()}}
 
         max_label = max(seeds.labels)
         full = np.zeros((num_slices, height, width), dtype=label_dtype(max_label))
-        full[slice_range.start : slice_range.end + 1] = label_frames
+        full[indices[0] : indices[-1] + 1] = label_frames
         label = np.ascontiguousarray(from_slices(full, axis))
         seconds = time.perf_counter() - start_time
         cache_stats = {"request_hit_slices": hits, "request_miss_slices": misses, **self.cache.stats()}
@@ -259,13 +321,36 @@ class Propagator:
                     cache_stats["entries"], cache_stats["bytes"] / 1e6, cache_stats["budget_bytes"] / 1e6,
                     cache_stats["hit_slices"], cache_stats["miss_slices"])
         return PropagationResult(label, volume.grid, axis, slice_range, scores, seconds, encode_seconds, track_seconds, cache_stats,
-                                 window.key, label_ranges)
+                                 window.key, label_ranges, auto_report, None if memory_rule is None else memory_rule.to_json())
+
+    @staticmethod
+    def _clear_beyond_stops(label_frames: np.ndarray, scores: dict[int, list[SliceScore]], indices: list[int],
+                            stops: dict[int, LabelStops]) -> tuple[np.ndarray, SliceRange, dict[int, SliceRange]]:
+        """Unwrite each label outside its kept slices (the absent run that stopped it); the tracked span and the
+        labels' own tracked ranges."""
+        first = indices[0]
+        for label, stop in stops.items():
+            low, high = stop.kept
+            for part in (label_frames[: low - first], label_frames[high - first + 1 :]):
+                part[part == label] = 0
+            for score in scores[label]:
+                if not low <= score.slice <= high:
+                    score.area = 0
+        spans = {label: SliceRange(*stop.tracked) for label, stop in stops.items()}
+        tracked = SliceRange(min(r.start for r in spans.values()), max(r.end for r in spans.values()))
+        return label_frames, tracked, spans
 
     @torch.inference_mode()
     def _track(self, features: SliceFeatures, seeds: SeedMasks | ClickSeeds, indices: list[int], height: int, width: int,
                progress: ProgressFn | None, label_ranges: dict[int, SliceRange] | None = None,
+               stops: dict[int, LabelStops] | None = None, memory: SelectiveMemory | None = None,
+               encode: Callable[[int], None] | None = None,
                ) -> tuple[np.ndarray, dict[int, list[SliceScore]]]:
-        """Track every label through the frames (= slices `indices`): forward from the first prompted frame, then back."""
+        """Track every label through the frames (= slices `indices`): forward from the first prompted frame, then back.
+
+        With `stops`, a label is tracked only while its `LabelStops` is active, a frame no label needs is
+        skipped, and `encode(slice)` runs before a frame is tracked. With `memory`, each label's memory bank
+        is re-chosen after every frame (`select_memory`)."""
         tracker = self.tracker
         frame_of = {s: f for f, s in enumerate(indices)}
         offload = self.device.type == "cuda" and len(indices) > 300
@@ -287,14 +372,27 @@ class Propagator:
             ranges = [(label_ranges or {}).get(label) for label in labels]
             absent = torch.full_like(next(iter(obj_outputs[0]["cond_frame_outputs"].values()))["pred_masks"], -1024.0,
                                      device=self.device)  # the low-res logits of an object outside its own range
+            banks: list[list[MemoryCandidate]] = [[] for _ in labels]
+            if memory is not None:
+                for obj_output in obj_outputs:
+                    obj_output[SELECTED_MEMORY] = {}
             for done, (frame, reverse) in enumerate(order, 1):
-                masks, outs, is_seed = [], [], []
+                if stops is not None:
+                    if not any(stops[label].active(indices[frame]) for label in labels):  # every label stopped here
+                        if progress:
+                            progress(done, len(order), "track")
+                        continue
+                    encode(indices[frame])
+                masks, outs, is_seed, used_memory = [], [], [], []
                 for obj_idx, obj_output in enumerate(obj_outputs):
-                    if ranges[obj_idx] is not None and indices[frame] not in ranges[obj_idx]:
+                    if (ranges[obj_idx] is not None and indices[frame] not in ranges[obj_idx]) or (
+                            stops is not None and not stops[labels[obj_idx]].active(indices[frame])):
                         masks.append(absent)
                         outs.append(None)
                         is_seed.append(False)
+                        used_memory.append(None)
                         continue
+                    used_memory.append(None if memory is None else tuple(sorted(indices[c.frame] for c in banks[obj_idx])))
                     if frame in obj_output["cond_frame_outputs"]:
                         out = obj_output["cond_frame_outputs"][frame]
                         mask = out["pred_masks"].to(self.device, non_blocking=True)
@@ -303,7 +401,12 @@ class Propagator:
                             inference_state=state, output_dict=obj_output, frame_idx=frame, batch_size=1,
                             is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=reverse, run_mem_encoder=True,
                         )
+                        if self.frame_hook is not None:
+                            mask = self.frame_hook(indices[frame], labels[obj_idx], out, mask)
                         obj_output["non_cond_frame_outputs"][frame] = out
+                        if memory is not None:
+                            banks[obj_idx] = self._update_memory(banks[obj_idx], frame, done, out, memory)
+                            obj_output[SELECTED_MEMORY] = {c.frame: c.output for c in banks[obj_idx]}
                     state["frames_tracked_per_obj"][obj_idx][frame] = {"reverse": reverse}
                     masks.append(mask)
                     outs.append(out)
@@ -319,13 +422,17 @@ class Propagator:
                     out = outs[obj_idx]
                     if out is None:  # outside this label's range
                         continue
-                    scores[labels[obj_idx]].append(SliceScore(
+                    score = SliceScore(
                         slice=indices[frame],
-                        object_score=float(torch.sigmoid(out["object_score_logits"].float()).mean()),
+                        object_score=object_score_of(out),
                         iou=out.get("iou"),
                         area=int(areas[obj_idx]),
                         seed=is_seed[obj_idx],
-                    ))
+                        memory=None if is_seed[obj_idx] else used_memory[obj_idx],
+                    )
+                    scores[labels[obj_idx]].append(score)
+                    if stops is not None and not score.seed:
+                        stops[labels[obj_idx]].record(score.slice, score.object_score, score.area)
                 # Drop per-frame outputs that no later frame can attend to: the tracking state (memory
                 # features, masks) stays bounded by `reach` frames however long the range is. The reverse
                 # pass starts next to `first` and attends to the forward outputs there, as sam2's does.
@@ -337,7 +444,18 @@ class Propagator:
                     progress(done, len(order), "track")
         for per_label in scores.values():
             per_label.sort(key=lambda s: s.slice)
+        for stop in (stops or {}).values():
+            stop.close()
         return label_frames, scores
+
+    def _update_memory(self, bank: list[MemoryCandidate], frame: int, order: int, out: dict,
+                       rule: SelectiveMemory) -> list[MemoryCandidate]:
+        """The memory bank after `frame`: re-chosen from the bank and that frame, if it is confident enough."""
+        object_score, iou = object_score_of(out), out.get("iou") or 0.0
+        candidates = list(bank)
+        if object_score >= rule.min_object_score and iou >= rule.min_iou:
+            candidates.append(MemoryCandidate(frame, order, iou * object_score, memory_descriptor(out), out))
+        return select_memory(candidates, int(self.tracker.num_maskmem) - 1, rule.dissimilarity)
 
     def _add_prompts(self, state: dict, seeds: SeedMasks | ClickSeeds, frame_of: dict[int, int]) -> None:
         if isinstance(seeds, SeedMasks):

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 # (each request tracks in one thread) between the decoder call and the frame's output.
 _decoder_outputs = threading.local()
 
+# Key of an object's output dict holding the frames chosen by the selective memory ({frame: output}).
+# Absent: sam2's own choice (the conditioning frames and the most recent frames).
+SELECTED_MEMORY = "selected_memory"
+
 
 class SliceTracker(SAM2VideoPredictor):
     """Tracks objects through the slices of a volume; frame i of the 'video' is slice `frame_to_slice[i]`."""
@@ -35,6 +39,21 @@ class SliceTracker(SAM2VideoPredictor):
         outputs = super()._forward_sam_heads(*args, **kwargs)
         _decoder_outputs.ious = outputs[2]  # (B, M) predicted IoU of each candidate mask
         return outputs
+
+    def _prepare_memory_conditioned_features(self, frame_idx, is_init_cond_frame, current_vision_feats,
+                                             current_vision_pos_embeds, feat_sizes, output_dict, num_frames,
+                                             track_in_reverse=False):
+        """With a selective memory, the frame attends to the conditioning frames and the chosen frames only.
+
+        The chosen frames are handed to sam2 as conditioning frames: they enter attention with no temporal
+        position (they were chosen regardless of order), and their object pointers with their distance."""
+        selected = output_dict.get(SELECTED_MEMORY)
+        if selected is not None and not is_init_cond_frame:
+            output_dict = {"cond_frame_outputs": {**selected, **output_dict["cond_frame_outputs"]}, "non_cond_frame_outputs": {}}
+        return super()._prepare_memory_conditioned_features(
+            frame_idx, is_init_cond_frame, current_vision_feats, current_vision_pos_embeds, feat_sizes, output_dict,
+            num_frames, track_in_reverse,
+        )
 
     def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, batch_size, is_init_cond_frame,
                                     point_inputs, mask_inputs, reverse, run_mem_encoder, prev_sam_mask_logits=None):

@@ -54,7 +54,8 @@ class Protocol:
 
 @dataclass(frozen=True)
 class RangeSpec:
-    """Which slice range the propagator is given: the truth's extent, the full volume, or the extent +- margin."""
+    """Which slice range the propagator is given: the truth's extent, the full volume, or the extent +- margin;
+    auto: the full volume, inside which sam2 stops each target where it loses it (`AutoRange`)."""
 
     kind: str
     margin: int = 0
@@ -62,7 +63,7 @@ class RangeSpec:
     @classmethod
     def parse(cls, text: str) -> "RangeSpec":
         name, _, number = str(text).strip().lower().partition(":")
-        if name in ("truth", "full") and not number:
+        if name in ("truth", "full", "auto") and not number:
             return cls(name)
         if name == "margin":
             try:
@@ -72,10 +73,10 @@ class RangeSpec:
             if margin < 0:
                 raise PromptError(f"range {text!r}: the margin must not be negative")
             return cls(name, margin)
-        raise PromptError(f"unknown range {text!r}: use truth, full or margin:K")
+        raise PromptError(f"unknown range {text!r}: use truth, full, margin:K or auto")
 
     def resolve(self, extent: SliceRange, num_slices: int) -> SliceRange:
-        if self.kind == "full":
+        if self.kind in ("full", "auto"):
             return SliceRange(0, num_slices - 1)
         return SliceRange(max(extent.start - self.margin, 0), min(extent.end + self.margin, num_slices - 1))
 

@@ -135,6 +135,7 @@ def _evaluate_target(case: Case, volume: Volume, truth: np.ndarray, label: int, 
     result.slice_range = config.range_spec.resolve(prompt.extent, volume.grid.num_slices(config.axis))
     start = time.perf_counter()
     pred = method.propagate(volume, prompt.seeds, result.slice_range)
+    result.slice_range = getattr(method, "tracked_range", None) or result.slice_range  # sam2 with --range auto stops early
     result.seconds = time.perf_counter() - start
     result.metrics = compute_metrics(pred, truth, volume.grid.spacing)
     return result, pred

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sam2med.engine.policies import AutoRange, SelectiveMemory, parse_memory
 from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
 from sam2med.labelnames import label_name
@@ -22,7 +23,9 @@ DEFAULT_SEED_TAG = "final"
 OUTPUT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
 OUTPUT_DTYPES = ("uint8", "uint16", "uint32")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-_WHOLE_VOLUME = ("", "all", "auto", "none", "whole")
+_WHOLE_VOLUME = ("", "all", "none", "whole")
+AUTO_RANGE = "auto"  # slice_range "auto": each label stops where it ends (AutoRange)
+_AUTO_OPTIONS = {"absent_slices": int, "min_object_score": float, "max_slices": int}
 
 
 def first_choice(value: Any) -> Any:
@@ -86,6 +89,32 @@ def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
     if any(isinstance(v, bool) or not _is_integral(v) for v in value):
         raise PromptError(f"slice range must be two integer slice indices, got {_short(value)}")
     return SliceRange.parse([int(v) for v in value], num_slices)
+
+
+def is_auto_range(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO_RANGE
+
+
+def parse_policies(request: Mapping[str, Any], auto: bool) -> dict[str, AutoRange | SelectiveMemory | None]:
+    """The engine's `auto` (slice_range "auto" with absent_slices, min_object_score, max_slices) and `memory`
+    ("recent" or "selective") of a request; the auto options without slice_range "auto" are an error."""
+    given = {}
+    for name, kind in _AUTO_OPTIONS.items():
+        value = request.get(name)
+        if value is None or value == "":
+            continue
+        if kind is int and (isinstance(value, bool) or not _is_integral(value)):
+            raise PromptError(f"{name} must be a whole number, got {_short(value)}")
+        try:
+            given[name] = kind(value)
+        except (TypeError, ValueError):
+            raise PromptError(f"{name} must be a number, got {_short(value)}") from None
+    if given and not auto:
+        raise PromptError(f"{next(iter(given))} applies to slice_range \"auto\" only")
+    memory = first_choice(request.get("memory"))
+    if memory is not None and not isinstance(memory, str):
+        raise PromptError(f"memory must be recent or selective, got {_short(memory)}")
+    return {"auto": AutoRange(**given) if auto else None, "memory": parse_memory(memory)}
 
 
 def _is_integral(value: Any) -> bool:

@@ -23,7 +23,9 @@ from sam2med.monailabel.params import (
     check_model,
     click_seeds,
     describe_labels,
+    is_auto_range,
     parse_points,
+    parse_policies,
     parse_propagate,
     parse_seed_tag,
     parse_slice_range,
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 AXES = [axis.name.lower() for axis in (Axis.AXIAL, Axis.CORONAL, Axis.SAGITTAL)]
 WINDOWS = ["auto", *CT_PRESETS, "percentile"]
+MEMORIES = ["recent", "selective"]
 
 
 class _Sam2Task(InferTask):
@@ -122,7 +125,8 @@ class Sam2PropagateTask(_Sam2Task):
         super().__init__(
             engine, datastore, labels, type=InferType.SEGMENTATION,
             description="SAM2.1 propagation of a seed mask (uploaded label, else the saved one) through a slice range",
-            config={"slice_range": "", "axis": AXES, "window": WINDOWS, "labels": "", "seed_tag": DEFAULT_SEED_TAG},
+            config={"slice_range": "", "axis": AXES, "window": WINDOWS, "labels": "", "seed_tag": DEFAULT_SEED_TAG,
+                    "memory": MEMORIES},
             corrections=corrections,
         )
 
@@ -142,11 +146,15 @@ class Sam2PropagateTask(_Sam2Task):
         params = parse_propagate(request, self.label_names)
         self._check_result_tag(request)
         check_model(params.sam2_model, self.engine.model_name)
+        auto = is_auto_range(params.slice_range)
+        policies = parse_policies(request, auto)
         image = load_volume(request["image"])
         seed_source, seed, seed_file = self._seed(request, image, params.seed_tag)
         num_slices = image.grid.num_slices(params.axis)
         whole = SliceRange(0, num_slices - 1)
-        if is_label_range_spec(params.slice_range):  # {"5": [10, 40], "liver": "12-30"} or "5:10-40;1:12-30"
+        if auto:
+            default_range, label_ranges = whole, {}
+        elif is_label_range_spec(params.slice_range):  # {"5": [10, 40], "liver": "12-30"} or "5:10-40;1:12-30"
             default_range, label_ranges = whole, parse_label_ranges(params.slice_range, num_slices, self.label_names)
         else:
             default_range, label_ranges = parse_slice_range(params.slice_range, num_slices), {}
@@ -163,7 +171,7 @@ class Sam2PropagateTask(_Sam2Task):
         extra["seed_slices"] = seeds.slices
         extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
         load_seconds = time.perf_counter() - start
-        result = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges)
+        result = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges, **policies)
         self._remember(request, image, seeds.masks, result)
         inputs = {"image": self._image_file(request), "seed": seed_file}
         return self._finish(result, image, params.output, start, load_seconds, extra, inputs)
@@ -177,7 +185,7 @@ class Sam2PointsTask(_Sam2Task):
         super().__init__(
             engine, datastore, labels, type=InferType.DEEPGROW,
             description="SAM2.1 from foreground/background clicks and an roi box, propagated through a slice range",
-            config={"slice_range": "", "axis": AXES, "window": WINDOWS, "label_value": 1},
+            config={"slice_range": "", "axis": AXES, "window": WINDOWS, "label_value": 1, "memory": MEMORIES},
             corrections=corrections,
         )
 
@@ -186,11 +194,13 @@ class Sam2PointsTask(_Sam2Task):
         params = parse_points(request, self.label_names)
         self._check_result_tag(request)
         check_model(params.sam2_model, self.engine.model_name)
+        auto = is_auto_range(params.slice_range)
+        policies = parse_policies(request, auto)
         image = load_volume(request["image"])
         seeds = click_seeds(params, image.grid)
-        slice_range = parse_slice_range(params.slice_range, image.grid.num_slices(params.axis))
+        slice_range = parse_slice_range(None if auto else params.slice_range, image.grid.num_slices(params.axis))
         load_seconds = time.perf_counter() - start
-        result = self._propagate(request, image, seeds, slice_range, params.window)
+        result = self._propagate(request, image, seeds, slice_range, params.window, **policies)
         self._remember(request, image, {label: [p.slice_index for p in prompts] for label, prompts in seeds.prompts.items()}, result)
         return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices},
                             {"image": self._image_file(request)})
