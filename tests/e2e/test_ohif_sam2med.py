@@ -252,7 +252,7 @@ def _stored_seg(url: str, study: str, description: str) -> Path:
 
 
 def test_series_in_opposite_slice_order_lands_on_the_same_positions(server, orthanc, reversed_series):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
@@ -268,5 +268,16 @@ def test_series_in_opposite_slice_order_lands_on_the_same_positions(server, orth
             report = _run(page)
             _check_geometry(page, server, reversed_series, report, seed_pixels)
             page.screenshot(path=ARTIFACTS / "sam2med-06-reversed-series.png")
+
+            # Auto range: the server decides where each direction stops; the page paints exactly that extent.
+            page.locator('[data-testid="sam2med-auto"]').check()
+            auto = _run(page)
+            stops = auto["labels"]["1"]["auto_range"]
+            assert set(stops) == {"forward", "backward"} and all(s["reason"] for s in stops.values()), stops
+            z0, dz = _grid_z(server, reversed_series)
+            extent = sorted(round(z0 + stops[d]["last_present"] * dz, 3) for d in ("backward", "forward"))
+            painted_z = [z for z, _ in page.evaluate(LABELMAP_SUMMARY)]
+            assert [min(painted_z), max(painted_z)] == extent, (painted_z, stops)
+            expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text("auto range forward")
         finally:
             browser.close()

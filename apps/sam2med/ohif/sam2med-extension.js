@@ -27,7 +27,7 @@ class Sam2medController {
     this.services = servicesManager.services;
     this.commandsManager = commandsManager;
     this.extensionManager = extensionManager;
-    this.state = { start: '', end: '', axis: 'axial', window: 'auto', busy: false, key: null, seeds: null, painted: null };
+    this.state = { start: '', end: '', auto: false, axis: 'axial', window: 'auto', busy: false, key: null, seeds: null, painted: null };
     this.grids = new Map();
     this.view = null;
   }
@@ -197,6 +197,7 @@ class Sam2medController {
   }
 
   rangeParam() {
+    if (this.state.auto) return 'auto';  // the server stops each label where it ends
     const start = String(this.state.start).trim();
     const end = String(this.state.end).trim();
     if (!start && !end) return null;
@@ -270,6 +271,7 @@ class Sam2medController {
               <td><button data-testid="sam2med-set-start" style="${BUTTON}">current slice</button></td></tr>
           <tr><td>End</td><td><input data-testid="sam2med-end" size="5" style="color:#000"></td>
               <td><button data-testid="sam2med-set-end" style="${BUTTON}">current slice</button></td></tr>
+          <tr><td colspan="3"><label><input type="checkbox" data-testid="sam2med-auto"> auto range: stop where the structure ends</label></td></tr>
           <tr><td>Axis</td><td colspan="2"><select data-testid="sam2med-axis" style="color:#000">${AXES.map((a) => `<option>${a}</option>`).join('')}</select></td></tr>
           <tr><td>Window</td><td colspan="2"><select data-testid="sam2med-window" style="color:#000"><option>auto</option></select></td></tr>
         </tbody></table>
@@ -286,6 +288,10 @@ class Sam2medController {
     q('start').value = this.state.start;
     q('end').value = this.state.end;
     q('axis').value = this.state.axis;
+    q('auto').checked = this.state.auto;
+    const showAuto = () => { q('start').disabled = q('end').disabled = this.state.auto; };
+    q('auto').onchange = () => { this.state.auto = q('auto').checked; showAuto(); };
+    showAuto();
     q('start').oninput = () => { this.state.start = q('start').value; };
     q('end').oninput = () => { this.state.end = q('end').value; };
     q('axis').onchange = () => { this.state.axis = q('axis').value; this.refreshCurrent(); };
@@ -371,6 +377,9 @@ class Sam2medController {
       const low = label.slices.filter((s) => (s.predicted_iou ?? s.iou ?? 1) < LOW_CONFIDENCE && !s.seed).map((s) => s.slice);
       lines.push(`label ${value}: ${label.voxels} voxels, mean score ${label.mean_object_score}` +
         (low.length ? `; check slices ${low.join(', ')} (low confidence)` : '; no low-confidence slice'));
+      for (const [direction, stop] of Object.entries(label.auto_range || {})) {
+        lines.push(`  auto range ${direction}: ${stop.reason.replace('_', ' ')}, last slice ${stop.last_present ?? '–'}`);
+      }
     }
     this.lastSeconds = seconds;
     this.lastResult = report;
