@@ -9,8 +9,14 @@ import time
 from sam2med.checkpoints import choose_model
 from sam2med.engine import Propagator
 from sam2med.monailabel.appconfig import AppConfig
+from sam2med.provenance import file_sha256
 
 logger = logging.getLogger(__name__)
+
+
+def model_version(model_name: str, checkpoint) -> str:
+    """The version of a model's weights as responses and scores carry it: its name and the checkpoint's sha256 prefix."""
+    return f"{model_name}:{file_sha256(checkpoint)[:12]}"
 
 
 class SharedEngine:
@@ -28,6 +34,7 @@ class SharedEngine:
         self.image_size = choice.image_size  # known before the model loads: /info/ names it from the start
         self._propagator: Propagator | None = None
         self._lock = threading.Lock()
+        self.version: str | None = None  # "MODEL:sha256[:12]" of the loaded checkpoint, set when it loads
 
     @property
     def loaded(self) -> bool:
@@ -47,6 +54,7 @@ class SharedEngine:
                         image_size=self.image_size,
                         cache_bytes=int(self.config.cache_gb * 1e9) if self.config.cache_gb else None,
                     )
+                    self.version = model_version(self.model_name, self._propagator.checkpoint)
                     logger.info("%s ready on %s in %.1fs (input %d px, feature cache %.1f GB); shared by all requests",
                                 self.model_title, self._propagator.device, time.perf_counter() - start, self._propagator.image_size,
                                 self._propagator.cache.budget_bytes / 1e9)

@@ -17,7 +17,8 @@ from sam2med.engine.model import resolve_device
 from sam2med.errors import InputError
 from sam2med.evaluation.pairing import Case
 from sam2med.geometry import Axis
-from sam2med.training.model import build_training_model, file_sha256, save_finetuned
+from sam2med.provenance import file_sha256
+from sam2med.training.model import build_training_model, save_finetuned
 from sam2med.training.sampler import ClipSampler, TrainingVolume
 from sam2med.training.step import EncoderFeatures, clip_loss, make_loss
 from sam2med.training.validation import copy_dice, validate

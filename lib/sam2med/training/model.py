@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -53,14 +52,6 @@ def load_state_dict(checkpoint: Path) -> dict:
     if not isinstance(content, dict) or not isinstance(content.get("model"), dict):
         raise CheckpointError(f"{checkpoint}: not a SAM2 checkpoint (no 'model' state dict)")
     return content["model"]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sidecar_path(checkpoint: Path) -> Path:
