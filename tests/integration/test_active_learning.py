@@ -5,6 +5,7 @@ image and returns its review slices, a submitted label takes an image out, and n
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -45,7 +46,7 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     args = ["--studies", str(studies), "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
             "--labels", '{"liver": 5}', "--cache-gb", "1"]
     with running_server(args, root / "server.log", {}) as url:
-        yield {"url": url, "seeds": seeds, "checkpoint": random_checkpoint, "log": root / "server.log"}
+        yield {"url": url, "seeds": seeds, "checkpoint": random_checkpoint, "log": root / "server.log", "studies": studies}
 
 
 def test_uncertain_picks_the_less_confident_propagation_and_its_review_slices(server, tmp_path):
@@ -83,3 +84,49 @@ def test_uncertain_picks_the_less_confident_propagation_and_its_review_slices(se
     assert client.next_sample("uncertain", {})["id"] == other
     client.save_label(other, str(server["seeds"][other]), tag="final")
     assert client.next_sample("uncertain", {}) == {}  # every image reviewed: ordered has nothing either
+
+
+def _full_label(label_path, value: int, out):
+    label = sitk.ReadImage(str(label_path))
+    array = sitk.GetArrayFromImage(label)
+    kept = sitk.GetImageFromArray(np.where(array == value, value, 0).astype(np.uint8))
+    kept.CopyInformation(label)
+    sitk.WriteImage(kept, str(out))
+    return out
+
+
+def test_train_on_submitted_labels_publishes_a_model_the_next_infer_uses(server, shared_data, tmp_path):
+    import time
+
+    client = MONAILabelClient(server["url"], tmpdir=str(tmp_path))
+    info = client.info()
+    before = info["sam2med"]["model_version"]
+    assert "sam2_finetune" in info["trainers"]
+    liver = _full_label(shared_data / "totalsegmentator" / "example_seg.nii.gz", 5, tmp_path / "liver.nii.gz")
+    client.save_label("ct", str(liver), tag="final")  # the whole liver: a label on many slices to train on
+
+    client.train_start("sam2_finetune", {"max_epochs": 2, "val_fraction": 0})
+    deadline = time.time() + 300
+    while client.train_status(check_if_running=True) is True or _running(client):
+        assert time.time() < deadline, "training did not finish"
+        time.sleep(2)
+    assert client.train_status()["status"] == "DONE", client.train_status()
+
+    stats = client.info()["train_stats"]["sam2_finetune"]
+    assert stats["epoch"] == 2 and stats["total_epochs"] == 2 and "total_time" in stats and "best_metric" in stats
+    assert stats["train_ids"] == ["ct", "mr"] and stats["val_ids"] == []
+    models = server["studies"] / ".sam2med" / "models"
+    published = json.loads((models / "current.json").read_text())
+    checkpoint = models / published["checkpoint"]
+    new_version = "tiny:" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    assert published["version"] == new_version == stats["model_version"] != before
+    assert not [p for p in models.iterdir() if p.name.endswith(".partial")]
+
+    _, params = client.infer("sam2_propagate", "mr", {"slice_range": list(RANGES["mr"])}, label_in=str(server["seeds"]["mr"]))
+    assert params["model_version"] == new_version  # the next request, no restart
+    assert client.info()["sam2med"]["model_version"] == new_version
+
+
+def _running(client) -> bool:
+    status = client.train_status()
+    return isinstance(status, dict) and status.get("status") == "RUNNING"

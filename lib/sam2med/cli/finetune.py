@@ -80,17 +80,6 @@ def _check(args: argparse.Namespace) -> None:
             raise InputError(f"{path}: folder {path.parent} does not exist")
 
 
-def split_cases(cases: list, fraction: float, seed: int) -> tuple[list, list]:
-    """(train, validation): a seeded shuffle; at least one held out when fraction > 0 and there are 2+ cases."""
-    import numpy as np
-
-    order = list(np.random.default_rng(seed).permutation(len(cases)))
-    held = 0 if fraction <= 0 or len(cases) < 2 else min(len(cases) - 1, max(1, round(fraction * len(cases))))
-    val = sorted((cases[i] for i in order[:held]), key=lambda c: c.name)
-    train = sorted((cases[i] for i in order[held:]), key=lambda c: c.name)
-    return train, val
-
-
 def run(args: argparse.Namespace) -> int:
     from sam2med.checkpoints import model_for_checkpoint, resolve_checkpoint
     from sam2med.evaluation.labelmap import read_labels_map, resolve_labels
@@ -99,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from sam2med.geometry import Axis
     from sam2med.io import write_json_atomic
     from sam2med.progress import on_terminal
-    from sam2med.training.finetune import FineTuneConfig, finetune
+    from sam2med.training.finetune import FineTuneConfig, finetune, split_cases
     from sam2med.training.sampler import TrainingVolume
 
     _check(args)

@@ -86,6 +86,11 @@ class AppServices:
     def strategies(self) -> Dict[str, Strategy]:
         return {name: STRATEGIES[name]() for name in self.config.strategies}
 
+    def trainers(self) -> Dict[str, Any]:
+        from sam2med.monailabel.train_task import Sam2FinetuneTask
+
+        return {"sam2_finetune": Sam2FinetuneTask(self)} if "sam2_finetune" in self.description.get("trainers", []) else {}
+
     def scoring_methods(self) -> Dict[str, ScoringMethod]:
         return {name: SCORING_METHODS[name]() for name in self.description.get("scoring", [])}
 

@@ -69,6 +69,15 @@ def loss_window(steps: int) -> int:
     return max(1, min(10, steps // 10))
 
 
+def split_cases(cases: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation): a seeded shuffle; at least one held out when fraction > 0 and there are 2+ cases."""
+    order = list(np.random.default_rng(seed).permutation(len(cases)))
+    held = 0 if fraction <= 0 or len(cases) < 2 else min(len(cases) - 1, max(1, round(fraction * len(cases))))
+    val = sorted((cases[i] for i in order[:held]), key=lambda c: c.name)
+    train = sorted((cases[i] for i in order[held:]), key=lambda c: c.name)
+    return train, val
+
+
 def _optimizer(model, config: FineTuneConfig, mode: str) -> torch.optim.Optimizer:
     encoder = [p for p in model.image_encoder.parameters() if p.requires_grad]
     encoder_ids = {id(p) for p in encoder}
@@ -115,13 +124,14 @@ def finetune(config: FineTuneConfig, train: list[TrainingVolume], val_cases: lis
             model.image_encoder.eval()
         clip = sampler.sample()
         loss = clip_loss(model, loss_fn, train[clip.volume], clip, features, dtype)
-        if not math.isfinite(float(loss)):
-            raise InputError(f"the loss became {float(loss)} at step {step} (clip {clip}); lower --lr")
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise InputError(f"the loss became {value} at step {step} (clip {clip}); lower --lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
         optimizer.step()
-        losses.append(round(float(loss.detach()), 5))
+        losses.append(round(value, 5))
         if on_step is not None and on_step(step, config.steps, losses[-1]) is False:
             logger.info("stopped after step %d of %d", step, config.steps)
             break
