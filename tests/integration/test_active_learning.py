@@ -14,23 +14,13 @@ import SimpleITK as sitk
 from monailabel.client import MONAILabelClient
 
 from live_server import running_server
+from test_server import _seed_file
 from sam2med.uncertainty import image_uncertainty
 
 pytestmark = pytest.mark.integration
 
 RANGES = {"ct": (14, 18), "mr": (10, 14)}
 SEED_SLICES = {"ct": 16, "mr": 12}
-
-
-def _seed(label_path, value: int, slice_index: int, out):
-    label = sitk.ReadImage(str(label_path))
-    array = sitk.GetArrayFromImage(label)  # (z, y, x)
-    seed = np.zeros_like(array, dtype=np.uint8)
-    seed[slice_index][array[slice_index] == value] = value
-    image = sitk.GetImageFromArray(seed)
-    image.CopyInformation(label)
-    sitk.WriteImage(image, str(out))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +31,8 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     ts = shared_data / "totalsegmentator"
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
     shutil.copy(ts / "example_mr_sm.nii.gz", studies / "mr.nii.gz")
-    seeds = {"ct": _seed(ts / "example_seg.nii.gz", 5, SEED_SLICES["ct"], root / "ct_seed.nii.gz"),
-             "mr": _seed(ts / "example_seg_mr.nii.gz", 5, SEED_SLICES["mr"], root / "mr_seed.nii.gz")}
+    seeds = {"ct": _seed_file(ts / "example_seg.nii.gz", [5], SEED_SLICES["ct"], root / "ct_seed.nii.gz"),
+             "mr": _seed_file(ts / "example_seg_mr.nii.gz", [5], SEED_SLICES["mr"], root / "mr_seed.nii.gz")}
     args = ["--studies", str(studies), "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
             "--labels", '{"liver": 5}', "--cache-gb", "1"]
     with running_server(args, root / "server.log", {}) as url:
