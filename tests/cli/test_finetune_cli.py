@@ -52,12 +52,16 @@ def test_finetune_trains_validates_and_writes_a_loadable_checkpoint(pairs, rando
         assert 0.0 <= stats[key] <= 1.0, key
     assert stats["copy_dice"] > 0.3  # copying the spleen's largest slice overlaps the spleen on its neighbours
     assert stats["seconds_per_step"] > 0
-    sidecar = json.loads(out.with_suffix(".json").read_text())
+    sidecar = json.loads(out.with_name("ft.pt.json").read_text())
     assert sidecar["base_model"] == "tiny" and sidecar["image_size"] == TEST_IMAGE_SIZE
     assert sidecar["base_sha256"] == hashlib.sha256(random_checkpoint.read_bytes()).hexdigest()
     assert sidecar["loss_per_step"] == stats["loss_per_step"] and sidecar["val_dice_end"] == stats["val_dice_end"]
     assert f"loss {stats['loss_first']} -> {stats['loss_last']}" in done.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft.json", "ft.pt", "stats.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft.pt", "ft.pt.json", "stats.json"]
+    from sam2med.engine import Propagator
+
+    engine = Propagator(checkpoint=out, device="cpu")  # model and input size from the sidecar (the registry's reading)
+    assert engine.model_name == "tiny" and engine.image_size == TEST_IMAGE_SIZE
 
 
 def _synthetic_pair(folder, single_slice: bool):

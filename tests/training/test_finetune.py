@@ -12,7 +12,8 @@ from conftest import TEST_IMAGE_SIZE
 from sam2med.errors import CheckpointError
 from sam2med.geometry import Axis
 from sam2med.io import load_label, load_volume
-from sam2med.training.model import build_training_model, save_finetuned, sidecar_path
+from sam2med.checkpoints import sidecar_path
+from sam2med.training.model import build_training_model, save_finetuned
 from sam2med.training.sampler import Clip, TrainingVolume
 from sam2med.training.step import EncoderFeatures, clip_loss, make_loss
 
@@ -65,7 +66,7 @@ def test_checkpoint_round_trip_is_strict(heads_model, random_checkpoint, tmp_pat
         heads_model.sam_mask_decoder.iou_prediction_head.layers[0].bias.add_(0.25)  # a recognisable change
     state = heads_model.state_dict()
     out = save_finetuned(state, tmp_path / "ft.pt", {"base_model": "tiny", "image_size": TEST_IMAGE_SIZE, "steps": 5})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft.json", "ft.pt"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft.pt", "ft.pt.json"]  # no temporary file left
     assert json.loads(sidecar_path(out).read_text()) == {"base_model": "tiny", "image_size": TEST_IMAGE_SIZE, "steps": 5}
     content = torch.load(out, weights_only=True)
     assert list(content) == ["model"] and set(content["model"]) == set(state)

@@ -31,7 +31,7 @@ A --val-fraction of the pairs is held out and propagated through the real engine
 truth range) at step 0 and at the end; the mean Dice is reported next to the copy-the-seed reference.
 
 outputs: OUT.pt ({"model": state_dict}, the official format: pass it as --checkpoint to propagate, evaluate
-and serve, with the same --image-size), OUT.json next to it (base checkpoint and its hash, steps, mode,
+and serve; its sidecar gives the model and input size), OUT.pt.json next to it (base checkpoint and its hash, steps, mode,
 image size, data ids, loss per step, validation Dice) and --json STATS.json.
 Random weights in, random-quality weights out: a falling loss proves the training runs, not that it helps.
 
@@ -81,7 +81,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam2med.checkpoints import model_for_checkpoint, resolve_checkpoint
+    from sam2med.checkpoints import choose_model, resolve_checkpoint
     from sam2med.evaluation.labelmap import read_labels_map, resolve_labels
     from sam2med.evaluation.pairing import pair_cases
     from sam2med.evaluation.runner import _load_case  # the evaluation's reading of a pair (label on the image grid)
@@ -90,19 +90,21 @@ def run(args: argparse.Namespace) -> int:
     from sam2med.progress import on_terminal
     from sam2med.training.finetune import FineTuneConfig, finetune, split_cases
     from sam2med.training.sampler import TrainingVolume
+    from sam2med.windowing import PREPROCESSING
 
     _check(args)
     names = read_labels_map(args.labels_map) if args.labels_map else {}
     labels = resolve_labels(args.label, names)
-    model = args.model or model_for_checkpoint(args.checkpoint)
-    checkpoint = resolve_checkpoint(model, args.checkpoint, download=False)
+    choice = choose_model(args.model, args.checkpoint, args.image_size)
+    checkpoint = resolve_checkpoint(choice.model, args.checkpoint, download=False)
+    preprocessing = PREPROCESSING[choice.spec.preprocessing]
     axis = Axis.parse(args.axis)
     cases = [c for c in pair_cases(Path(args.images), Path(args.labels)) if c.label is not None]
     train_cases, val_cases = split_cases(cases, args.val_fraction, args.seed)
     train = []
     for case in tqdm(train_cases, desc="read", unit="pair", leave=False, disable=not on_terminal()):
         volume, truth = _load_case(case)
-        train.append(TrainingVolume.from_arrays(case.name, volume, truth.array, axis, labels))
+        train.append(TrainingVolume.from_arrays(case.name, volume, truth.array, axis, labels, preprocessing=preprocessing))
     found = {value for v in train for value in v.objects}
     if labels:
         missing = [value for value in labels if value not in found]
@@ -112,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no label on 2 or more slices in the training pairs: nothing to train on")
     logger.info("training on %d pair(s) (%d objects), validating on %d", len(train), sum(len(v.objects) for v in train), len(val_cases))
 
-    config = FineTuneConfig(model=model, checkpoint=checkpoint, out=Path(args.output), steps=args.steps, mode=args.mode,
-                            image_size=args.image_size, clip_slices=args.clip_slices, lr=args.lr, seed=args.seed,
+    config = FineTuneConfig(model=choice.model, checkpoint=checkpoint, out=Path(args.output), steps=args.steps, mode=args.mode,
+                            image_size=choice.image_size, clip_slices=args.clip_slices, lr=args.lr, seed=args.seed,
                             device=args.device, axis=axis, labels=labels)
     with logging_redirect_tqdm(), tqdm(total=args.steps, desc="finetune", unit="step", disable=not on_terminal()) as bar:
         def on_step(done: int, total: int, loss: float) -> None:

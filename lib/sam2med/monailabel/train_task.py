@@ -71,13 +71,14 @@ class Sam2FinetuneTask(TrainTask):
             return {}
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
-        from sam2med.checkpoints import resolve_checkpoint
+        from sam2med.checkpoints import model_spec, resolve_checkpoint, sidecar_path
         from sam2med.evaluation.pairing import Case
         from sam2med.evaluation.runner import _load_case  # the evaluation's reading of a pair (label on the image grid)
         from sam2med.geometry import Axis
         from sam2med.monailabel.engine import model_version
         from sam2med.training.finetune import FineTuneConfig, finetune, split_cases
         from sam2med.training.sampler import TrainingVolume
+        from sam2med.windowing import PREPROCESSING
 
         config = self.services.config
         if not config.state_dir:
@@ -92,10 +93,11 @@ class Sam2FinetuneTask(TrainTask):
             raise InputError("no image has a submitted (final) label to train on")
         train_cases, val_cases = split_cases(cases, val_fraction, seed)
         labels = sorted(set(config.labels.values()))
+        preprocessing = PREPROCESSING[model_spec(self.services.engine.model_name).preprocessing]
         train = []
         for case in train_cases:
             volume, truth = _load_case(case)
-            train.append(TrainingVolume.from_arrays(case.name, volume, truth.array, Axis.AXIAL, labels))
+            train.append(TrainingVolume.from_arrays(case.name, volume, truth.array, Axis.AXIAL, labels, preprocessing=preprocessing))
         published = published_checkpoint(config.state_dir)
         base = published[0] if published else resolve_checkpoint(self.services.engine.model_name, config.checkpoint, download=False)
         folder = models_dir(config.state_dir)
@@ -108,7 +110,7 @@ class Sam2FinetuneTask(TrainTask):
                                "current_time": str(datetime.timedelta(seconds=int(time.time() - start_ts)))}, folder / STATS)
 
         ft = FineTuneConfig(model=self.services.engine.model_name, checkpoint=base, out=folder / name, steps=steps,
-                            mode=request.get("mode") or None, image_size=config.image_size,
+                            mode=request.get("mode") or None, image_size=self.services.engine.image_size,
                             clip_slices=_number(request, "clip_slices", 4), lr=_number(request, "lr", 1e-4, float), seed=seed,
                             device=config.device, labels=labels)
         stats = finetune(ft, train, val_cases, on_step)
@@ -126,5 +128,6 @@ class Sam2FinetuneTask(TrainTask):
         for old in folder.glob("sam2_finetune-*.pt"):  # earlier published models, except the one trained from
             if old.name != name and old != base:
                 old.unlink(missing_ok=True)
+                sidecar_path(old).unlink(missing_ok=True)
         logger.info("published %s (%s) after %d step(s)", name, version, stats["steps"])
         return final

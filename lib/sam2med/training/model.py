@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from sam2med.checkpoints import model_spec
+from sam2med.checkpoints import model_spec, sidecar_path
+from sam2med.engine.model import size_overrides
 from sam2med.errors import CheckpointError
 from sam2med.io import write_json_atomic
 
@@ -28,16 +29,16 @@ def build_training_model(model: str, checkpoint: Path, image_size: int | None, d
     if mode not in MODES:
         raise CheckpointError(f"unknown training mode {mode!r}: use {' or '.join(MODES)}")
     overrides = [f"++model._target_={TRAIN_TARGET}", f"++model.freeze_image_encoder={'true' if mode == 'heads' else 'false'}"]
-    if image_size is not None:
-        overrides.append(f"++model.image_size={int(image_size)}")
-    cfg = compose(config_name=model_spec(model).config, overrides=overrides)
+    spec = model_spec(model)
+    overrides += size_overrides(int(image_size or spec.input_size))
+    cfg = compose(config_name=spec.config, overrides=overrides)
     OmegaConf.resolve(cfg)
     train_model = instantiate(cfg.model, _recursive_=True)
     state = load_state_dict(checkpoint)
     try:
         train_model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{checkpoint}: does not fit the SAM2.1 '{model}' architecture "
+        raise CheckpointError(f"{checkpoint}: does not fit the {spec.family} '{model}' architecture "
                               f"({str(err).splitlines()[0][:160]})") from None
     train_model.rng = np.random.default_rng(seed)  # SAM2Train's own prompt sampling, seeded like the rest
     return train_model.to(device)
@@ -54,13 +55,8 @@ def load_state_dict(checkpoint: Path) -> dict:
     return content["model"]
 
 
-def sidecar_path(checkpoint: Path) -> Path:
-    """The JSON file describing a fine-tuned checkpoint: OUT.pt -> OUT.json."""
-    return Path(checkpoint).with_suffix(".json")
-
-
 def save_finetuned(state_dict: dict, path: Path, sidecar: dict) -> Path:
-    """Write `{"model": state_dict}` and its sidecar, each through a temporary file renamed into place.
+    """Write `{"model": state_dict}` and its sidecar (`checkpoints.sidecar_path`), each through a temporary file renamed into place.
 
     The checkpoint is renamed into place before the sidecar is written, so a reader never sees a
     half-written checkpoint, and a sidecar never describes a checkpoint that is not there.

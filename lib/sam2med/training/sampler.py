@@ -14,7 +14,7 @@ import numpy as np
 
 from sam2med.geometry import Axis, to_slices
 from sam2med.io import Volume
-from sam2med.windowing import Window, guess_modality
+from sam2med.windowing import PREPROCESSING, Preprocessing, Window, guess_modality
 
 PROMPT_KINDS = ("mask", "box", "clicks")
 
@@ -27,12 +27,15 @@ class TrainingVolume:
     slices: np.ndarray  # (N, H, W) float32 in [0, 1], windowed exactly as inference windows it
     labels: np.ndarray  # (N, H, W) integer label values
     objects: dict[int, np.ndarray] = field(default_factory=dict)  # label -> sorted slice indices holding it
+    resize: str = "bilinear"  # how the model's input is resized (the model's preprocessing)
 
     @classmethod
     def from_arrays(cls, name: str, volume: Volume, label_xyz: np.ndarray, axis: Axis, wanted: list[int] | None,
-                    window: "Window | str | None" = "auto") -> "TrainingVolume":
-        """Window `volume` as `Propagator` does and keep the labels of `wanted` (all when None) on 2+ slices."""
-        window = Window.parse(window, guess_modality(volume.array, volume.modality))
+                    window: "Window | str | None" = "auto", preprocessing: Preprocessing | None = None) -> "TrainingVolume":
+        """Window `volume` as `Propagator` does for the model's `preprocessing` and keep the labels of `wanted`
+        (all when None) on 2+ slices."""
+        preprocessing = preprocessing or PREPROCESSING["sam2"]
+        window = Window.parse(window, guess_modality(volume.array, volume.modality)).for_model(preprocessing)
         bounds = window.bounds(volume.array)
         slices = window.apply(to_slices(volume.array, axis), bounds)
         labels = to_slices(label_xyz, axis)
@@ -42,7 +45,7 @@ class TrainingVolume:
             present = np.flatnonzero((labels == value).any(axis=(1, 2)))
             if present.size >= 2:
                 objects[value] = present
-        return cls(name, np.ascontiguousarray(slices, dtype=np.float32), np.ascontiguousarray(labels), objects)
+        return cls(name, np.ascontiguousarray(slices, dtype=np.float32), np.ascontiguousarray(labels), objects, preprocessing.resize)
 
 
 @dataclass(frozen=True)

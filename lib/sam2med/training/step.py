@@ -40,7 +40,8 @@ class EncoderFeatures:
         missing = [s for s in clip.slices if (clip.volume, s) not in self.levels]
         device = next(self.model.parameters()).device
         if missing:
-            images = to_model_input(self.volumes[clip.volume].slices[missing], self.model.image_size, device)
+            volume = self.volumes[clip.volume]
+            images = to_model_input(volume.slices[missing], self.model.image_size, device, volume.resize)
             with torch.no_grad(), autocast_context(device, self.dtype):
                 out = self.model.image_encoder(images)
             for offset, s in enumerate(missing):
@@ -68,7 +69,7 @@ def clip_batch(volume: TrainingVolume, clip: Clip, image_size: int, device: torc
     from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData
 
     frames = len(clip.slices)
-    images = to_model_input(volume.slices[list(clip.slices)], image_size, device)  # (T, 3, S, S)
+    images = to_model_input(volume.slices[list(clip.slices)], image_size, device, volume.resize)  # (T, 3, S, S)
     masks = clip_masks(volume, clip, image_size).to(device)  # (T, 1, S, S)
     obj_to_frame = torch.tensor([[[t, 0]] for t in range(frames)], dtype=torch.int, device=device)  # (T, O=1, 2)
     identifier = torch.tensor([[[clip.volume, clip.label, s]] for s in clip.slices], dtype=torch.long, device=device)
