@@ -114,6 +114,8 @@ def test_train_on_submitted_labels_publishes_a_model_the_next_infer_uses(server,
 
     _, params = client.infer("sam2_propagate", "mr", {"slice_range": list(RANGES["mr"])}, label_in=str(server["seeds"]["mr"]))
     assert params["model_version"] == new_version  # the next request, no restart
+    start, end = RANGES["mr"]  # the first test propagated these slices with the old weights: none is reused
+    assert params["cache"]["request_hit_slices"] == 0 and params["cache"]["request_miss_slices"] == end - start + 1
     assert client.info()["sam2med"]["model_version"] == new_version
 
 
