@@ -57,6 +57,12 @@ class Sam2MedApp(MONAILabelApp):
     def init_strategies(self):
         return self.services.strategies()
 
+    def init_trainers(self):
+        return self.services.trainers()
+
+    def init_scoring_methods(self):
+        return self.services.scoring_methods()
+
     def info(self) -> Dict[str, Any]:
         return {**super().info(), "sam2med": self.services.info()}
 

@@ -69,3 +69,42 @@ def test_tags_and_ids_cannot_leave_the_datastore(store, tmp_path):
         store.add_image("../escape", str(label), {})
     assert caught.value.status_code == 403
     assert not (tmp_path.parent / "outside").exists()
+
+
+def _scores(store, image_id, object_score):
+    from sam2med.monailabel.strategies import SCORES_KEY
+    from sam2med.uncertainty import score_record
+
+    labels = {"1": [{"slice": 0, "object_score": 1.0, "iou": None, "area": 9, "seed": True},
+                    {"slice": 1, "object_score": object_score, "iou": 0.9, "area": 8, "seed": False}]}
+    store.update_image_info(image_id, {SCORES_KEY: score_record(labels, "tiny:test", "axial", 1)})
+
+
+def test_uncertain_picks_the_least_confident_unreviewed_image_else_ordered(store, tmp_path):
+    from sam2med.monailabel.strategies import Uncertain
+
+    strategy = Uncertain()
+    fallback = strategy({}, store)
+    assert fallback["id"] == "case1" and fallback["reason"].startswith("no unreviewed image has SAM2 scores yet; ordered:")
+    assert fallback["uncertainty"] is None and fallback["review_slices"] == []
+    _scores(store, "case3", 0.9)
+    _scores(store, "case10", 0.6)  # less confident
+    picked = strategy({}, store)
+    assert picked["id"] == "case10" and picked["uncertainty"] == pytest.approx(round(1 - 0.6 * 0.9, 4))
+    assert picked["model_version"] == "tiny:test" and [r["slice"] for r in picked["review_slices"]] == [1]
+    assert "least confident of 2" in picked["reason"]
+    store.save_label("case10", str(_image(tmp_path / "label.nii.gz")), "final", {})  # submitted: reviewed
+    assert store.get_image_info("case10")["sam2med_reviewed"]["ts"] > 0
+    assert strategy({}, store)["id"] == "case3"
+    store.save_label("case3", str(_image(tmp_path / "label.nii.gz")), "final", {})
+    assert strategy({}, store)["reason"].startswith("no unreviewed image has SAM2 scores yet")
+
+
+def test_sam2_confidence_scoring_writes_the_uncertainty_into_image_info(store):
+    from sam2med.monailabel.scoring import CONFIDENCE_KEY, Sam2Confidence
+
+    _scores(store, "case2", 0.6)
+    result = Sam2Confidence()({}, store)
+    assert result == {"case2": {"uncertainty": pytest.approx(0.46), "model_version": "tiny:test"}}
+    assert store.get_image_info("case2")[CONFIDENCE_KEY]["uncertainty"] == pytest.approx(0.46)
+    assert CONFIDENCE_KEY not in store.get_image_info("case1")

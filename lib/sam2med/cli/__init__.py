@@ -9,7 +9,7 @@ import sys
 
 from sam2med.errors import Sam2MedError
 
-SUBCOMMANDS = ("propagate", "serve", "evaluate", "bench", "download", "models", "samples")
+SUBCOMMANDS = ("propagate", "serve", "evaluate", "finetune", "bench", "download", "models", "samples")
 
 DESCRIPTION = """\
 sam2med: SAM2.1 propagation of seed masks through 3D medical images.
@@ -26,6 +26,7 @@ typical session:
   python main.py serve                                   # MONAI Label server, OHIF at /ohif/
   python main.py evaluate --images DIR --labels DIR --out RESULTS
   python main.py bench IMAGE --seed SEED --json bench.json
+  python main.py finetune --images DIR --labels DIR --checkpoint BASE.pt -o FT.pt --json stats.json
 
 run 'python main.py COMMAND --help' for each command's options.
 """

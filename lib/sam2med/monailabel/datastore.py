@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Dict
 
 from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
 
 from sam2med.errors import Sam2MedError
 from sam2med.monailabel.http import to_http
 from sam2med.monailabel.params import parse_seed_tag
 from sam2med.monailabel.results import raw_label_to_nifti
 from sam2med.monailabel.safety import check_image_id
+from sam2med.monailabel.strategies import REVIEWED_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ class GuardedLocalDatastore(LocalDatastore):
         _checked(parse_seed_tag, label_tag)
         if not self.get_image_uri(image_id):
             raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore")
+        if label_tag == DefaultLabelTag.FINAL.value:  # a submitted label: the image has been reviewed
+            self.update_image_info(image_id, {REVIEWED_KEY: {"ts": int(time.time())}})
         if label_filename.lower().endswith(".bin"):
             converted = _checked(raw_label_to_nifti, label_filename, self.get_image_uri(image_id))
             try:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 from sam2med.checkpoints import choose_model
 from sam2med.engine import Propagator
 from sam2med.monailabel.appconfig import AppConfig
+from sam2med.provenance import file_sha256
 
 logger = logging.getLogger(__name__)
+
+
+def model_version(model_name: str, checkpoint) -> str:
+    """The version of a model's weights as responses and scores carry it: its name and the checkpoint's sha256 prefix."""
+    return f"{model_name}:{file_sha256(checkpoint)[:12]}"
 
 
 class SharedEngine:
@@ -28,26 +35,41 @@ class SharedEngine:
         self.image_size = choice.image_size  # known before the model loads: /info/ names it from the start
         self._propagator: Propagator | None = None
         self._lock = threading.Lock()
+        self.version: str | None = None  # "MODEL:sha256[:12]" of the loaded checkpoint, set when it loads
+        self._checkpoint: str | None = None  # the checkpoint the propagator was loaded from
 
     @property
     def loaded(self) -> bool:
         return self._propagator is not None
 
+    def _published(self) -> tuple[str, dict] | None:
+        """(checkpoint path, pointer) of the model `sam2_finetune` published last, if any."""
+        from sam2med.monailabel.train_task import published_checkpoint
+
+        found = published_checkpoint(self.config.state_dir)
+        return (str(found[0]), found[1]) if found else None
+
     def get(self, reason: str = "first request") -> Propagator:
-        """The shared propagator, loading the model now if it is not loaded yet."""
-        if self._propagator is None:
+        """The shared propagator, loading the model now if it is not loaded yet, or if a newer one was published."""
+        published = self._published()
+        wanted = published[0] if published else self.config.checkpoint
+        if self._propagator is None or (published and wanted != self._checkpoint):
             with self._lock:
-                if self._propagator is None:
+                if self._propagator is None or (published and wanted != self._checkpoint):
                     start = time.perf_counter()
-                    logger.info("loading %s (%s) on %s ...", self.model_title, reason, self.config.device)
+                    why = reason if self._propagator is None else f"published by sam2_finetune: {Path(wanted).name}"
+                    logger.info("loading %s (%s) on %s ...", self.model_title, why, self.config.device)
+                    # A new propagator brings a new feature cache: entries of the previous weights are never reused.
                     self._propagator = Propagator(
                         model=self.model_name,
-                        checkpoint=self.config.checkpoint,
+                        checkpoint=wanted,
                         device=self.config.device,
                         image_size=self.image_size,
                         cache_bytes=int(self.config.cache_gb * 1e9) if self.config.cache_gb else None,
                     )
-                    logger.info("%s ready on %s in %.1fs (input %d px, feature cache %.1f GB); shared by all requests",
-                                self.model_title, self._propagator.device, time.perf_counter() - start, self._propagator.image_size,
-                                self._propagator.cache.budget_bytes / 1e9)
+                    self._checkpoint = wanted
+                    self.version = model_version(self.model_name, self._propagator.checkpoint)
+                    logger.info("%s (%s) ready on %s in %.1fs (input %d px, feature cache %.1f GB); shared by all requests",
+                                self.model_title, self.version, self._propagator.device, time.perf_counter() - start,
+                                self._propagator.image_size, self._propagator.cache.budget_bytes / 1e9)
         return self._propagator

@@ -14,6 +14,7 @@ from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from sam2med.corrections import CorrectionStore
@@ -32,6 +33,7 @@ from sam2med.monailabel.safety import (
     remove_uploads,
     scrub_paths,
 )
+from sam2med.monailabel.scoring import SCORING_METHODS
 from sam2med.monailabel.strategies import STRATEGIES
 from sam2med.monailabel.tasks import TASKS
 from sam2med.monailabel.warmup import WarmUp
@@ -84,9 +86,18 @@ class AppServices:
     def strategies(self) -> Dict[str, Strategy]:
         return {name: STRATEGIES[name]() for name in self.config.strategies}
 
+    def trainers(self) -> Dict[str, Any]:
+        from sam2med.monailabel.train_task import Sam2FinetuneTask
+
+        return {"sam2_finetune": Sam2FinetuneTask(self)} if "sam2_finetune" in self.description.get("trainers", []) else {}
+
+    def scoring_methods(self) -> Dict[str, ScoringMethod]:
+        return {name: SCORING_METHODS[name]() for name in self.description.get("scoring", [])}
+
     def info(self) -> Dict[str, Any]:
-        return {"model": self.engine.model_name, "model_title": self.engine.model_title, "loaded": self.engine.loaded,
-                "device": self.config.device, "image_size": self.engine.image_size, "warmup": self.warmup is not None}
+        return {"model": self.engine.model_name, "model_title": self.engine.model_title, "model_version": self.engine.version,
+                "loaded": self.engine.loaded, "device": self.config.device, "image_size": self.engine.image_size,
+                "warmup": self.warmup is not None}
 
     def on_start(self) -> None:
         """Put sam2med's routes into the served app; load the model now (conf preload true) or say that the first request will."""

@@ -1,4 +1,4 @@
-"""Active-learning strategies: MONAI Label's `random` and `first`, and `ordered` (ours)."""
+"""Active-learning strategies: MONAI Label's `random` and `first`, and `ordered` and `uncertain` (ours)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
 logger = logging.getLogger(__name__)
+
+SCORES_KEY = "sam2med_scores"  # image info: the last propagation's per-slice scores (sam2med.uncertainty.score_record)
+REVIEWED_KEY = "sam2med_reviewed"  # image info: set when a `final` label is submitted
 
 
 def natural_key(name: str) -> list[Any]:
@@ -51,4 +54,38 @@ class Ordered(Strategy):
         return {"id": chosen, "reason": reason}
 
 
-STRATEGIES: Dict[str, Callable[[], Strategy]] = {"random": Random, "first": First, "ordered": Ordered}
+class Uncertain(Strategy):
+    """The unreviewed image whose last propagation SAM2 was least sure of (sam2med.uncertainty has the formula).
+
+    Reviewed images (with a submitted `final` label) are skipped; when no unreviewed image has scores,
+    the answer is `ordered`'s. The answer carries `reason`, `uncertainty`, `model_version` and
+    `review_slices` (the slices most worth a look).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("Unreviewed image whose last SAM2 propagation was least confident (else: ordered)")
+
+    def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any] | None:
+        tag = request.get("label_tag") or DefaultLabelTag.FINAL.value
+        scored = []
+        for image_id in datastore.get_unlabeled_images(tag, request.get("labels")):
+            info = datastore.get_image_info(image_id)
+            record = info.get(SCORES_KEY) or {}
+            if record.get("uncertainty") is not None and not info.get(REVIEWED_KEY):
+                scored.append((float(record["uncertainty"]), image_id, record))
+        if not scored:
+            answer = Ordered()(request, datastore)
+            if answer:
+                answer.update(reason=f"no unreviewed image has SAM2 scores yet; ordered: {answer['reason']}",
+                              uncertainty=None, review_slices=[])
+            return answer
+        scored.sort(key=lambda item: (-item[0], natural_key(item[1])))
+        uncertainty, chosen, record = scored[0]
+        reason = (f"least confident of {len(scored)} scored unreviewed image(s): uncertainty {uncertainty:.4f} "
+                  f"(model {record.get('model_version') or '?'})")
+        logger.info("uncertain: %s -> %s", reason, chosen)
+        return {"id": chosen, "reason": reason, "uncertainty": uncertainty, "model_version": record.get("model_version"),
+                "review_slices": record.get("review_slices", [])}
+
+
+STRATEGIES: Dict[str, Callable[[], Strategy]] = {"random": Random, "first": First, "ordered": Ordered, "uncertain": Uncertain}

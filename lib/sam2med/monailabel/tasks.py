@@ -32,10 +32,12 @@ from sam2med.monailabel.params import (
 )
 from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import track_result
+from sam2med.monailabel.strategies import SCORES_KEY
 from sam2med.labelnames import label_name
 from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, parse_label_ranges, range_for_labels,
                              seeds_from_label)
 from sam2med.provenance import describe_file, provenance
+from sam2med.uncertainty import review_slices, score_record
 from sam2med.windowing import CT_PRESETS
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,18 @@ class _Sam2Task(InferTask):
             self.corrections.save(state)
         except OSError as err:  # the result is still good; only the next correction loses its history
             logger.warning("cannot keep the correction state of %r: %s", image_id, err)
+
+    def _record_scores(self, request: Dict[str, Any], result: PropagationResult) -> None:
+        """Keep a datastore image's per-slice scores, with the model version, in its image info (for `uncertain`)."""
+        image_id = request.get("image_id")
+        if not image_id:
+            return
+        labels = {label: info["slices"] for label, info in result.to_json()["labels"].items()}
+        record = score_record(labels, self.engine.version or "", result.axis.name.lower(), int(time.time()))
+        try:
+            self.datastore().update_image_info(str(image_id), {SCORES_KEY: record})
+        except Exception as err:  # a remote store may not keep image info; the result is still good
+            logger.warning("cannot record the SAM2 scores of %r: %s", image_id, err)
 
     def is_valid(self) -> bool:
         return True
@@ -109,6 +123,9 @@ class _Sam2Task(InferTask):
         for label, info in report["labels"].items():
             info["name"] = names[int(label)]
         report["provenance"] = provenance(self.engine.get(), inputs, result.window)
+        scores = {label: info["slices"] for label, info in report["labels"].items()}
+        report["model_version"] = self.engine.version
+        report["review_slices"] = review_slices(scores)
         report["latencies"] = {
             "pre": round(load_seconds, 3), "infer": round(result.seconds, 3), "invert": 0, "post": 0,
             "write": round(write_seconds, 3), "total": round(time.perf_counter() - start, 3), "transform": None,
@@ -173,6 +190,7 @@ class Sam2PropagateTask(_Sam2Task):
         load_seconds = time.perf_counter() - start
         result = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges, **policies)
         self._remember(request, image, seeds.masks, result)
+        self._record_scores(request, result)
         inputs = {"image": self._image_file(request), "seed": seed_file}
         return self._finish(result, image, params.output, start, load_seconds, extra, inputs)
 
@@ -202,6 +220,7 @@ class Sam2PointsTask(_Sam2Task):
         load_seconds = time.perf_counter() - start
         result = self._propagate(request, image, seeds, slice_range, params.window, **policies)
         self._remember(request, image, {label: [p.slice_index for p in prompts] for label, prompts in seeds.prompts.items()}, result)
+        self._record_scores(request, result)
         return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices},
                             {"image": self._image_file(request)})
 
