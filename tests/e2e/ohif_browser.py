@@ -41,3 +41,38 @@ def _wait_for(url: str, seconds: float, process: subprocess.Popen | None = None,
         except OSError:
             time.sleep(1)
     pytest.fail(f"{url} did not answer within {seconds:.0f}s")
+
+
+def open_viewer(page, server: str, study: str, series: str | None = None, mode: str = "sam2med", settle_s: float = 3):
+    """Open `study` (optionally one series) in an OHIF mode; returns the first viewport once shown, notice closed."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server}/ohif/{mode}?StudyInstanceUIDs={study}" + (f"&SeriesInstanceUIDs={series}" if series else ""))
+    viewport = page.locator(".cornerstone-viewport-element").first
+    expect(viewport).to_be_visible(timeout=120_000)
+    time.sleep(settle_s)
+    hide = page.get_by_text("Confirm and Hide")
+    if hide.is_visible():
+        hide.click()
+    return viewport
+
+
+SHOWN_Z = """() => { const v = window.sam2med.activeViewport().viewport;
+    return window.cornerstone.metaData.get('imagePlaneModule', v.getImageIds()[v.getCurrentImageIdIndex()]).imagePositionPatient[2]; }"""
+
+
+def scroll_to_z(page, viewport, z: float) -> None:
+    """Scroll with the mouse wheel until the image at patient z is shown. Which way a wheel step moves depends on
+    the viewport (a stack steps through its list, a volume along the camera), so the direction is learnt."""
+    box = viewport.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    delta = 100
+    for _ in range(60):
+        before = page.evaluate(SHOWN_Z)
+        if abs(before - z) < 0.01:
+            return
+        page.mouse.wheel(0, delta)
+        time.sleep(0.3)
+        if abs(page.evaluate(SHOWN_Z) - z) > abs(before - z):
+            delta = -delta
+    pytest.fail(f"could not scroll to z={z}")

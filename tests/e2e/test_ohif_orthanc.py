@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json
+from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json, open_viewer, scroll_to_z
 
 SEED_SLICE, RANGE = 10, (8, 12)
 
@@ -202,8 +202,6 @@ def test_point_prompts_reach_the_server_at_the_clicked_position(server, orthanc)
     """The bundled Point Prompts panel: a click on the slice at patient z arrives as the server slice at that z."""
     from playwright.sync_api import expect, sync_playwright
 
-    from e2e.test_ohif_sam2med import _scroll_to_z
-
     clicked_z = -784.5
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
@@ -212,19 +210,13 @@ def test_point_prompts_reach_the_server_at_the_clicked_position(server, orthanc)
             context.add_cookies([{"name": "MONAILABEL_SERVER_URL", "value": f"{server}/", "url": server}])
             page = context.new_page()
             page.set_default_timeout(60_000)
-            page.goto(f"{server}/ohif/monai-label?StudyInstanceUIDs={orthanc['study']}")
-            viewport = page.locator(".cornerstone-viewport-element").first
-            expect(viewport).to_be_visible(timeout=90_000)
-            time.sleep(5)
-            hide = page.get_by_text("Confirm and Hide")
-            if hide.is_visible():
-                hide.click()
+            viewport = open_viewer(page, server, orthanc["study"], mode="monai-label", settle_s=5)
             page.locator("#monailabelServerURL").locator("xpath=../..").locator("button").click()
             page.get_by_text("Point Prompts").click()
             page.locator(".modelSelector select.selectBox").nth(1).select_option("sam2_points")
             page.locator("tr.clickable-row").nth(1).click()  # the first label (row 0 is background)
             time.sleep(1)
-            _scroll_to_z(page, viewport, clicked_z)
+            scroll_to_z(page, viewport, clicked_z)
             box = viewport.bounding_box()
             for _ in range(5):  # the probe tool becomes active a moment after the label is chosen
                 page.mouse.click(box["x"] + 0.36 * box["width"], box["y"] + 0.55 * box["height"])

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json
+from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json, open_viewer, scroll_to_z
 
 pytestmark = pytest.mark.e2e
 
@@ -58,40 +58,6 @@ def reversed_series(orthanc, series_folder, tmp_path_factory) -> str:
     return series_uid
 
 
-def _open(page, server: str, study: str, series: str | None = None):
-    from playwright.sync_api import expect
-
-    page.goto(f"{server}/ohif/sam2med?StudyInstanceUIDs={study}" + (f"&SeriesInstanceUIDs={series}" if series else ""))
-    viewport = page.locator(".cornerstone-viewport-element").first
-    expect(viewport).to_be_visible(timeout=120_000)
-    time.sleep(3)
-    hide = page.get_by_text("Confirm and Hide")
-    if hide.is_visible():
-        hide.click()
-    return viewport
-
-
-SHOWN_Z = """() => { const v = window.sam2med.activeViewport().viewport;
-    return window.cornerstone.metaData.get('imagePlaneModule', v.getImageIds()[v.getCurrentImageIdIndex()]).imagePositionPatient[2]; }"""
-
-
-def _scroll_to_z(page, viewport, z: float) -> None:
-    """Scroll with the mouse wheel until the image at patient z is shown. Which way a wheel step moves depends on
-    the viewport (a stack steps through its list, a volume along the camera), so the direction is learnt."""
-    box = viewport.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    delta = 100
-    for _ in range(60):
-        before = page.evaluate(SHOWN_Z)
-        if abs(before - z) < 0.01:
-            return
-        page.mouse.wheel(0, delta)
-        time.sleep(0.3)
-        if abs(page.evaluate(SHOWN_Z) - z) > abs(before - z):
-            delta = -delta
-    pytest.fail(f"could not scroll to z={z}")
-
-
 def _stroke(page, viewport, points: list[tuple[float, float]]) -> None:
     """A brush/eraser stroke through points given as fractions of the viewport box."""
     box = viewport.bounding_box()
@@ -119,7 +85,7 @@ def _paint_seed(page, viewport) -> list[int]:
     page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
     page.get_by_text("Add segmentation").first.click()
     time.sleep(1)
-    _scroll_to_z(page, viewport, SEED_Z)
+    scroll_to_z(page, viewport, SEED_Z)
     page.locator('[data-cy="Brush"]').first.click()
     for fy in (0.50, 0.54, 0.58):
         _stroke(page, viewport, [(0.30, fy), (0.36, fy), (0.42, fy)])
@@ -131,7 +97,7 @@ def _paint_seed(page, viewport) -> list[int]:
 
 def _set_range_from_viewer(page, viewport) -> None:
     for which, z in (("start", START_Z), ("end", END_Z)):
-        _scroll_to_z(page, viewport, z)
+        scroll_to_z(page, viewport, z)
         page.locator(f'[data-testid="sam2med-set-{which}"]').click()
         time.sleep(0.5)
 
@@ -169,7 +135,7 @@ def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(60_000)
-            viewport = _open(page, server, orthanc["study"], orthanc["series"])
+            viewport = open_viewer(page, server, orthanc["study"], orthanc["series"])
 
             # Nothing painted yet: a readable error in the panel, no request lost.
             page.locator('[data-cy="sam2med-btn"]').click()
@@ -195,7 +161,7 @@ def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
             page.screenshot(path=ARTIFACTS / "sam2med-03-result.png")
 
             # Erase part of a propagated slice and run again: that slice conditions too, features come from the cache.
-            _scroll_to_z(page, viewport, ERASE_Z)
+            scroll_to_z(page, viewport, ERASE_Z)
             page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
             page.locator('[data-cy="Eraser"]').first.click()
             _stroke(page, viewport, [(0.2, 0.45), (0.5, 0.45), (0.8, 0.45)])
@@ -259,7 +225,7 @@ def test_series_in_opposite_slice_order_lands_on_the_same_positions(server, orth
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.set_default_timeout(60_000)
-            viewport = _open(page, server, orthanc["study"], reversed_series)
+            viewport = open_viewer(page, server, orthanc["study"], reversed_series)
             order = page.evaluate("""() => { const ids = window.sam2med.activeViewport().viewport.getImageIds();
                 return ids.map(id => window.cornerstone.metaData.get('imagePlaneModule', id).imagePositionPatient[2]); }""")
             assert order == sorted(order), "the reversed copy should list its images along +z"
