@@ -2,7 +2,7 @@
 // propagation, paints the 3D result back, keeps corrections as conditioning slices, and saves a DICOM-SEG.
 // Plain ES module, loaded at run time by the OHIF that MONAI Label bundles (no build step). The panel is
 // plain DOM inside one React element; React itself is the bundle's own copy (see findReact).
-import { Grid, decodeNrrd, encodeNrrd, gridOfPlanes, pixelMapping, planeOf, sliceOf, voxelOf } from './sam2med-geometry.js';
+import { Grid, decodeNrrd, encodeNrrd, forEachVoxel, gridOfPlanes, pixelMapping, planeOf, sliceOf } from './sam2med-geometry.js';
 
 const EXTENSION_ID = 'sam2med';
 const AXES = ['axial', 'coronal', 'sagittal'];
@@ -120,13 +120,16 @@ class Sam2medController {
   }
 
   // -- run ---------------------------------------------------------------------------------------
-  /** Seed voxels (uint8 on the painted images' own grid): painted images, or after a run the original seeds and the corrected slices. */
+  /**
+   * Seed voxels (uint8 on the painted images' own grid): the painted images, or after a run the seeds as
+   * they were sent then and the slices corrected since. `seeds` maps each conditioning image to what was sent.
+   */
   seedVolume(images, key) {
     const { grid, sorted } = gridOfPlanes(images.map((image) => ({ ...image.plane, image })));
     const data = new Uint8Array(grid.size);
     const plane = grid.shape[0] * grid.shape[1];
     const previous = this.state.key === key ? this.state : null;
-    const seedIds = [];
+    const seeds = new Map();
     sorted.forEach(({ image }, k) => {
       let pixels = image.pixels;
       if (previous && previous.painted) {
@@ -141,10 +144,10 @@ class Sam2medController {
         const v = pixels[i];
         if (v) { data[k * plane + i] = v; any = true; }
       }
-      if (any) seedIds.push(image.imageId);
+      if (any) seeds.set(image.imageId, Uint8Array.from(pixels));
     });
-    if (!seedIds.length) throw new Error('nothing painted: paint the structure with the Brush on at least one slice');
-    return { grid, data, seedIds };
+    if (!seeds.size) throw new Error('nothing painted: paint the structure with the Brush on at least one slice');
+    return { grid, data, seeds };
   }
 
   async run() {
@@ -156,7 +159,7 @@ class Sam2medController {
       const seg = this.segmentation(viewportId);
       const images = this.labelmapImages(seg);
       const key = `${seg.segmentationId}|${displaySet.SeriesInstanceUID}`;
-      const { grid: seedGrid, data, seedIds } = this.seedVolume(images, key);
+      const { grid: seedGrid, data, seeds } = this.seedVolume(images, key);
       const params = { axis: this.state.axis, window: this.state.window, result_extension: '.nrrd', result_compress: true,
         progress_id: `ohif-${Date.now()}-${Math.floor(Math.random() * 1e6)}` };
       const range = this.rangeParam();
@@ -176,18 +179,13 @@ class Sam2medController {
       const parts = await response.formData();
       const report = JSON.parse(await (parts.get('params').text ? parts.get('params').text() : parts.get('params')));
       const result = await decodeNrrd(await parts.get('image').arrayBuffer());
-      const before = new Map(images.map((image) => [image.imageId, Uint8Array.from(image.pixels)]));
       const paintedIds = this.paint(images, result, report);
-      const previous = this.state.key === key ? this.state : null;
-      const seeds = new Map();
-      for (const id of seedIds) seeds.set(id, previous?.seeds.get(id) && !previous.painted?.has(id) ? previous.seeds.get(id) : before.get(id));
-      if (previous?.seeds) for (const [id, pixels] of previous.seeds) if (!seeds.has(id)) seeds.set(id, pixels);
       this.state.key = key;
       this.state.seeds = seeds;
       this.state.painted = new Map(images.filter((image) => paintedIds.has(image.imageId)).map((image) => [image.imageId, Uint8Array.from(image.pixels)]));
       const { cornerstoneTools: tools } = this.libs;
       tools.segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(seg.segmentationId);
-      this.showReport(report, (performance.now() - started) / 1000, seedIds.length);
+      this.showReport(report, (performance.now() - started) / 1000, seeds.size);
     } catch (err) {
       this.setMessage('', 'ok');
       this.showError(err);
@@ -213,20 +211,15 @@ class Sam2medController {
     const { grid, data } = result;
     const painted = new Set();
     for (const image of images) {
-      const mapping = pixelMapping(image.plane, grid);
-      const { columns, rows } = image.plane;
+      const { pixels } = image;
       let touched = false;
-      for (let j = 0; j < rows; j++) {
-        for (let i = 0; i < columns; i++) {
-          const v = voxelOf(mapping, i, j, grid);
-          if (!v || v[axis] < lo || v[axis] > hi) continue;
-          touched = true;
-          const value = data[v[0] + grid.shape[0] * (v[1] + grid.shape[1] * v[2])];
-          const at = j * columns + i;
-          if (value) image.pixels[at] = value;
-          else if (labels.has(image.pixels[at])) image.pixels[at] = 0;
-        }
-      }
+      forEachVoxel(pixelMapping(image.plane, grid), image.plane, grid, (at, voxel, xyz) => {
+        if (xyz[axis] < lo || xyz[axis] > hi) return;
+        touched = true;
+        const value = data[voxel];
+        if (value) pixels[at] = value;
+        else if (labels.has(pixels[at])) pixels[at] = 0;
+      });
       if (touched) painted.add(image.imageId);
     }
     return painted;
@@ -416,15 +409,6 @@ const extension = {
       return React.createElement('div', { ref, style: { height: '100%', overflow: 'auto' } });
     }
     return [{ name: 'sam2med', iconName: 'tab-segmentation', iconLabel: 'SAM2', label: 'SAM2 propagation', component: Sam2medPanel }];
-  },
-  getCommandsModule() {
-    return {
-      definitions: {
-        sam2medRun: { commandFn: () => controller.run() },
-        sam2medSave: { commandFn: () => controller.save() },
-      },
-      defaultContext: 'DEFAULT',
-    };
   },
 };
 

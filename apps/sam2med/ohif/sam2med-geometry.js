@@ -58,10 +58,24 @@ export function pixelMapping(plane, grid) {
   return { base: base.map(Math.round), di: di.map(Math.round), dj: dj.map(Math.round) };
 }
 
-/** Voxel index (x, y, z) of pixel (i, j) under a mapping, or null when it falls outside the grid. */
-export function voxelOf(mapping, i, j, grid) {
-  const v = [0, 1, 2].map((c) => mapping.base[c] + i * mapping.di[c] + j * mapping.dj[c]);
-  return v.every((x, c) => x >= 0 && x < grid.shape[c]) ? v : null;
+/**
+ * Call visit(pixel, voxel, xyz) for every pixel of an image that lands on the grid: `pixel` indexes the image
+ * (row-major), `voxel` the grid's data (x fastest), `xyz` the voxel's index (one array, reused: no allocation
+ * per pixel on this hot path).
+ */
+export function forEachVoxel(mapping, plane, grid, visit) {
+  const { base, di, dj } = mapping;
+  const [nx, ny, nz] = grid.shape;
+  const xyz = [0, 0, 0];
+  for (let j = 0; j < plane.rows; j++) {
+    for (let i = 0; i < plane.columns; i++) {
+      xyz[0] = base[0] + i * di[0] + j * dj[0];
+      xyz[1] = base[1] + i * di[1] + j * dj[1];
+      xyz[2] = base[2] + i * di[2] + j * dj[2];
+      if (xyz[0] < 0 || xyz[0] >= nx || xyz[1] < 0 || xyz[1] >= ny || xyz[2] < 0 || xyz[2] >= nz) continue;
+      visit(j * plane.columns + i, xyz[0] + nx * (xyz[1] + ny * xyz[2]), xyz);
+    }
+  }
 }
 
 /** The slice index along `axis` (0 x, 1 y, 2 z) of a patient-space point, rounded. */

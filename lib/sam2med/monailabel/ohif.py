@@ -9,7 +9,7 @@ named by URL in `window.config` at run time, so this module serves:
   patient position rather than by list order;
 - `/sam2med/progress/{id}`: how far a running propagation is (encode / track, done / total).
 
-The routes go before MONAI Label's `/ohif/{path}` catch-all; everything else of the bundled OHIF is served
+`routes.install_routes` puts them before MONAI Label's `/ohif/{path}` catch-all; everything else of the bundled OHIF is served
 as shipped. The extension reaches into the bundle's internals (React through webpack's chunk loader), so
 `check_bundled_ohif` refuses to serve it over another OHIF build.
 """
@@ -19,18 +19,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import monailabel
-from fastapi import FastAPI, HTTPException
+from fastapi import HTTPException
 from fastapi.responses import FileResponse, Response
-from fastapi.routing import APIRoute
 from monailabel.interfaces.utils.app import app_instance
 
-from sam2med.errors import InputError, Sam2MedError
-from sam2med.monailabel.http import status_of
+from sam2med.errors import Sam2MedError
+from sam2med.monailabel.http import to_http
 from sam2med.monailabel.progress import PROGRESS
-from sam2med.monailabel.safety import check_image_id
+from sam2med.monailabel.safety import NotFoundError, check_image_id
 
 BUNDLED_OHIF_VERSION = "3.10.0-beta.5"
 OHIF_DIR = Path(monailabel.__file__).resolve().parent / "endpoints" / "static" / "ohif"
@@ -79,52 +78,47 @@ def image_grid_json(image_id: str) -> dict[str, Any]:
     datastore = app_instance().datastore()
     uri = datastore.get_image_uri(image_id)
     if not uri or not os.path.exists(uri):
-        raise InputError(f"image {image_id!r} is not in the datastore")
+        raise NotFoundError(f"image {image_id!r} is not in the datastore")
     grid = load_volume(uri).grid if os.path.isdir(uri) else image_grid(uri)
     return {"image": image_id, "shape": list(grid.shape), "spacing": list(grid.spacing), "origin": list(grid.origin),
             "direction": list(grid.direction)}
 
 
-def _http(err: Sam2MedError) -> HTTPException:
-    detail = str(err)
-    return HTTPException(status_code=404 if "not in the datastore" in detail else status_of(err), detail=detail)
+def _app_config() -> Response:
+    return Response(app_config_js(), media_type="application/javascript", headers={"Cache-Control": "no-cache"})
 
 
-def install_ohif_routes(app: FastAPI) -> None:
-    """Add the sam2med OHIF routes in front of MONAI Label's `/ohif/{path}` catch-all."""
+def _extension_module(name: str) -> FileResponse:
+    path = EXTENSION_DIR / name
+    if not _MODULE_NAME.match(name) or not path.is_file():
+        raise HTTPException(status_code=404, detail=f"no sam2med OHIF module named {name!r}")
+    return FileResponse(path, media_type="application/javascript", headers={"Cache-Control": "no-cache"})
+
+
+def _grid(image: str = "") -> dict[str, Any]:
+    try:
+        return image_grid_json(image)
+    except Sam2MedError as err:
+        raise to_http(err) from None
+
+
+def _progress(progress_id: str) -> dict[str, Any]:
+    try:
+        entry = PROGRESS.get(progress_id)
+    except Sam2MedError as err:
+        raise to_http(err) from None
+    if entry is None:
+        raise HTTPException(status_code=404, detail="no propagation with this progress_id is known")
+    return entry
+
+
+def ohif_routes() -> list[tuple[str, str, Callable[..., Any], str]]:
+    """The OHIF extension's routes, as (method, path, endpoint, summary), for `routes.install_routes` to put in
+    front of MONAI Label's `/ohif/{path}` catch-all; refused over another bundled OHIF build."""
     check_bundled_ohif()
-
-    def app_config() -> Response:
-        return Response(app_config_js(), media_type="application/javascript", headers={"Cache-Control": "no-cache"})
-
-    def extension_module(name: str) -> FileResponse:
-        path = EXTENSION_DIR / name
-        if not _MODULE_NAME.match(name) or not path.is_file():
-            raise HTTPException(status_code=404, detail=f"no sam2med OHIF module named {name!r}")
-        return FileResponse(path, media_type="application/javascript", headers={"Cache-Control": "no-cache"})
-
-    def grid(image: str = "") -> dict[str, Any]:
-        try:
-            return image_grid_json(image)
-        except Sam2MedError as err:
-            raise _http(err) from None
-
-    def progress(progress_id: str) -> dict[str, Any]:
-        try:
-            entry = PROGRESS.get(progress_id)
-        except Sam2MedError as err:
-            raise _http(err) from None
-        if entry is None:
-            raise HTTPException(status_code=404, detail="no propagation with this progress_id is known")
-        return entry
-
-    before = len(app.router.routes)
-    app.add_api_route("/ohif/app-config.js", app_config, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/ohif/sam2med/{name}", extension_module, methods=["GET"], include_in_schema=False)
-    app.add_api_route("/sam2med/grid", grid, methods=["GET"], tags=["sam2med"], summary="Voxel grid of an image")
-    app.add_api_route("/sam2med/progress/{progress_id}", progress, methods=["GET"], tags=["sam2med"],
-                      summary="Progress of a running propagation")
-    added = app.router.routes[before:]
-    del app.router.routes[before:]
-    app.router.routes[:0] = added  # first match wins: before MONAI Label's /ohif/{path}
-    assert all(isinstance(route, APIRoute) for route in added)
+    return [
+        ("GET", "/ohif/app-config.js", _app_config, "OHIF config: the bundled one plus the sam2med extension and mode"),
+        ("GET", "/ohif/sam2med/{name}", _extension_module, "A module of the sam2med OHIF extension"),
+        ("GET", "/sam2med/grid", _grid, "Voxel grid of an image"),
+        ("GET", "/sam2med/progress/{progress_id}", _progress, "Progress of a running propagation"),
+    ]

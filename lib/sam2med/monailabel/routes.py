@@ -37,7 +37,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.utils.app import app_instance
 
 from sam2med.monailabel.http import to_http
-from sam2med.monailabel.ohif import install_ohif_routes
+from sam2med.monailabel.ohif import ohif_routes
 from sam2med.monailabel.safety import (
     check_image_id,
     check_session_id,
@@ -248,13 +248,12 @@ def install_routes(app) -> None:
     if getattr(app.state, "sam2med_routes", False):
         return
     app.state.sam2med_routes = True
-    for method, path, endpoint, summary in ROUTES:
+    for method, path, endpoint, summary in [*ROUTES, *ohif_routes()]:
         app.router.routes[:] = [r for r in app.router.routes
                                 if not (isinstance(r, APIRoute) and r.path == path and method in r.methods)]
         app.add_api_route(path, endpoint, methods=[method], summary=summary, tags=["sam2med"])
         # first match wins: put ours before MONAI Label's (which newer FastAPI keeps inside an included router)
         app.router.routes.insert(0, app.router.routes.pop())
-    install_ohif_routes(app)
     logger.info("sam2med routes installed: %s, and the OHIF extension's", ", ".join(f"{m} {p}" for m, p, _, _ in ROUTES))
 
 

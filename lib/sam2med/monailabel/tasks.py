@@ -11,11 +11,11 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from sam2med.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
-from sam2med.engine import PropagationResult
+from sam2med.engine import PropagationResult, Propagator
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis
 from sam2med.io import Volume, load_volume
-from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.engine import SharedEngine, model_version
 from sam2med.monailabel.progress import PROGRESS
 from sam2med.monailabel.params import (
     DEFAULT_SEED_TAG,
@@ -71,13 +71,12 @@ class _Sam2Task(InferTask):
         except OSError as err:  # the result is still good; only the next correction loses its history
             logger.warning("cannot keep the correction state of %r: %s", image_id, err)
 
-    def _record_scores(self, request: Dict[str, Any], result: PropagationResult) -> None:
+    def _record_scores(self, request: Dict[str, Any], scores: Dict[str, list], version: str, axis: Axis) -> None:
         """Keep a datastore image's per-slice scores, with the model version, in its image info (for `uncertain`)."""
         image_id = request.get("image_id")
         if not image_id:
             return
-        labels = {label: info["slices"] for label, info in result.to_json()["labels"].items()}
-        record = score_record(labels, self.engine.version or "", result.axis.name.lower(), int(time.time()))
+        record = score_record(scores, version, axis.name.lower(), int(time.time()))
         try:
             self.datastore().update_image_info(str(image_id), {SCORES_KEY: record})
         except Exception as err:  # a remote store may not keep image info; the result is still good
@@ -93,25 +92,28 @@ class _Sam2Task(InferTask):
             parse_seed_tag(request["label_tag"], "label_tag")
 
     def _propagate(self, request: Dict[str, Any], image: Volume, seeds: Any, slice_range: Any, window: Any,
-                   **options: Any) -> PropagationResult:
-        """Run the engine; a request with `progress_id` can be followed at /sam2med/progress/{id} meanwhile."""
+                   **options: Any) -> Tuple[PropagationResult, Propagator]:
+        """Run the engine; a request with `progress_id` can be followed at /sam2med/progress/{id} meanwhile.
+        Returns the propagator that ran, so that the response describes that model even if a newer one is published."""
         progress_id = request.get("progress_id") or None
         reporter = PROGRESS.reporter(progress_id)
+        propagator = self.engine.get()
         try:
-            result = self.engine.get().propagate(image, seeds, slice_range, window=window, progress=reporter, **options)
+            result = propagator.propagate(image, seeds, slice_range, window=window, progress=reporter, **options)
         except Exception:
             PROGRESS.finish(progress_id, "failed")
             raise
         PROGRESS.finish(progress_id)
-        return result
+        return result, propagator
 
     @staticmethod
     def _image_file(request: Dict[str, Any]) -> Dict[str, Any]:
         """The image's file name (a datastore image) or "upload", and its sha256; never a server path."""
         return describe_file(request["image"], None if request.get("image_id") else "upload")
 
-    def _finish(self, result: PropagationResult, image: Volume, output: OutputFormat, start: float, load_seconds: float,
-                extra: Dict[str, Any], inputs: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    def _finish(self, request: Dict[str, Any], result: PropagationResult, propagator: Propagator, image: Volume,
+                output: OutputFormat, start: float, load_seconds: float, extra: Dict[str, Any],
+                inputs: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         write_start = time.perf_counter()
         path = write_result(result.label, image.grid, output)
         track_result(path)
@@ -122,10 +124,11 @@ class _Sam2Task(InferTask):
         names = {v: n for n, v in report["label_names"].items()}
         for label, info in report["labels"].items():
             info["name"] = names[int(label)]
-        report["provenance"] = provenance(self.engine.get(), inputs, result.window)
+        report["provenance"] = provenance(propagator, inputs, result.window)
         scores = {label: info["slices"] for label, info in report["labels"].items()}
-        report["model_version"] = self.engine.version
+        report["model_version"] = model_version(self.engine.model_name, propagator.checkpoint)
         report["review_slices"] = review_slices(scores)
+        self._record_scores(request, scores, report["model_version"], result.axis)
         report["latencies"] = {
             "pre": round(load_seconds, 3), "infer": round(result.seconds, 3), "invert": 0, "post": 0,
             "write": round(write_seconds, 3), "total": round(time.perf_counter() - start, 3), "transform": None,
@@ -188,11 +191,11 @@ class Sam2PropagateTask(_Sam2Task):
         extra["seed_slices"] = seeds.slices
         extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
         load_seconds = time.perf_counter() - start
-        result = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges, **policies)
+        result, propagator = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges,
+                                             **policies)
         self._remember(request, image, seeds.masks, result)
-        self._record_scores(request, result)
         inputs = {"image": self._image_file(request), "seed": seed_file}
-        return self._finish(result, image, params.output, start, load_seconds, extra, inputs)
+        return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs)
 
 
 class Sam2PointsTask(_Sam2Task):
@@ -218,11 +221,10 @@ class Sam2PointsTask(_Sam2Task):
         seeds = click_seeds(params, image.grid)
         slice_range = parse_slice_range(None if auto else params.slice_range, image.grid.num_slices(params.axis))
         load_seconds = time.perf_counter() - start
-        result = self._propagate(request, image, seeds, slice_range, params.window, **policies)
+        result, propagator = self._propagate(request, image, seeds, slice_range, params.window, **policies)
         self._remember(request, image, {label: [p.slice_index for p in prompts] for label, prompts in seeds.prompts.items()}, result)
-        self._record_scores(request, result)
-        return self._finish(result, image, params.output, start, load_seconds, {"prompt_slices": seeds.slices},
-                            {"image": self._image_file(request)})
+        return self._finish(request, result, propagator, image, params.output, start, load_seconds,
+                            {"prompt_slices": seeds.slices}, {"image": self._image_file(request)})
 
 
 TASKS: Dict[str, Callable[..., InferTask]] = {  # (engine, datastore, labels, corrections=None)
