@@ -45,3 +45,24 @@ def cpu_advice(device: str, image_size: int) -> str | None:
 
 def propagator_kwargs(args: argparse.Namespace) -> dict:
     return {"model": args.model, "checkpoint": args.checkpoint, "device": args.device, "image_size": args.image_size}
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray (docs/batch.md)")
+    group.add_argument("--ray", metavar="local|auto|HOST:PORT", default=None,
+                       help="run on Ray: 'local' starts Ray on this machine; 'auto' or HOST:PORT joins a cluster started with "
+                            "'ray start --head'. Workers read the input paths themselves (shared storage on a cluster). "
+                            "Default: no Ray, everything in this process")
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="Ray workers, each holding one loaded propagator (one GPU each when the cluster has GPUs); "
+                            "default: the cluster's GPU count, or 1 without GPUs")
+
+
+def check_ray_arguments(args: argparse.Namespace) -> None:
+    """--workers only with --ray, and at least 1; checked before anything starts."""
+    if args.workers is not None and not args.ray:
+        raise InputError("--workers applies to --ray only")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.ray is not None and not args.ray.strip():
+        raise InputError("--ray: give local, auto or the cluster's HOST:PORT")
