@@ -132,9 +132,9 @@ class RayPool:
         if not started:
             raise InputError(f"no Ray worker could start ({failure})")
         self.actors, self.info = [a for a, _ in started], [info for _, info in started]
-        logger.info("Ray: %d worker(s) (%s, %d torch thread(s) each) on %s", len(self.actors),
+        logger.info("Ray: %d worker(s) (%s, %d torch thread(s) each) on %s, running sam2med from %s", len(self.actors),
                     "1 GPU" if "num_gpus" in resources else f"{resources['num_cpus']} CPU", threads,
-                    ", ".join(sorted({i["host"] for i in self.info})))
+                    ", ".join(sorted({i["host"] for i in self.info})), ", ".join(sorted({i["sam2med"] for i in self.info})))
 
     def stream(self, groups: Sequence[Sequence[T]], method: str) -> Iterator[tuple[T, object]]:
         """(item, worker.method(item) or a `WorkerLost`) as items complete; a group's items run on one actor, in order."""
