@@ -1,0 +1,46 @@
+"""The Ray pool itself: actors import this checkout, one case per actor, and a dead actor fails only its cases."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import REPO
+from sam2med.evaluation.pairing import pair_cases
+from sam2med.evaluation.runner import CaseEvaluator, EvaluationConfig, collect_outcomes, evaluate_case
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                 reason="ray is not installed (requirements.txt pins it): the Ray pool cannot be tested")]
+
+
+@pytest.fixture(scope="module")
+def cases(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cases")
+    source = shared_data / "totalsegmentator"
+    for kind in ("images", "labels"):
+        (root / kind).mkdir()
+    for name, image, label in (("ct", "example_ct_sm.nii.gz", "example_seg.nii.gz"), ("mr", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz")):
+        (root / "images" / f"{name}.nii.gz").symlink_to(source / image)
+        (root / "labels" / f"{name}.nii.gz").symlink_to(source / label)
+    return pair_cases(root / "images", root / "labels")
+
+
+def test_a_dead_worker_fails_its_case_and_the_others_go_on(cases):
+    import ray
+
+    from sam2med.distributed.ray_pool import RayPool
+
+    config = EvaluationConfig(labels=[1])
+    with RayPool("local", 2, CaseEvaluator, "copy", "auto", {}, [], config) as pool:
+        assert [info["sam2med"] for info in pool.info] == [str(REPO / "lib" / "sam2med" / "__init__.py")] * 2
+        assert [info["threads"] for info in pool.info] == [1, 1]  # two workers share the two CPUs
+        ray.kill(pool.actors[0])  # the first case goes to the first actor, which is gone
+        outcomes = collect_outcomes(cases, pool.stream([[case] for case in cases], "run"), ["copy"])["copy"]
+    assert not ray.is_initialized()
+    lost, done = outcomes
+    assert lost.case.name == "ct" and lost.failed and lost.error.startswith("the Ray worker died")
+    assert done.case.name == "mr" and done.evaluated and done.volume is None  # arrays dropped after on_case
+    expected = evaluate_case(cases[1], CaseEvaluator("copy", "auto", {}, [], config).method, config)
+    assert [t.row() | {"seconds": ""} for t in done.targets] == [t.row() | {"seconds": ""} for t in expected.targets]

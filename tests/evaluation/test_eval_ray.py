@@ -1,0 +1,66 @@
+"""`evaluate --ray local` on the real CT and MR: the same results.csv, predictions and previews as the local run."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sam2med.cli import main
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                 reason="ray is not installed (requirements.txt pins it): the --ray runs cannot be tested")]
+
+CASES = {"ct": ("example_ct_sm.nii.gz", "example_seg.nii.gz"), "mr": ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz")}
+
+
+@pytest.fixture(scope="module")
+def folders(shared_data, tmp_path_factory):
+    """images/ and labels/ pairing the CT and the MR by name (as tests/evaluation/test_eval_real_data.py)."""
+    root = tmp_path_factory.mktemp("cohort")
+    source = shared_data / "totalsegmentator"
+    for kind in ("images", "labels"):
+        (root / kind).mkdir()
+    for name, (image, label) in CASES.items():
+        (root / "images" / f"{name}.nii.gz").symlink_to(source / image)
+        (root / "labels" / f"{name}.nii.gz").symlink_to(source / label)
+    return root, source / "labels.json"
+
+
+def evaluate(root, labels_map, out, *extra) -> int:
+    return main(["evaluate", "--images", str(root / "images"), "--labels", str(root / "labels"),
+                 "--labels-map", f"{labels_map}:total", "--label", "spleen", "--label", "liver",
+                 "--propagator", "registration", "--compare", "copy", "--save-predictions", "--out", str(out), *extra])
+
+
+def rows_without_seconds(out) -> list[dict]:
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    for row in rows:
+        assert row.pop("seconds") != ""
+    return rows
+
+
+def test_ray_evaluation_equals_the_local_one(folders, tmp_path):
+    import ray
+
+    root, labels_map = folders
+    assert evaluate(root, labels_map, tmp_path / "local") == 0
+    assert evaluate(root, labels_map, tmp_path / "ray", "--ray", "local", "--workers", "2") == 0
+    assert not ray.is_initialized()
+    local, remote = rows_without_seconds(tmp_path / "local"), rows_without_seconds(tmp_path / "ray")
+    assert [(r["case"], r["name"], r["propagator"], r["status"]) for r in remote] == [
+        (case, organ, method, "ok") for method in ("registration", "copy") for case in ("ct", "mr") for organ in ("spleen", "liver")]
+    assert remote == local  # every column but seconds: same rows, same order, same values
+    assert 0.5 < float(remote[0]["dice"]) <= 1 and int(remote[0]["pred_voxels"]) > 0
+    for name in CASES:  # the driver wrote the workers' arrays
+        np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "ray" / "predictions" / f"{name}.nii.gz")).dataobj),
+                                      np.asarray(nib.load(str(tmp_path / "local" / "predictions" / f"{name}.nii.gz")).dataobj))
+    assert (tmp_path / "ray" / "previews" / "ct.gif").stat().st_size > 0 and not (tmp_path / "ray" / "previews" / "mr.gif").exists()
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("local", "ray")]
+    assert summaries[0]["overall"]["dice"] == summaries[1]["overall"]["dice"]
+    assert summaries[0]["references"]["copy"]["overall"]["dice"] == summaries[1]["references"]["copy"]["overall"]["dice"]
