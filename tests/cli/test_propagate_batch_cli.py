@@ -170,3 +170,11 @@ def test_ctrl_c_on_ray_leaves_complete_outputs_and_their_lines(cohort, random_ch
     assert sorted(p.name for p in out.iterdir()) == sorted(done | {"results.jsonl"})  # no partial file, no row without line
     for name in done:
         assert nib.load(str(out / name)).shape == nib.load(str(d / (CT if name.startswith("ct") else MR))).shape
+
+
+def test_the_local_path_never_imports_ray():
+    code = ("import sys; from sam2med.cli import build_parser; build_parser(); "
+            "import sam2med.batch.runner, sam2med.batch.results, sam2med.evaluation.runner, sam2med.cli.evaluate; "
+            "sys.exit('ray' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")])}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0

@@ -16,15 +16,8 @@ pytestmark = [pytest.mark.integration,
 
 
 @pytest.fixture(scope="module")
-def cases(shared_data, tmp_path_factory):
-    root = tmp_path_factory.mktemp("cases")
-    source = shared_data / "totalsegmentator"
-    for kind in ("images", "labels"):
-        (root / kind).mkdir()
-    for name, image, label in (("ct", "example_ct_sm.nii.gz", "example_seg.nii.gz"), ("mr", "example_mr_sm.nii.gz", "example_seg_mr.nii.gz")):
-        (root / "images" / f"{name}.nii.gz").symlink_to(source / image)
-        (root / "labels" / f"{name}.nii.gz").symlink_to(source / label)
-    return pair_cases(root / "images", root / "labels")
+def cases(ct_mr_folders):
+    return pair_cases(ct_mr_folders / "images", ct_mr_folders / "labels")
 
 
 def test_a_dead_worker_fails_its_case_and_the_others_go_on(cases):

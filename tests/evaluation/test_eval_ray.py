@@ -10,26 +10,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import CT_MR_CASES
 from sam2med.cli import main
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                  reason="ray is not installed (requirements.txt pins it): the --ray runs cannot be tested")]
 
-CASES = {"ct": ("example_ct_sm.nii.gz", "example_seg.nii.gz"), "mr": ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz")}
-
 
 @pytest.fixture(scope="module")
-def folders(shared_data, tmp_path_factory):
-    """images/ and labels/ pairing the CT and the MR by name (as tests/evaluation/test_eval_real_data.py)."""
-    root = tmp_path_factory.mktemp("cohort")
-    source = shared_data / "totalsegmentator"
-    for kind in ("images", "labels"):
-        (root / kind).mkdir()
-    for name, (image, label) in CASES.items():
-        (root / "images" / f"{name}.nii.gz").symlink_to(source / image)
-        (root / "labels" / f"{name}.nii.gz").symlink_to(source / label)
-    return root, source / "labels.json"
+def folders(ct_mr_folders, shared_data):
+    return ct_mr_folders, shared_data / "totalsegmentator" / "labels.json"
 
 
 def evaluate(root, labels_map, out, *extra) -> int:
@@ -57,7 +48,7 @@ def test_ray_evaluation_equals_the_local_one(folders, tmp_path):
         (case, organ, method, "ok") for method in ("registration", "copy") for case in ("ct", "mr") for organ in ("spleen", "liver")]
     assert remote == local  # every column but seconds: same rows, same order, same values
     assert 0.5 < float(remote[0]["dice"]) <= 1 and int(remote[0]["pred_voxels"]) > 0
-    for name in CASES:  # the driver wrote the workers' arrays
+    for name in CT_MR_CASES:  # the driver wrote the workers' arrays
         np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "ray" / "predictions" / f"{name}.nii.gz")).dataobj),
                                       np.asarray(nib.load(str(tmp_path / "local" / "predictions" / f"{name}.nii.gz")).dataobj))
     assert (tmp_path / "ray" / "previews" / "ct.gif").stat().st_size > 0 and not (tmp_path / "ray" / "previews" / "mr.gif").exists()

@@ -30,13 +30,16 @@ class WorkerLost(Exception):
 
 
 class _Actor:
-    """What runs inside each Ray actor: torch threads set, then the worker built once and called per item."""
+    """What runs inside each Ray actor: torch and ITK threads set to its CPU share, then the worker built once and
+    called per item."""
 
     def __init__(self, threads: int, log_level: int, worker_class: type, args: tuple, kwargs: dict):
+        import SimpleITK as sitk
         import torch
 
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # workers sharing a node's CPUs do not oversubscribe them
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)  # the registration reference's demons
         self.threads = threads
         self.worker = worker_class(*args, **kwargs)
 
