@@ -37,3 +37,15 @@ def test_a_dead_worker_fails_its_case_and_the_others_go_on(cases):
     assert done.case.name == "mr" and done.evaluated and done.volume is None  # arrays dropped after on_case
     expected = evaluate_case(cases[1], CaseEvaluator("copy", "auto", {}, [], config).method, config)
     assert [t.row() | {"seconds": ""} for t in done.targets] == [t.row() | {"seconds": ""} for t in expected.targets]
+
+
+def test_an_address_that_does_not_answer_is_one_error_line():
+    import ray
+
+    from sam2med.distributed.ray_pool import RayPool
+    from sam2med.errors import InputError
+
+    with pytest.raises(InputError, match=r"cannot reach the Ray cluster at 127.0.0.1:1 \(Connection refused\)"):
+        with RayPool("127.0.0.1:1", 1, CaseEvaluator, "copy", "auto", {}, [], EvaluationConfig()):
+            pass
+    assert not ray.is_initialized()

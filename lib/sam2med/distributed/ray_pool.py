@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from collections import deque
 from pathlib import Path
 from typing import Iterator, Sequence, TypeVar
@@ -45,8 +46,6 @@ class _Actor:
 
     def ready(self) -> dict:
         """Where this actor runs and which sam2med it imported (the driver's, through PYTHONPATH, on one machine)."""
-        import socket
-
         import sam2med
 
         return {"host": socket.gethostname(), "pid": os.getpid(), "sam2med": sam2med.__file__, "threads": self.threads,
@@ -93,6 +92,7 @@ class RayPool:
 
         self._ray = ray
         options = {"include_dashboard": False, "logging_level": logging.WARNING, "runtime_env": _runtime_env()}
+        _check_reachable(self.address)
         try:
             if self.address == LOCAL:
                 ray.init(num_cpus=os.cpu_count() or 1, **options)
@@ -187,6 +187,18 @@ class RayPool:
         self.actors = []
         ray.shutdown()  # stops the instance `--ray local` started; for a cluster, only disconnects this driver
         self._ray = None
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT that does not answer fails now with one line (Ray itself would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise InputError(f"cannot reach the Ray cluster at {address} ({err.strerror or err}); start its head with "
+                         "'ray start --head --port=6379' there, or use --ray local") from None
 
 
 def _cause(err: BaseException) -> str:
