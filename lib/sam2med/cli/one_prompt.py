@@ -216,7 +216,7 @@ def _report(args, result, entries: list[ImageEntry], prompt: Image2D, prompt_in_
             row["error"] = entry.error.removeprefix(f"{entry.path}: ")
         else:
             image = entry.image
-            row.update({"format": image.kind, "shape": list(image.shape), "pixel_spacing": list(image.spacing),
+            row.update({"format": image.kind, "shape": list(image.shape), "pixel_spacing": [round(s, 6) for s in image.spacing],
                         "window": entry.window, "sha256": file_sha256(entry.path), **entry.report})
         rows.append(row)
     return {

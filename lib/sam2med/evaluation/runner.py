@@ -113,7 +113,7 @@ class CaseOutcome:
     @property
     def failed(self) -> bool:
         """The case could not be read, or every target tried failed (a case whose targets were all skipped is not)."""
-        return self.error is not None or (bool(self.targets) and not self.evaluated)
+        return self.error is not None or (bool(self.targets) and not any(t.ok for t in self.targets))
 
 
 def _target_name(label: int, names: dict[int, str]) -> str:
