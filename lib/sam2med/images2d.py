@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sam2med.errors import InputError
-from sam2med.io import check_complete, label_dtype
+from sam2med.io import as_label_values, check_complete, label_dtype
 from sam2med.windowing import Preprocessing, Window, guess_modality
 
 logger = logging.getLogger(__name__)
@@ -163,15 +163,7 @@ def read_label2d(path: str | os.PathLike) -> Image2D:
     image = read_image2d(path)
     if image.kind == JPEG:
         raise InputError(f"{image.path}: a JPEG label is lossy (its values are not exact); save it as PNG or NIfTI")
-    array = image.array
-    if np.issubdtype(array.dtype, np.floating):
-        rounded = np.rint(array)
-        if not np.allclose(rounded, array, atol=1e-3):
-            raise InputError(f"{image.path}: label map holds non-integer values")
-        array = rounded
-    if array.size and array.min() < 0:
-        raise InputError(f"{image.path}: label map holds negative values")
-    image.array = array.astype(label_dtype(int(array.max()) if array.size else 0), copy=False)
+    image.array = as_label_values(image.array, image.path)
     return image
 
 

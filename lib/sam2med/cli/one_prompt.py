@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
+import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
@@ -16,9 +16,9 @@ from sam2med.engine.policies import MEMORY_POLICIES
 from sam2med.errors import InputError
 from sam2med.images2d import Image2D, list_images, mask_name, read_image2d, read_label2d, save_mask2d, window_image2d
 from sam2med.io import check_output_path, write_json_atomic
-from sam2med.progress import on_terminal
+from sam2med.progress import StageBars
 from sam2med.provenance import describe_file, file_sha256, provenance
-from sam2med.windowing import Window
+from sam2med.windowing import Preprocessing, Window
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class ImageEntry:
     path: Path
     image: Image2D | None = None
     output: str | None = None
+    pixels: np.ndarray | None = None  # windowed for SAM2
     window: str | None = None
     error: str | None = None
     report: dict = field(default_factory=dict)
@@ -112,9 +113,9 @@ def _check_inputs(args: argparse.Namespace) -> tuple[Path, Path, Image2D, Image2
     return images_dir, out, prompt, seed
 
 
-def _read_entries(paths: list[Path], prompt: Image2D) -> list[ImageEntry]:
-    """Each file read (the prompt's already is), or its error; a mask name that two images would share fails the
-    later one."""
+def _read_entries(paths: list[Path], prompt: Image2D, window: str, preprocessing: Preprocessing) -> list[ImageEntry]:
+    """Each file read (the prompt's already is) and windowed, or its error; a mask name that two images would share
+    fails the later one."""
     entries, taken = [], {}
     for path in paths:
         entry = ImageEntry(path)
@@ -127,9 +128,12 @@ def _read_entries(paths: list[Path], prompt: Image2D) -> list[ImageEntry]:
                 entry.fail(f"its mask {entry.output} would overwrite {taken[entry.output]}'s; rename one of them")
                 continue
             taken[entry.output] = path.name
+            entry.pixels, entry.window = window_image2d(entry.image, window, preprocessing)
         except InputError as err:
+            entry.image = None
             entry.fail(str(err))
         except Exception as err:  # a broken file must not end the batch
+            entry.image = None
             entry.fail(f"cannot read it ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''})")
     return entries
 
@@ -148,28 +152,17 @@ def run(args: argparse.Namespace) -> int:
     if not [p for p in paths if p.resolve() != Path(args.prompt).resolve()]:
         raise InputError(f"{images_dir}: holds no file besides the prompt and the seed")
     propagator = Propagator(**propagator_kwargs(args))
-    entries = _read_entries(paths, prompt)
+    entries = _read_entries(paths, prompt, args.window, propagator.preprocessing)
     prompt_entry = next((e for e in entries if e.image is prompt), None)
-    prompt_pixels, prompt_window = window_image2d(prompt, args.window, propagator.preprocessing)
-    if prompt_entry is not None:
-        prompt_entry.window = prompt_window
-    frames, readable = [], [e for e in entries if e.image is not None and e is not prompt_entry]
-    for entry in readable:
-        pixels, entry.window = window_image2d(entry.image, args.window, propagator.preprocessing)
-        frames.append(Frame(entry.path.name, pixels))
+    prompt_pixels, _ = window_image2d(prompt, args.window, propagator.preprocessing)
+    readable = [e for e in entries if e.image is not None and e is not prompt_entry]
+    frames = [Frame(e.path.name, e.pixels) for e in readable]
     out.mkdir(exist_ok=True)
 
-    bars: dict[str, tqdm] = {}
-
-    def progress(done: int, total: int, stage: str) -> None:
-        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="image", leave=False,
-                                                             disable=not on_terminal()))
-        bar.update(done - bar.n)
-
+    bars = StageBars("image")
     with logging_redirect_tqdm():
-        result = segment_unordered(propagator, Frame(prompt.name, prompt_pixels), seed.array, frames, args.memory, progress)
-    for bar in bars.values():
-        bar.close()
+        result = segment_unordered(propagator, Frame(prompt.name, prompt_pixels), seed.array, frames, args.memory, bars)
+    bars.close()
     _write_masks(result, prompt_entry, readable, out)
     segmented = sum(1 for e in readable if not e.error)
     report = _report(args, result, entries, prompt, prompt_in_folder, propagator, time.perf_counter() - start)
