@@ -128,6 +128,17 @@ def test_bad_files_are_named_with_what_is_wrong(shared_data, tmp_path):
     Image.fromarray(np.full((8, 8), 5, np.uint8)).save(jpeg)
     with pytest.raises(InputError, match="lossy"):
         read_label2d(jpeg)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "colour.png")
+    with pytest.raises(InputError, match="RGB colour label"):
+        read_label2d(tmp_path / "colour.png")
+    assert read_image2d(tmp_path / "colour.png").eight_bit  # as an image: its luminance
+    palette = Image.fromarray(np.array([[0, 5], [7, 5]], np.uint8), mode="P")
+    palette.putpalette([0, 0, 0] * 5 + [255, 0, 0] + [0, 0, 0] + [0, 255, 0] + [0, 0, 0] * 248)
+    palette.save(tmp_path / "palette.png")
+    assert read_label2d(tmp_path / "palette.png").array.tolist() == [[0, 5], [7, 5]]  # the indices are the values
+    assert read_image2d(tmp_path / "palette.png").array.tolist() == [[0, 76], [150, 76]]  # an image: luminance
+    (tmp_path / "colour.png").unlink()
+    (tmp_path / "palette.png").unlink()
     (tmp_path / ".hidden.png").write_bytes(good.read_bytes())
     (tmp_path / "sub").mkdir()
     assert [p.name for p in list_images(tmp_path, exclude={good})] == ["cut.png", "notes.txt", "seed.jpg", "volume.nii.gz"]

@@ -93,7 +93,7 @@ def _first_line(err: Exception) -> str:
     return (lines[0] if lines else type(err).__name__)[:160]
 
 
-def _read_pil(path: Path, kind: str) -> Image2D:
+def _read_pil(path: Path, kind: str, label: bool) -> Image2D:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -103,14 +103,13 @@ def _read_pil(path: Path, kind: str) -> Image2D:
                 raise InputError(f"{path}: holds {image.n_frames} frames; one-prompt takes single 2D images")
             mode = image.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                array = np.asarray(image)
-                eight_bit = False
-            elif mode in ("L", "P", "1"):
-                array = np.asarray(image.convert("L") if mode == "1" else image)
-                eight_bit = True
-            else:  # RGB, RGBA, LA, CMYK, YCbCr: to luminance (SAM2 sees one channel repeated, as for CT/MR)
-                array = np.asarray(image.convert("L"))
-                eight_bit = True
+                array, eight_bit = np.asarray(image), False
+            elif mode == "L" or (label and mode == "P"):  # a palette label's indices are its values
+                array, eight_bit = np.asarray(image), True
+            elif label:
+                raise InputError(f"{path}: a {mode} colour label; save the label values as a grey (8/16-bit) or palette PNG")
+            else:  # 1, P, RGB, RGBA, LA, CMYK, ...: to luminance (SAM2 sees one channel repeated, as for CT/MR)
+                array, eight_bit = np.asarray(image.convert("L")), True
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as err:
         raise InputError(f"{path}: cannot read it as {kind.upper()} ({_first_line(err)})") from None
     if array.ndim != 2:
@@ -144,8 +143,9 @@ def _read_sitk(path: Path, kind: str) -> Image2D:
     return Image2D(path, kind, np.ascontiguousarray(array), spacing, modality, geometry, False)
 
 
-def read_image2d(path: str | os.PathLike) -> Image2D:
-    """Read a 2D PNG/JPEG, NIfTI or single-file DICOM image; an `InputError` names what is wrong with it."""
+def read_image2d(path: str | os.PathLike, label: bool = False) -> Image2D:
+    """Read a 2D PNG/JPEG, NIfTI or single-file DICOM image; an `InputError` names what is wrong with it.
+    `label`: a label map (palette PNG indices kept, colour refused)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; a 2D image file is needed")
@@ -155,12 +155,12 @@ def read_image2d(path: str | os.PathLike) -> Image2D:
         raise InputError(f"{path}: cannot open it ({err.strerror or err})") from None
     if kind is None:
         raise InputError(f"{path}: not an image (PNG, JPEG, 2D NIfTI or a single DICOM file expected)")
-    return _read_pil(path, kind) if kind in (PNG, JPEG) else _read_sitk(path, kind)
+    return _read_pil(path, kind, label) if kind in (PNG, JPEG) else _read_sitk(path, kind)
 
 
 def read_label2d(path: str | os.PathLike) -> Image2D:
     """A 2D label map (PNG or NIfTI; a palette PNG's indices are its values): non-negative integers."""
-    image = read_image2d(path)
+    image = read_image2d(path, label=True)
     if image.kind == JPEG:
         raise InputError(f"{image.path}: a JPEG label is lossy (its values are not exact); save it as PNG or NIfTI")
     image.array = as_label_values(image.array, image.path)

@@ -143,3 +143,12 @@ def test_nothing_but_bad_files_besides_the_prompt_exits_1_with_the_errors(folder
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct24.png"]
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert errors == ["broken.png: cannot read it as PNG (image file is truncated)"]  # one line, no traceback
+
+
+def test_help_teaches_formats_outputs_and_examples(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["one-prompt", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "a JPEG mask would be lossy" in text and "selective memory" in text and "examples:" in text
+    assert "python main.py one-prompt --images" in text and "one_prompt.json" in text
