@@ -152,3 +152,18 @@ def test_help_teaches_formats_outputs_and_examples(capsys):
     text = capsys.readouterr().out
     assert "a JPEG mask would be lossy" in text and "selective memory" in text and "examples:" in text
     assert "python main.py one-prompt --images" in text and "one_prompt.json" in text
+
+
+def test_a_prompt_outside_the_folder_conditions_but_is_not_written(folder, random_checkpoint, tmp_path):
+    root, images, seed = folder
+    only = tmp_path / "only"
+    only.mkdir()
+    shutil.copy(images / "ct16.png", only)
+    rc = _run("--images", str(only), "--prompt", str(images / "ct24.png"), "--seed", str(root / "seed.png"),
+              "-o", str(tmp_path / "out"), "--memory", "recent", "--checkpoint", str(random_checkpoint))
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct16.png", "one_prompt.json"]
+    report = json.loads((tmp_path / "out" / "one_prompt.json").read_text())
+    assert report["prompt"]["in_images"] is False and report["memory"] == {"policy": "recent"}
+    assert [r["image"] for r in report["images"]] == ["ct16.png"]
+    assert "memory_images" not in report["images"][0]["labels"]["5"]  # recent: sam2's own last frames
