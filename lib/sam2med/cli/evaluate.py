@@ -94,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_output_folder(out: Path) -> Path:
+    """`out`, created when missing; a place that cannot be created is an `InputError`."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
