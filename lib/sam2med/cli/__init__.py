@@ -9,7 +9,7 @@ import sys
 
 from sam2med.errors import Sam2MedError
 
-SUBCOMMANDS = ("propagate", "serve", "evaluate", "finetune", "bench", "download", "models", "samples")
+SUBCOMMANDS = ("propagate", "one-prompt", "serve", "evaluate", "finetune", "bench", "download", "models", "samples")
 
 DESCRIPTION = """\
 sam2med: SAM2.1 propagation of seed masks through 3D medical images.
@@ -23,8 +23,10 @@ typical session:
   python main.py download --model tiny                   # official SAM2.1 weights (needs the network)
   python main.py models                                  # the models: SAM2.1 sizes, MedSAM2, cached or not
   python main.py propagate IMAGE --seed SEED -o OUT.nii.gz --range 40 80
+  python main.py one-prompt --images DIR --prompt IMG.png --seed MASK.png -o MASKS/   # unordered 2D images
   python main.py serve                                   # MONAI Label server, OHIF at /ohif/
   python main.py evaluate --images DIR --labels DIR --out RESULTS
+  python main.py evaluate --protocol one-prompt --images DIR2D --labels DIR2D --out RESULTS
   python main.py bench IMAGE --seed SEED --json bench.json
   python main.py finetune --images DIR --labels DIR --checkpoint BASE.pt -o FT.pt --json stats.json
 
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"sam2med.cli.{name}")
+        module = importlib.import_module(f"sam2med.cli.{name.replace('-', '_')}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION, formatter_class=_Formatter)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tqdm import tqdm
-
 from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
 from sam2med.cli.policies import AUTO, add_policy_arguments, policy_options
 from sam2med.errors import InputError
@@ -14,7 +12,7 @@ from sam2med.evaluation.labelmap import read_labels_map
 from sam2med.geometry import Axis
 from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volume, save_label, write_json_atomic
 from sam2med.labelnames import label_name
-from sam2med.progress import on_terminal
+from sam2med.progress import StageBars
 from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, parse_label_ranges, parse_labels,
                              range_for_labels, seeds_from_label)
 from sam2med.provenance import describe_file, provenance
@@ -147,17 +145,10 @@ def run(args: argparse.Namespace) -> int:
     check_seeds_in_range(seeds, default_range, label_ranges)
     propagator = Propagator(**propagator_kwargs(args))
 
-    bars: dict[str, tqdm] = {}
-
-    def progress(done: int, total: int, stage: str) -> None:
-        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="slice", leave=False,
-                                                             disable=not on_terminal()))
-        bar.update(done - bar.n)
-
-    result = propagator.propagate(image, seeds, slice_range, window=args.window, progress=progress, label_ranges=label_ranges,
+    bars = StageBars("slice")
+    result = propagator.propagate(image, seeds, slice_range, window=args.window, progress=bars, label_ranges=label_ranges,
                                   **policies)
-    for bar in bars.values():
-        bar.close()
+    bars.close()
     save_label(result.label, image.grid, output)
     report = result.to_json()
     for label, info in report["labels"].items():
