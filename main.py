@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""sam2med command line: propagate, serve, evaluate, bench, download, samples (see --help)."""
+"""sam2med command line: propagate, one-prompt, serve, evaluate, bench, download, samples (see --help)."""
 
 import sys
 from pathlib import Path

@@ -207,16 +207,20 @@ def load_volume(path: str | os.PathLike) -> Volume:
 def load_label(path: str | os.PathLike) -> Volume:
     """Load a label map; values must be non-negative integers."""
     volume = load_volume(path)
-    array = volume.array
+    volume.array = as_label_values(volume.array, path)
+    return volume
+
+
+def as_label_values(array: np.ndarray, source: str | os.PathLike) -> np.ndarray:
+    """A label map's values as the smallest unsigned integer type; non-integer or negative values are refused."""
     if np.issubdtype(array.dtype, np.floating):
         rounded = np.rint(array)
         if not np.allclose(rounded, array, atol=1e-3):
-            raise InputError(f"{path}: label map holds non-integer values")
+            raise InputError(f"{source}: label map holds non-integer values")
         array = rounded
     if array.size and array.min() < 0:
-        raise InputError(f"{path}: label map holds negative values")
-    volume.array = array.astype(label_dtype(int(array.max()) if array.size else 0), copy=False)
-    return volume
+        raise InputError(f"{source}: label map holds negative values")
+    return array.astype(label_dtype(int(array.max()) if array.size else 0), copy=False)
 
 
 MAX_LABEL_VALUE = 2**32 - 1

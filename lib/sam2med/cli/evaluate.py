@@ -32,6 +32,11 @@ protocols:
   center-slice    truth mask on the middle slice of the target's extent
   multi-slice:N   truth masks on N evenly spaced slices of the extent
   clicks:N        N positive clicks inside the target on its largest slice, plus its box (click study)
+  one-prompt      2D pairs (PNG/JPEG/NIfTI/.dcm images, PNG/NIfTI labels): per label, the truth of one prompt
+                  case (--prompt-case, else where the label is largest) segments every other case holding it,
+                  with the selective memory (MedSAM-2); Dice/IoU/HD95/ASD in 2D with the pixel spacing
+                  (pixels for PNG/JPEG); the prompt case's row has status prompt and is not in the means;
+                  --range, --axis, --propagator and --compare do not apply
 ranges: truth (the target's first..last slice), full (whole volume), margin:K (truth +- K slices),
   auto (sam2 only: whole volume, each target stops where SAM2 loses it; references run the whole volume)
 propagators: sam2 (the engine; needs a checkpoint), registration (slice-to-slice demons registration,
@@ -54,6 +59,8 @@ examples:
   python main.py evaluate --images imgs/ --labels labels/ --propagator registration --ray local --workers 2 --out eval_reg
   python main.py evaluate --images imgs/ --labels labels/ --labels-map labels.json:total --label liver \\
       --protocol clicks:3 --range margin:2 --checkpoint sam2.1_hiera_tiny.pt --out eval_sam2
+  python main.py evaluate --protocol one-prompt --images slices/ --labels slice_labels/ --out eval_1p \\
+      --save-predictions
 """
 
 
@@ -67,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='label names: a flat {"liver": 5} or {"5": "liver"} JSON, or one map of a file of maps by KEY')
     parser.add_argument("--label", action="append", metavar="VALUE|NAME", default=None,
                         help="evaluate only this label (repeatable); default: every label present in each case")
-    parser.add_argument("--protocol", default="largest-slice", help="largest-slice, center-slice, multi-slice:N or clicks:N")
+    parser.add_argument("--protocol", default="largest-slice",
+                        help="largest-slice, center-slice, multi-slice:N, clicks:N, or one-prompt (2D image/label pairs)")
+    parser.add_argument("--prompt-case", metavar="NAME", default=None,
+                        help="with --protocol one-prompt: the case whose truth is the prompt for every label (default: "
+                             "per label, the case where it is largest)")
     parser.add_argument("--range", dest="range_spec", default="truth", help="truth, full, margin:K or auto")
     parser.add_argument("--propagator", choices=list(NAMES), default="sam2", help="what is evaluated")
     parser.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"], help="slicing axis")
@@ -87,6 +98,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_ray_arguments(parser)
     add_policy_arguments(parser)
     add_model_arguments(parser)
+
+
+def make_output_folder(out: Path) -> Path:
+    """`out`, created when missing; a place that cannot be created is an `InputError`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    return out
 
 
 def _config(args: argparse.Namespace):
@@ -179,10 +199,16 @@ def run(args: argparse.Namespace) -> int:
     from sam2med.evaluation import pictures
     from sam2med.evaluation.pairing import pair_cases
     from sam2med.evaluation.propagators import make_propagator
-    from sam2med.evaluation.report import summarise, markdown_table, write_results_csv, write_summary
+    from sam2med.evaluation.report import summarise, write_results_csv, write_summary
     from sam2med.evaluation.runner import run_evaluation
     from sam2med.provenance import model_provenance
 
+    if args.protocol.strip().lower() == "one-prompt":
+        from sam2med.cli.evaluate_one_prompt import run_one_prompt
+
+        return run_one_prompt(args)
+    if args.prompt_case is not None:
+        raise InputError("--prompt-case applies to --protocol one-prompt only")
     config = _config(args)
     check_ray_arguments(args)
     auto = config.range_spec.kind == "auto"
@@ -190,11 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if args.propagator != "sam2" and (auto or policies["memory"] is not None):
         raise InputError("--range auto and --memory selective are sam2's tracking policies: use --propagator sam2")
     cases = pair_cases(Path(args.images), Path(args.labels))
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    out = make_output_folder(Path(args.out))
     names = [c.name for c in cases]
     for unknown in sorted(set(args.preview or []) - set(names)):
         logger.warning("--preview %s: no such case (cases: %s)", unknown, ", ".join(names[:10]))
@@ -229,16 +251,24 @@ def run(args: argparse.Namespace) -> int:
     write_summary(summary, out)
     groups = {args.propagator: results, **{n: [t for o in outs for t in o.targets] for n, outs in references.items()}}
     pictures.dice_chart(groups, out / "dice_by_organ.png", title=_chart_title(outcomes, writer.modalities, list(groups), config))
+    return print_results(summary, len(outcomes), out, model.get("model"))
+
+
+def print_results(summary: dict, cases: int, out: Path, model: dict | None) -> int:
+    """The table, the references' lines and the counts on stdout; the exit status (1 when no case was evaluated).
+    `model`: the SAM2 model's provenance (`provenance.model_provenance`), None for the weight-free propagators."""
+    from sam2med.evaluation.report import markdown_table
+
     print(markdown_table(summary), end="")
     for name, part in summary.get("references", {}).items():
         dice = part["overall"]["dice"]
         if dice["mean"] is not None:
             print(f"reference {name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (median {dice['median']:.3f}) over {part['overall']['n']} target(s)")
-    advice = cpu_advice(model["model"]["device"].split(":")[0], model["model"]["input_size"]) if model else None
+    advice = cpu_advice(model["device"].split(":")[0], model["input_size"]) if model else None
     if advice:
         print(advice)
     evaluated = summary["cases"]["evaluated"]
-    print(f"{evaluated} of {len(outcomes)} case(s) evaluated, {len(summary['failed'])} failure(s), "
+    print(f"{evaluated} of {cases} case(s) evaluated, {len(summary['failed'])} failure(s), "
           f"{len(summary['skipped'])} target(s) skipped; results in {out}/")
     if evaluated == 0:
         logger.error("no case was evaluated (every case failed or all its targets were skipped); see %s", out / "summary.md")

@@ -20,9 +20,10 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
                             f"(default {_DEFAULT_RULE.min_object_score})")
     group.add_argument("--max-slices", type=int, default=None, metavar="N",
                        help="with --range auto: track at most N slices beyond the seeds in each direction")
-    group.add_argument("--memory", default="recent", choices=list(MEMORY_POLICIES),
+    group.add_argument("--memory", default=None, choices=list(MEMORY_POLICIES),
                        help="memory frames conditioning each slice: recent (SAM2's own: the last frames) or selective "
-                            "(MedSAM-2: the most confident, least alike frames, in any order)")
+                            "(MedSAM-2: the most confident, least alike frames, in any order); default: recent "
+                            "(evaluate --protocol one-prompt: selective)")
 
 
 def auto_rule(args: argparse.Namespace, auto: bool) -> AutoRange | None:

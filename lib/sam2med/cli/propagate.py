@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tqdm import tqdm
-
 from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
 from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.evaluation.labelmap import read_labels_map
 from sam2med.geometry import Axis
 from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volume, save_label, write_json_atomic
 from sam2med.labelnames import label_name
-from sam2med.progress import on_terminal
+from sam2med.progress import StageBars
 from sam2med.prompts import RangeRequest, parse_labels, seed_prompt
 from sam2med.provenance import describe_file, provenance
 from sam2med.windowing import Window
@@ -114,17 +112,10 @@ def run(args: argparse.Namespace) -> int:
     seeds = prompt.seeds
     propagator = Propagator(**propagator_kwargs(args))
 
-    bars: dict[str, tqdm] = {}
-
-    def progress(done: int, total: int, stage: str) -> None:
-        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="slice", leave=False,
-                                                             disable=not on_terminal()))
-        bar.update(done - bar.n)
-
-    result = propagator.propagate(image, seeds, prompt.slice_range, window=args.window, progress=progress, label_ranges=prompt.label_ranges,
-                                  **policies)
-    for bar in bars.values():
-        bar.close()
+    bars = StageBars("slice")
+    result = propagator.propagate(image, seeds, prompt.slice_range, window=args.window, progress=bars,
+                                  label_ranges=prompt.label_ranges, **policies)
+    bars.close()
     save_label(result.label, image.grid, output)
     report = result.to_json()
     for label, info in report["labels"].items():

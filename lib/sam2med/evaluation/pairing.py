@@ -2,7 +2,8 @@
 
 A case is named by its file name without the extension; an image named `X_0000` (nnU-Net's first channel)
 pairs with the label `X`. Images may be NIfTI, NRRD, MetaImage files or DICOM series folders (a folder's
-name is the case name); labels are files. Hidden entries (starting with '.') are ignored.
+name is the case name); labels are files. Hidden entries (starting with '.') are ignored. The 2D protocol
+(one-prompt) pairs 2D images (PNG, JPEG, NIfTI, .dcm files) with 2D labels (PNG, NIfTI) by the same rule.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sam2med.errors import InputError
+from sam2med.images2d import IMAGE2D_SUFFIXES, LABEL2D_SUFFIXES
 from sam2med.io import IMAGE_SUFFIXES, LABEL_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -46,11 +48,14 @@ def _entries(folder: Path, what: str) -> list[Path]:
     return entries
 
 
-def image_cases(folder: Path) -> dict[str, Path]:
-    """{case name: image path} of the image files and DICOM series folders in `folder`."""
+def image_cases(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES, folders: bool = True) -> dict[str, Path]:
+    """{case name: image path} of the image files (and DICOM series folders, with `folders`) in `folder`."""
     found: dict[str, Path] = {}
     for path in _entries(folder, "image"):
-        stem = path.name if path.is_dir() else _strip_suffix(path.name, IMAGE_SUFFIXES)
+        if path.is_dir():
+            stem = path.name if folders else None
+        else:
+            stem = _strip_suffix(path.name, suffixes)
         if stem is None:
             logger.debug("skipping %s: not an image file", path)
             continue
@@ -62,11 +67,11 @@ def image_cases(folder: Path) -> dict[str, Path]:
     return found
 
 
-def label_cases(folder: Path) -> dict[str, Path]:
+def label_cases(folder: Path, suffixes: tuple[str, ...] = LABEL_SUFFIXES) -> dict[str, Path]:
     """{case name: label path} of the label files in `folder`."""
     found: dict[str, Path] = {}
     for path in _entries(folder, "label"):
-        stem = _strip_suffix(path.name, LABEL_SUFFIXES) if path.is_file() else None
+        stem = _strip_suffix(path.name, suffixes) if path.is_file() else None
         if stem is None:
             logger.debug("skipping %s: not a label file", path)
             continue
@@ -74,17 +79,20 @@ def label_cases(folder: Path) -> dict[str, Path]:
     return found
 
 
-def pair_cases(images: Path, labels: Path) -> list[Case]:
-    """Cases in name order; images without a label are kept (with `label=None`) so they are reported as failed."""
+def pair_cases(images: Path, labels: Path, two_d: bool = False) -> list[Case]:
+    """Cases in name order; images without a label are kept (with `label=None`) so they are reported as failed.
+    `two_d`: 2D image and label files (the one-prompt protocol) instead of volumes and DICOM series folders."""
+    image_suffixes, label_suffixes = (IMAGE2D_SUFFIXES, LABEL2D_SUFFIXES) if two_d else (IMAGE_SUFFIXES, LABEL_SUFFIXES)
     if Path(images).is_dir() and Path(labels).is_dir() and Path(images).resolve() == Path(labels).resolve():
         raise InputError(f"--images and --labels are the same folder ({images}): every file would be paired with itself "
                          "and scored against itself; put the images and the label maps in two folders, named alike "
                          "(e.g. images/case1.nii.gz and labels/case1.nii.gz)")
-    image_paths, label_paths = image_cases(Path(images)), label_cases(Path(labels))
+    image_paths = image_cases(Path(images), image_suffixes, folders=not two_d)
+    label_paths = label_cases(Path(labels), label_suffixes)
     if not image_paths:
-        raise InputError(f"{images}: no image files ({', '.join(IMAGE_SUFFIXES)}) or DICOM folders found")
+        raise InputError(f"{images}: no image files ({', '.join(image_suffixes)}){'' if two_d else ' or DICOM folders'} found")
     if not label_paths:
-        raise InputError(f"{labels}: no label files ({', '.join(LABEL_SUFFIXES)}) found")
+        raise InputError(f"{labels}: no label files ({', '.join(label_suffixes)}) found")
     cases = [Case(name, path, label_paths.get(name)) for name, path in sorted(image_paths.items())]
     selves = [c.name for c in cases if c.label is not None and c.image.resolve() == c.label.resolve()]
     if selves:

@@ -49,7 +49,7 @@ def dice_chart(groups: dict[str, list[TargetResult]], path: Path, title: str = "
 
     per_method: dict[str, dict[str, list[float]]] = {}
     for method, results in groups.items():
-        for result in (r for r in results if r.ok):
+        for result in (r for r in results if r.scored):
             per_method.setdefault(method, {}).setdefault(result.name, []).append(result.metrics.dice)
     if not per_method:
         return None

@@ -1,6 +1,7 @@
 """Results tables: `results.csv` (one row per case and target), `summary.json` and `summary.md`.
 
-Statistics are over the (case, target) rows that ran ("ok"): mean, median and population std per target
+Statistics are over the (case, target) rows that ran ("ok"; the one-prompt protocol's prompt rows, status
+"prompt", are listed apart and not counted): mean, median and population std per target
 and overall, every row weighing the same. Dice and IoU are always finite. HD95 and ASD are infinite when
 the prediction is empty; their statistics are taken over the finite values and `n_inf` counts the others.
 """
@@ -65,7 +66,7 @@ def _group_stats(results: list[TargetResult]) -> dict:
 def summarise(outcomes: list[CaseOutcome], config: dict) -> dict:
     """The summary.json content: per-target and overall statistics, failed cases and targets, skipped targets."""
     results = [t for o in outcomes for t in o.targets]
-    ok = [r for r in results if r.ok]
+    ok = [r for r in results if r.scored]
     per_target: dict[str, list[TargetResult]] = {}
     for result in sorted(ok, key=lambda r: r.label):
         per_target.setdefault(f"{result.label} {result.name}", []).append(result)
@@ -83,6 +84,8 @@ def summarise(outcomes: list[CaseOutcome], config: dict) -> dict:
         "failed": failed,
         "skipped": [s for o in outcomes for s in o.skipped],
         "distance_policy": DISTANCE_POLICY,
+        **({"prompts": [{"case": r.case, "label": r.label, "name": r.name, "dice": r.metrics.dice}
+                        for r in results if r.ok and r.prompt]} if any(r.prompt for r in results) else {}),
     }
 
 

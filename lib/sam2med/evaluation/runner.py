@@ -64,16 +64,22 @@ class TargetResult:
     extent: SliceRange | None = None
     seed_slices: list[int] = field(default_factory=list)
     error: str | None = None
+    prompt: bool = False  # one-prompt protocol: the prompt case's own row (its seed is its truth), not in the means
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def scored(self) -> bool:
+        """A row that counts in the statistics: it ran and it is not the prompt."""
+        return self.ok and not self.prompt
+
     def row(self) -> dict:
         metrics = self.metrics.to_dict() if self.metrics else {}
         return {
             "case": self.case, "label": "" if self.label is None else self.label, "name": self.name,
-            "propagator": self.propagator, "status": "ok" if self.ok else "failed",
+            "propagator": self.propagator, "status": "failed" if not self.ok else "prompt" if self.prompt else "ok",
             "dice": metrics.get("dice", ""), "iou": metrics.get("iou", ""),
             "hd95_mm": metrics.get("hd95_mm", ""), "asd_mm": metrics.get("asd_mm", ""),
             "seconds": "" if self.seconds is None else round(self.seconds, 4),
@@ -102,12 +108,12 @@ class CaseOutcome:
 
     @property
     def evaluated(self) -> bool:
-        return any(t.ok for t in self.targets)
+        return any(t.scored for t in self.targets)
 
     @property
     def failed(self) -> bool:
         """The case could not be read, or every target tried failed (a case whose targets were all skipped is not)."""
-        return self.error is not None or (bool(self.targets) and not self.evaluated)
+        return self.error is not None or (bool(self.targets) and not any(t.ok for t in self.targets))
 
 
 def _target_name(label: int, names: dict[int, str]) -> str:
