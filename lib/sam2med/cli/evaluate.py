@@ -203,14 +203,17 @@ def run(args: argparse.Namespace) -> int:
     from sam2med.evaluation.runner import run_evaluation
     from sam2med.provenance import model_provenance
 
+    check_ray_arguments(args)
     if args.protocol.strip().lower() == "one-prompt":
         from sam2med.cli.evaluate_one_prompt import run_one_prompt
+
+        if args.ray:
+            raise InputError("--ray applies to the 3D protocols; one-prompt runs its 2D cases in one process")
 
         return run_one_prompt(args)
     if args.prompt_case is not None:
         raise InputError("--prompt-case applies to --protocol one-prompt only")
     config = _config(args)
-    check_ray_arguments(args)
     auto = config.range_spec.kind == "auto"
     policies = policy_options(args, auto)
     if args.propagator != "sam2" and (auto or policies["memory"] is not None):
