@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sam2med.checkpoints import MODELS, choose_model
 from sam2med.errors import InputError
@@ -43,8 +44,12 @@ def cpu_advice(device: str, image_size: int) -> str | None:
             "(coarser mask edges), a CUDA GPU far faster (README, Performance)")
 
 
-def propagator_kwargs(args: argparse.Namespace) -> dict:
-    return {"model": args.model, "checkpoint": args.checkpoint, "device": args.device, "image_size": args.image_size}
+def propagator_kwargs(args: argparse.Namespace, absolute: bool = False) -> dict:
+    """The engine's model options; `absolute`: the checkpoint path made absolute, for workers in other folders."""
+    checkpoint = args.checkpoint
+    if absolute and checkpoint:
+        checkpoint = str(Path(checkpoint).absolute())
+    return {"model": args.model, "checkpoint": checkpoint, "device": args.device, "image_size": args.image_size}
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,9 @@ def _evaluate_on_ray(args: argparse.Namespace, cases: list, sam2_kwargs: dict, c
     from sam2med.distributed.ray_pool import RayPool
     from sam2med.evaluation.runner import CaseEvaluator, collect_outcomes
 
+    cases = [replace(c, image=c.image.absolute(), label=c.label and c.label.absolute()) for c in cases]  # workers' own folders
+    if sam2_kwargs:
+        sam2_kwargs = {**sam2_kwargs, **propagator_kwargs(args, absolute=True)}
     with RayPool(args.ray, args.workers, CaseEvaluator, args.propagator, args.window, sam2_kwargs, compare, config) as pool:
         by_name = collect_outcomes(cases, pool.stream([[case] for case in cases], "run"), [args.propagator, *compare], on_case=writer)
         model = {"model": pool.info[0]["model"]} if "model" in pool.info[0] else {}

@@ -10,6 +10,7 @@ from sam2med.cli.common import add_model_arguments, add_ray_arguments, check_mod
 from sam2med.cli.policies import add_policy_arguments, auto_rule
 from sam2med.engine.policies import parse_memory
 from sam2med.errors import InputError
+from sam2med.io import check_output_path
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +80,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{out_dir}: is a file; give an output folder")
     rows = read_manifest(args.manifest, out_dir)
     names = read_labels_map(args.labels_map) if args.labels_map else {}
-    runner_args = (propagator_kwargs(args), auto_rule(args, any(r.range.auto for r in rows)), parse_memory(args.memory), names)
+    runner_args = (propagator_kwargs(args, absolute=True), auto_rule(args, any(r.range.auto for r in rows)), parse_memory(args.memory), names)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"{out_dir}: cannot create the output folder ({err.strerror})") from None
+    check_output_path(out_dir / RESULTS_NAME, suffixes=None)  # a read-only folder fails now, not at every row
     logger.info("%d row(s) of %s -> %s", len(rows), args.manifest, out_dir)
     log = ResultsLog(out_dir / RESULTS_NAME)
     outcomes, todo = skip_done(rows, log)
