@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import CT_MR_CASES
+from conftest import CT_MR_CASES, TEST_IMAGE_SIZE
 from sam2med.cli import main
 
 pytestmark = [pytest.mark.integration,
@@ -55,3 +55,19 @@ def test_ray_evaluation_equals_the_local_one(folders, tmp_path):
     summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("local", "ray")]
     assert summaries[0]["overall"]["dice"] == summaries[1]["overall"]["dice"]
     assert summaries[0]["references"]["copy"]["overall"]["dice"] == summaries[1]["references"]["copy"]["overall"]["dice"]
+
+
+def test_ray_evaluation_of_sam2_equals_the_local_one(folders, random_checkpoint, tmp_path):
+    """SAM2 (random weights, 256 px) on a worker: the same rows as in this process, and the model in the summary."""
+    root, labels_map = folders
+    options = ["--propagator", "sam2", "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size",
+               str(TEST_IMAGE_SIZE), "--previews", "0"]
+    for run, extra in (("local", []), ("ray", ["--ray", "local", "--workers", "2"])):
+        assert main(["evaluate", "--images", str(root / "images"), "--labels", str(root / "labels"), "--labels-map",
+                     f"{labels_map}:total", "--label", "spleen", "--range", "margin:0", *options, "--out", str(tmp_path / run),
+                     *extra]) == 0
+    local, remote = rows_without_seconds(tmp_path / "local"), rows_without_seconds(tmp_path / "ray")
+    assert [(r["case"], r["propagator"], r["status"]) for r in remote] == [("ct", "sam2", "ok"), ("mr", "sam2", "ok")]
+    assert remote == local
+    models = [json.loads((tmp_path / run / "summary.json").read_text())["config"]["model"] for run in ("local", "ray")]
+    assert models[0] == models[1] and models[1]["input_size"] == TEST_IMAGE_SIZE and models[1]["random_weights"] is True
