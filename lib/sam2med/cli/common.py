@@ -52,6 +52,15 @@ def propagator_kwargs(args: argparse.Namespace, absolute: bool = False) -> dict:
     return {"model": args.model, "checkpoint": checkpoint, "device": args.device, "image_size": args.image_size}
 
 
+def make_output_folder(out: Path) -> Path:
+    """`out`, created when missing; a place that cannot be created is an `InputError`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    return out
+
+
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Ray (docs/batch.md)")
     group.add_argument("--ray", metavar="local|auto|HOST:PORT", default=None,

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sam2med.cli.common import (add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments, cpu_advice,
-                                propagator_kwargs)
+                                make_output_folder, propagator_kwargs)
 from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
@@ -99,15 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_ray_arguments(parser)
     add_policy_arguments(parser)
     add_model_arguments(parser)
-
-
-def make_output_folder(out: Path) -> Path:
-    """`out`, created when missing; a place that cannot be created is an `InputError`."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from None
-    return out
 
 
 def _config(args: argparse.Namespace):

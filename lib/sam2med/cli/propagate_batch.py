@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from sam2med.cli.common import add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments, propagator_kwargs
+from sam2med.cli.common import (add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments,
+                                make_output_folder, propagator_kwargs)
 from sam2med.cli.policies import add_policy_arguments, auto_rule
 from sam2med.engine.policies import parse_memory
 from sam2med.errors import InputError
@@ -80,11 +81,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{out_dir}: is a file; give an output folder")
     rows = read_manifest(args.manifest, out_dir)
     names = read_labels_map(args.labels_map) if args.labels_map else {}
-    runner_args = (propagator_kwargs(args, absolute=True), auto_rule(args, any(r.range.auto for r in rows)), parse_memory(args.memory), names)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{out_dir}: cannot create the output folder ({err.strerror})") from None
+    auto = auto_rule(args, any(row.range.auto for row in rows))
+    runner_args = (propagator_kwargs(args, absolute=True), auto, parse_memory(args.memory), names)
+    make_output_folder(out_dir)
     check_output_path(out_dir / RESULTS_NAME, suffixes=None)  # a read-only folder fails now, not at every row
     logger.info("%d row(s) of %s -> %s", len(rows), args.manifest, out_dir)
     log = ResultsLog(out_dir / RESULTS_NAME)
