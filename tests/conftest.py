@@ -44,3 +44,19 @@ def propagator(random_checkpoint):
     from sam2med.engine import Propagator
 
     return Propagator(checkpoint=random_checkpoint, device="cpu", image_size=TEST_IMAGE_SIZE)
+
+
+CT_MR_CASES = {"ct": ("example_ct_sm.nii.gz", "example_seg.nii.gz"), "mr": ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz")}
+
+
+@pytest.fixture(scope="session")
+def ct_mr_folders(shared_data, tmp_path_factory) -> Path:
+    """images/ and labels/ pairing the TotalSegmentator CT and MR by name (ct, mr), as `evaluate` expects them."""
+    root = tmp_path_factory.mktemp("ct_mr")
+    source = shared_data / "totalsegmentator"
+    for kind in ("images", "labels"):
+        (root / kind).mkdir()
+    for name, (image, label) in CT_MR_CASES.items():
+        (root / "images" / f"{name}.nii.gz").symlink_to(source / image)
+        (root / "labels" / f"{name}.nii.gz").symlink_to(source / label)
+    return root

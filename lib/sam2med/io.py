@@ -168,6 +168,22 @@ def _read_any(path: Path) -> tuple[sitk.Image, str | None]:
     return image, modality
 
 
+def read_grid(path: str | os.PathLike) -> Grid:
+    """The voxel grid of an image file from its header alone (a DICOM folder or a non-3D file is read in full)."""
+    path = Path(path)
+    if path.is_file():
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            reader = None
+        if reader is not None and reader.GetDimension() == 3:
+            return Grid(shape=tuple(int(s) for s in reader.GetSize()), spacing=tuple(float(s) for s in reader.GetSpacing()),
+                        origin=tuple(float(o) for o in reader.GetOrigin()), direction=tuple(float(d) for d in reader.GetDirection()))
+    return grid_of(read_image(path))
+
+
 def _non_finite_count(path: Path, array: np.ndarray) -> int:
     """NaN/inf voxels of a float image; ITK's NIfTI reader turns them into 0, so NIfTI files are counted as stored."""
     if path.is_file() and path.name.lower().endswith((".nii", ".nii.gz")):

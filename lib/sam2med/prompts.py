@@ -214,6 +214,62 @@ def range_for_labels(label_ranges: Mapping[int, SliceRange], default: SliceRange
     return SliceRange(min(r.start for r in spans), max(r.end for r in spans))
 
 
+AUTO_RANGE = "auto"
+
+
+@dataclass(frozen=True)
+class RangeRequest:
+    """The slice range asked for, before the volume is known: START END for every label, per-label
+    LABEL:START-END / JSON specs, and whether each label stops by itself (auto)."""
+
+    plain: list[int] | None = None
+    specs: list[str] = field(default_factory=list)
+    auto: bool = False
+
+    @classmethod
+    def from_groups(cls, groups: "Sequence[Sequence[str]] | None", option: str = "--range") -> "RangeRequest":
+        """From groups of tokens, one per `option` given: [START, END], [auto] or label range specs."""
+        plain: list[int] | None = None
+        specs: list[str] = []
+        auto = False
+        for tokens in groups or []:
+            if [t.strip().lower() for t in tokens] == [AUTO_RANGE]:
+                auto = True
+            elif len(tokens) == 2 and all(t.strip().lstrip("-").isdigit() for t in tokens):
+                if plain is not None:
+                    raise PromptError(f"{option} START END is given twice; give a label's own range as {option} LABEL:START-END")
+                plain = [int(t) for t in tokens]
+            elif is_label_range_spec(list(tokens)):
+                specs += tokens
+            else:
+                raise PromptError(f"{option} {' '.join(tokens)}: give START END, LABEL:START-END or a JSON object")
+        if auto and plain is not None:
+            raise PromptError(f"{option} auto and {option} START END: give one (a label's own range may go with auto)")
+        return cls(plain, specs, auto)
+
+
+@dataclass
+class SeedPrompt:
+    """A seed label turned into what the engine takes: masks per label, the covering range, labels' own ranges."""
+
+    seeds: SeedMasks
+    slice_range: SliceRange
+    label_ranges: dict[int, SliceRange]
+
+
+def seed_prompt(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, axis: Axis, request: RangeRequest,
+                labels: "Iterable[int] | None" = None, names: "Mapping[int, str] | None" = None) -> SeedPrompt:
+    """Check a seed label and a range request against the image and build the engine's prompt from them."""
+    num_slices = image_grid.num_slices(axis)
+    default_range = SliceRange.parse(request.plain, num_slices)
+    values_by_name = {n: v for v, n in (names or {}).items()}
+    label_ranges = parse_label_ranges(request.specs, num_slices, values_by_name) if request.specs else {}
+    seeds = seeds_from_label(seed_xyz, seed_grid, image_grid, axis, SliceRange(0, num_slices - 1), labels)
+    slice_range = range_for_labels(label_ranges, default_range, seeds.labels)
+    check_seeds_in_range(seeds, default_range, label_ranges)
+    return SeedPrompt(seeds, slice_range, label_ranges)
+
+
 @dataclass(frozen=True)
 class ClickPrompt:
     """Clicks and an optional box on one slice, in slice pixel coordinates (row, column)."""

@@ -81,3 +81,24 @@ def test_masks_touching_the_border_keep_their_surface():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         compute_metrics(np.zeros((3, 3, 3), bool), np.zeros((3, 3, 4), bool), SPACING)
+
+
+def test_metrics_do_not_depend_on_torch_threads():
+    """A Ray worker runs torch on fewer threads than this process: the surface distances must not change
+    (MONAI's float32 mean over ~10^4 surface points sums in a thread-dependent order)."""
+    import torch
+
+    x, y, z = np.mgrid[:120, :120, :60]
+    pred = (x - 60) ** 2 + (y - 60) ** 2 + ((z - 30) * 2) ** 2 < 45**2
+    truth = ((x - 55) ** 2 / 1.2 + (y - 63) ** 2 + ((z - 28) * 2.2) ** 2 < 40**2) ^ (np.random.default_rng(0).random(pred.shape) < 0.02)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(compute_metrics(pred, truth, (0.7, 0.9, 2.5)))
+            assert torch.get_num_threads() == threads  # restored after the metrics
+    finally:
+        torch.set_num_threads(before)
+    assert results[0] == results[1] == results[2]
+    assert 8.5 < results[0].asd_mm < 9.5 and 0.7 < results[0].dice < 0.8

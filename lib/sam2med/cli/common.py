@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sam2med.checkpoints import MODELS, choose_model
 from sam2med.errors import InputError
@@ -43,5 +44,39 @@ def cpu_advice(device: str, image_size: int) -> str | None:
             "(coarser mask edges), a CUDA GPU far faster (README, Performance)")
 
 
-def propagator_kwargs(args: argparse.Namespace) -> dict:
-    return {"model": args.model, "checkpoint": args.checkpoint, "device": args.device, "image_size": args.image_size}
+def propagator_kwargs(args: argparse.Namespace, absolute: bool = False) -> dict:
+    """The engine's model options; `absolute`: the checkpoint path made absolute, for workers in other folders."""
+    checkpoint = args.checkpoint
+    if absolute and checkpoint:
+        checkpoint = str(Path(checkpoint).absolute())
+    return {"model": args.model, "checkpoint": checkpoint, "device": args.device, "image_size": args.image_size}
+
+
+def make_output_folder(out: Path) -> Path:
+    """`out`, created when missing; a place that cannot be created is an `InputError`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    return out
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray (docs/batch.md)")
+    group.add_argument("--ray", metavar="local|auto|HOST:PORT", default=None,
+                       help="run on Ray: 'local' starts Ray on this machine; 'auto' or HOST:PORT joins a cluster started with "
+                            "'ray start --head'. Workers read the input paths themselves (shared storage on a cluster). "
+                            "Default: no Ray, everything in this process")
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="Ray workers, each holding one loaded propagator (one GPU each when the cluster has GPUs); "
+                            "default: the cluster's GPU count, or 1 without GPUs")
+
+
+def check_ray_arguments(args: argparse.Namespace) -> None:
+    """--workers only with --ray, and at least 1; checked before anything starts."""
+    if args.workers is not None and not args.ray:
+        raise InputError("--workers applies to --ray only")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.ray is not None and not args.ray.strip():
+        raise InputError("--ray: give local, auto or the cluster's HOST:PORT")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
+from sam2med.cli.common import (add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments, cpu_advice,
+                                make_output_folder, propagator_kwargs)
 from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
@@ -49,8 +51,13 @@ prediction red; every frame names the case, slice and organs), predictions/CASE.
 Exit status: 0 when at least one case was evaluated, 1 when none was (every case failed or was skipped),
 2 for unusable inputs (empty folder, nothing pairs, bad option).
 
+Ray (docs/batch.md): --ray local --workers N evaluates cases in parallel on this machine, --ray auto joins
+a cluster ('ray start --head'); each worker holds the propagators, a case runs on one worker, results.csv
+is the same as without Ray (only `seconds` differ). Workers read the images and labels themselves.
+
 examples:
   python main.py evaluate --images imgs/ --labels labels/ --propagator registration --out eval_reg
+  python main.py evaluate --images imgs/ --labels labels/ --propagator registration --ray local --workers 2 --out eval_reg
   python main.py evaluate --images imgs/ --labels labels/ --labels-map labels.json:total --label liver \\
       --protocol clicks:3 --range margin:2 --checkpoint sam2.1_hiera_tiny.pt --out eval_sam2
   python main.py evaluate --protocol one-prompt --images slices/ --labels slice_labels/ --out eval_1p \\
@@ -89,17 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run this weight-free reference on the same prompts (repeatable); its rows go to "
                              "results.csv and summary.json, its bars next to the main propagator's in dice_by_organ.png")
     parser.add_argument("--save-predictions", action="store_true", help="write each case's predicted label map to predictions/")
+    add_ray_arguments(parser)
     add_policy_arguments(parser)
     add_model_arguments(parser)
-
-
-def make_output_folder(out: Path) -> Path:
-    """`out`, created when missing; a place that cannot be created is an `InputError`."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{out}: cannot create the output folder ({err.strerror})") from None
-    return out
 
 
 def _config(args: argparse.Namespace):
@@ -176,6 +175,21 @@ def _chart_title(outcomes, modalities: dict[str, str], methods: list[str], confi
     return f"Dice per organ: {cases}\n{' vs '.join(methods)}; protocol {config.protocol}, range {config.range_spec}, {config.axis.name.lower()}"
 
 
+def _evaluate_on_ray(args: argparse.Namespace, cases: list, sam2_kwargs: dict, compare: list[str], config,
+                     writer: _CaseWriter) -> tuple[list, dict[str, list], dict]:
+    """Every case on a Ray actor holding the propagators; the driver writes previews and predictions as cases arrive."""
+    from sam2med.distributed.ray_pool import RayPool
+    from sam2med.evaluation.runner import CaseEvaluator, collect_outcomes
+
+    cases = [replace(c, image=c.image.absolute(), label=c.label and c.label.absolute()) for c in cases]  # workers' own folders
+    if sam2_kwargs:
+        sam2_kwargs = {**sam2_kwargs, **propagator_kwargs(args, absolute=True)}
+    with RayPool(args.ray, args.workers, CaseEvaluator, args.propagator, args.window, sam2_kwargs, compare, config) as pool:
+        by_name = collect_outcomes(cases, pool.stream([[case] for case in cases], "run"), [args.propagator, *compare], on_case=writer)
+        model = {"model": pool.info[0]["model"]} if "model" in pool.info[0] else {}
+    return by_name.pop(args.propagator), by_name, model
+
+
 def run(args: argparse.Namespace) -> int:
     from sam2med.evaluation import pictures
     from sam2med.evaluation.pairing import pair_cases
@@ -184,8 +198,12 @@ def run(args: argparse.Namespace) -> int:
     from sam2med.evaluation.runner import run_evaluation
     from sam2med.provenance import model_provenance
 
+    check_ray_arguments(args)
     if args.protocol.strip().lower() == "one-prompt":
         from sam2med.cli.evaluate_one_prompt import run_one_prompt
+
+        if args.ray:
+            raise InputError("--ray applies to the 3D protocols; one-prompt runs its 2D cases in one process")
 
         return run_one_prompt(args)
     if args.prompt_case is not None:
@@ -208,31 +226,35 @@ def run(args: argparse.Namespace) -> int:
         preview_label = resolve_labels([args.preview_label], config.names)[0]
 
     sam2_kwargs = {**propagator_kwargs(args), **policies} if args.propagator == "sam2" else {}
-    method = make_propagator(args.propagator, window=args.window, **sam2_kwargs)
-    logger.info("evaluating %d case(s) with %s, protocol %s, range %s", len(cases), method.name, config.protocol, config.range_spec)
+    compare = [name for name in dict.fromkeys(args.compare or []) if name != args.propagator]
+    logger.info("evaluating %d case(s) with %s, protocol %s, range %s", len(cases), args.propagator, config.protocol, config.range_spec)
     writer = _CaseWriter(args, out, preview_cases, config.axis, config.names, preview_label)
     with logging_redirect_tqdm():
-        outcomes = run_evaluation(cases, method, config, on_case=writer)
-        references = {name: run_evaluation(cases, make_propagator(name, window=args.window), config)
-                      for name in dict.fromkeys(args.compare or []) if name != method.name}
+        if args.ray:
+            outcomes, references, model = _evaluate_on_ray(args, cases, sam2_kwargs, compare, config, writer)
+        else:
+            method = make_propagator(args.propagator, window=args.window, **sam2_kwargs)
+            outcomes = run_evaluation(cases, method, config, on_case=writer)
+            references = {name: run_evaluation(cases, make_propagator(name, window=args.window), config) for name in compare}
+            engine = getattr(method, "engine", None)
+            model = {"model": model_provenance(engine)} if engine is not None else {}  # name, input size, checkpoint: runs compare
 
     results = [t for o in outcomes for t in o.targets]
-    engine = getattr(method, "engine", None)
-    model = {"model": model_provenance(engine)} if engine is not None else {}  # name, input size, checkpoint: runs compare
-    summary = summarise(outcomes, {"propagator": method.name, **model, **config.to_json(),
+    summary = summarise(outcomes, {"propagator": args.propagator, **model, **config.to_json(),
                                    "images": str(args.images), "labels": str(args.labels)})
     if references:
         summary["references"] = {name: {key: part[key] for key in ("overall", "targets")}
                                  for name, part in ((n, summarise(o, {})) for n, o in references.items())}
     write_results_csv(results + [t for outs in references.values() for o in outs for t in o.targets], out / "results.csv")
     write_summary(summary, out)
-    groups = {method.name: results, **{n: [t for o in outs for t in o.targets] for n, outs in references.items()}}
+    groups = {args.propagator: results, **{n: [t for o in outs for t in o.targets] for n, outs in references.items()}}
     pictures.dice_chart(groups, out / "dice_by_organ.png", title=_chart_title(outcomes, writer.modalities, list(groups), config))
-    return print_results(summary, len(outcomes), out, engine)
+    return print_results(summary, len(outcomes), out, model.get("model"))
 
 
-def print_results(summary: dict, cases: int, out: Path, engine) -> int:
-    """The table, the references' lines and the counts on stdout; the exit status (1 when no case was evaluated)."""
+def print_results(summary: dict, cases: int, out: Path, model: dict | None) -> int:
+    """The table, the references' lines and the counts on stdout; the exit status (1 when no case was evaluated).
+    `model`: the SAM2 model's provenance (`provenance.model_provenance`), None for the weight-free propagators."""
     from sam2med.evaluation.report import markdown_table
 
     print(markdown_table(summary), end="")
@@ -240,7 +262,7 @@ def print_results(summary: dict, cases: int, out: Path, engine) -> int:
         dice = part["overall"]["dice"]
         if dice["mean"] is not None:
             print(f"reference {name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (median {dice['median']:.3f}) over {part['overall']['n']} target(s)")
-    advice = cpu_advice(engine.device.type, engine.image_size) if engine is not None else None
+    advice = cpu_advice(model["device"].split(":")[0], model["input_size"]) if model else None
     if advice:
         print(advice)
     evaluated = summary["cases"]["evaluated"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from sam2med.cli.common import check_model_arguments, propagator_kwargs
-from sam2med.cli.evaluate import make_output_folder, print_results
+from sam2med.cli.common import check_model_arguments, make_output_folder, propagator_kwargs
+from sam2med.cli.evaluate import print_results
 from sam2med.errors import InputError
 from sam2med.windowing import Window
 
@@ -83,4 +83,4 @@ def run_one_prompt(args: argparse.Namespace) -> int:
     title = (f"Dice per organ: {evaluated} 2D case(s), mean per organ\nsam2, protocol one-prompt, memory {memory} "
              f"(prompt cases not counted)")
     pictures.dice_chart({"sam2": results}, out / "dice_by_organ.png", title=title)
-    return print_results(summary, len(outcomes), out, engine)
+    return print_results(summary, len(outcomes), out, config["model"])

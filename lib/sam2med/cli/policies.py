@@ -7,7 +7,6 @@ import argparse
 from sam2med.engine.policies import MEMORY_POLICIES, AutoRange, parse_memory
 from sam2med.errors import InputError
 
-AUTO = "auto"
 _DEFAULT_RULE = AutoRange()
 
 

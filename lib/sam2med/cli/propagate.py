@@ -6,15 +6,13 @@ import argparse
 import logging
 
 from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
-from sam2med.cli.policies import AUTO, add_policy_arguments, policy_options
-from sam2med.errors import InputError
+from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.evaluation.labelmap import read_labels_map
 from sam2med.geometry import Axis
 from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volume, save_label, write_json_atomic
 from sam2med.labelnames import label_name
 from sam2med.progress import StageBars
-from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, parse_label_ranges, parse_labels,
-                             range_for_labels, seeds_from_label)
+from sam2med.prompts import RangeRequest, parse_labels, seed_prompt
 from sam2med.provenance import describe_file, provenance
 from sam2med.windowing import Window
 
@@ -62,29 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
-def split_range_arguments(groups: list[list[str]] | None) -> tuple[list[int] | None, list[str]]:
-    """(--range START END, the per-label range specs) from the repeated --range arguments."""
-    plain: list[int] | None = None
-    specs: list[str] = []
-    for tokens in groups or []:
-        if [t.strip().lower() for t in tokens] == [AUTO]:
-            continue  # see range_is_auto
-        if len(tokens) == 2 and all(t.strip().lstrip("-").isdigit() for t in tokens):
-            if plain is not None:
-                raise InputError("--range START END is given twice; give a label's own range as --range LABEL:START-END")
-            plain = [int(t) for t in tokens]
-        elif is_label_range_spec(list(tokens)):
-            specs += tokens
-        else:
-            raise InputError(f"--range {' '.join(tokens)}: give START END, LABEL:START-END or a JSON object")
-    return plain, specs
-
-
-def range_is_auto(groups: list[list[str]] | None) -> bool:
-    """Whether --range auto is among the --range arguments."""
-    return any([t.strip().lower() for t in tokens] == [AUTO] for tokens in groups or [])
-
-
 def _group(slices: list[int]) -> str:
     """"3-7, 9, 12-14" for sorted slice indices."""
     runs: list[list[int]] = []
@@ -128,26 +103,18 @@ def run(args: argparse.Namespace) -> int:
     check_model_arguments(args)
     Window.parse(args.window, "CT")  # a bad window fails before anything is loaded
     names = read_labels_map(args.labels_map) if args.labels_map else {}
-    plain_range, range_specs = split_range_arguments(args.range)
-    auto = range_is_auto(args.range)
-    if auto and plain_range is not None:
-        raise InputError("--range auto and --range START END: give one (a label's own range may go with auto)")
-    policies = policy_options(args, auto)
+    request = RangeRequest.from_groups(args.range)
+    policies = policy_options(args, request.auto)
     image = load_volume(args.image)
     seed = load_label(args.seed)
     axis = Axis.parse(args.axis)
-    num_slices = image.grid.num_slices(axis)
-    default_range = SliceRange.parse(plain_range, num_slices)
-    label_ranges = parse_label_ranges(range_specs, num_slices, {n: v for v, n in names.items()}) if range_specs else {}
-    subset = parse_labels(args.labels)
-    seeds = seeds_from_label(seed.array, seed.grid, image.grid, axis, SliceRange(0, num_slices - 1), subset)
-    slice_range = range_for_labels(label_ranges, default_range, seeds.labels)
-    check_seeds_in_range(seeds, default_range, label_ranges)
+    prompt = seed_prompt(seed.array, seed.grid, image.grid, axis, request, parse_labels(args.labels), names)
+    seeds = prompt.seeds
     propagator = Propagator(**propagator_kwargs(args))
 
     bars = StageBars("slice")
-    result = propagator.propagate(image, seeds, slice_range, window=args.window, progress=bars, label_ranges=label_ranges,
-                                  **policies)
+    result = propagator.propagate(image, seeds, prompt.slice_range, window=args.window, progress=bars,
+                                  label_ranges=prompt.label_ranges, **policies)
     bars.close()
     save_label(result.label, image.grid, output)
     report = result.to_json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -48,6 +49,18 @@ def _as_batch(mask: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]  # (B=1, C=1, ...)
 
 
+@contextmanager
+def _one_torch_thread():
+    """torch's float32 reductions (MONAI's mean surface distance) sum in an order that depends on the thread count:
+    one thread makes the metrics the same wherever they are computed (a Ray worker, another machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def compute_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float]) -> TargetMetrics:
     """Dice, IoU, HD95 and symmetric average surface distance of two boolean masks on one grid."""
     from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU, SurfaceDistanceMetric
@@ -63,7 +76,7 @@ def compute_metrics(pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float
     pred_c, truth_c = _crop_to_union(pred, truth)
     y_pred, y = _as_batch(pred_c), _as_batch(truth_c)
     spacing = [float(s) for s in spacing]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _one_torch_thread():
         warnings.simplefilter("ignore")  # MONAI deprecation chatter from its own internals
         dice = DiceMetric(include_background=True, reduction="none")(y_pred, y)
         iou = MeanIoU(include_background=True, reduction="none")(y_pred, y)

@@ -207,3 +207,51 @@ def run_evaluation(cases: Iterable[Case], method: SlicePropagator, config: Evalu
         outcome.volume = outcome.truth = outcome.prediction = None  # free the arrays; the rows stay
         outcomes.append(outcome)
     return outcomes
+
+
+class CaseEvaluator:
+    """One case at a time with the main propagator and the references, built once per process (a Ray actor):
+    the same `evaluate_case` as the local run, so the rows are the same."""
+
+    def __init__(self, name: str, window: str | None, sam2_kwargs: dict, references: list[str], config: EvaluationConfig):
+        from sam2med.evaluation.propagators import make_propagator
+
+        self.method = make_propagator(name, window=window, **sam2_kwargs)
+        self.references = {ref: make_propagator(ref, window=window) for ref in references}
+        self.config = config
+
+    def describe(self) -> dict:
+        """The main propagator's model (name, input size, checkpoint, device), for the summary."""
+        from sam2med.provenance import model_provenance
+
+        engine = getattr(self.method, "engine", None)
+        return {"model": model_provenance(engine)} if engine is not None else {}
+
+    def run(self, case: Case) -> dict[str, CaseOutcome]:
+        """{propagator name: outcome}; only the main propagator's outcome keeps its arrays (for previews and predictions)."""
+        outcomes = {self.method.name: evaluate_case(case, self.method, self.config)}
+        for name, method in self.references.items():
+            outcome = evaluate_case(case, method, self.config)
+            outcome.volume = outcome.truth = outcome.prediction = None
+            outcomes[name] = outcome
+        return outcomes
+
+
+def collect_outcomes(cases: list[Case], results: Iterable[tuple[Case, object]], names: list[str],
+                     on_case: Callable[[CaseOutcome], None] | None = None) -> dict[str, list[CaseOutcome]]:
+    """{propagator: outcomes in case order} from `CaseEvaluator.run` answers arriving in any order; an answer that
+    is an exception (a lost worker) fails the case for every propagator with its message."""
+    by_case: dict[str, dict[str, CaseOutcome]] = {}
+    bar = tqdm(total=len(cases), desc=f"evaluate {names[0]}", unit="case", disable=not on_terminal())
+    with bar:
+        for case, answer in results:
+            if isinstance(answer, BaseException):
+                logger.error("case %s failed: %s", case.name, answer)
+                answer = {name: CaseOutcome(case, error=str(answer)) for name in names}
+            if on_case is not None:
+                on_case(answer[names[0]])
+            for outcome in answer.values():
+                outcome.volume = outcome.truth = outcome.prediction = None
+            by_case[case.name] = answer
+            bar.update(1)
+    return {name: [by_case[case.name][name] for case in cases] for name in names}

@@ -1,0 +1,158 @@
+"""The batch manifest: a CSV or JSON Lines file, one propagation per row.
+
+Columns: image and seed (required), range, axis, window, labels, output. Paths are relative to the
+manifest's folder. Every cell is checked here, before any volume or model is loaded; what can only be
+checked against a volume (slice numbers, the seed's grid) fails the row later, not the batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sam2med.errors import InputError, Sam2MedError
+from sam2med.geometry import Axis
+from sam2med.io import IMAGE_SUFFIXES, LABEL_SUFFIXES
+from sam2med.prompts import AUTO_RANGE, RangeRequest, parse_labels
+from sam2med.windowing import Window
+
+COLUMNS = ("image", "seed", "range", "axis", "window", "labels", "output")
+REQUIRED = ("image", "seed")
+_START_END = re.compile(r"^(\d+)-(\d+)$")
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One manifest row, its paths absolute (workers on other machines read them from shared storage)."""
+
+    number: int  # 1-based data row of the manifest
+    image: Path
+    seed: Path
+    output: Path
+    range: RangeRequest
+    axis: Axis
+    window: str
+    labels: list[int] | None
+
+    def to_json(self) -> dict:
+        return {"row": self.number, "image": str(self.image), "seed": str(self.seed), "output": str(self.output)}
+
+
+def range_groups(cell: str) -> list[list[str]]:
+    """The range cell as --range token groups: "10-40" -> [["10", "40"]], "auto" -> [["auto"]], per-label
+    items ("5:10-40 2:3-9") and a JSON object as they are."""
+    if cell.strip().startswith("{"):
+        return [[cell]]  # per-label ranges as a JSON object
+    groups: list[list[str]] = []
+    specs: list[str] = []
+    for token in cell.split():
+        plain = _START_END.match(token)
+        if plain:
+            groups.append([plain.group(1), plain.group(2)])
+        elif token.lower() == AUTO_RANGE:
+            groups.append([AUTO_RANGE])
+        else:
+            specs.append(token)
+    return groups + ([specs] if specs else [])
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The manifest's rows as dicts of text: CSV with a header line, or one JSON object per line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such manifest") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read the manifest ({getattr(err, 'strerror', None) or err})") from None
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        records = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise InputError(f"{path}: line {number} is not a JSON object") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}: line {number} is not a JSON object")
+            records.append({str(k): _cell(v) for k, v in record.items()})
+        return records
+    if path.suffix.lower() != ".csv":
+        raise InputError(f"{path}: a manifest is a .csv (with a header line) or a .jsonl file")
+    reader = csv.DictReader(text.splitlines())
+    unnamed = [f for f in reader.fieldnames or [] if not f or not f.strip()]
+    if unnamed:
+        raise InputError(f"{path}: the header line has an empty column name")
+    records = []
+    for record in reader:
+        if None in record:
+            raise InputError(f"{path}: line {reader.line_num} has more cells than the header names")
+        if any((v or "").strip() for v in record.values()):
+            records.append({k.strip(): (v or "") for k, v in record.items()})
+    return records
+
+
+def _cell(value: object) -> str:
+    """A JSON value as the text a CSV cell would hold: lists as "1,5", objects as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def _default_output(image: Path) -> str:
+    name = image.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return f"{name}_label.nii.gz"
+
+
+def _row(record: dict, number: int, base: Path, out_dir: Path) -> BatchRow:
+    cells = {k: record.get(k, "").strip() for k in COLUMNS}
+    for column in REQUIRED:
+        if not cells[column]:
+            raise InputError(f"no {column}")
+    image = (base / cells["image"]).absolute()
+    output_name = cells["output"] or _default_output(image)
+    if Path(output_name).is_absolute() or ".." in Path(output_name).parts:
+        raise InputError(f"output {output_name!r} must be a name inside the output folder")
+    if not output_name.lower().endswith(LABEL_SUFFIXES):
+        raise InputError(f"output {output_name!r}: use one of {', '.join(LABEL_SUFFIXES)}")
+    Window.parse(cells["window"] or "auto", "CT")
+    return BatchRow(
+        number=number, image=image, seed=(base / cells["seed"]).absolute(), output=(out_dir / output_name).absolute(),
+        range=RangeRequest.from_groups(range_groups(cells["range"]), option="range"),
+        axis=Axis.parse(cells["axis"] or "axial"), window=cells["window"] or "auto", labels=parse_labels(cells["labels"] or None),
+    )
+
+
+def read_manifest(path: str | Path, out_dir: str | Path) -> list[BatchRow]:
+    """Every row of the manifest at `path`, checked; outputs go under `out_dir`. One bad row fails the whole manifest."""
+    path = Path(path)
+    records = _read_records(path)
+    unknown = sorted({k for record in records for k in record} - set(COLUMNS))
+    if unknown:
+        raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}; the columns are {', '.join(COLUMNS)}")
+    if not records:
+        raise InputError(f"{path}: the manifest has no rows")
+    rows = []
+    for number, record in enumerate(records, 1):
+        try:
+            rows.append(_row(record, number, path.parent.absolute(), Path(out_dir)))
+        except Sam2MedError as err:
+            raise InputError(f"{path}: row {number}: {err}") from None
+    seen: dict[Path, int] = {}
+    for row in rows:
+        if row.output in seen:
+            raise InputError(f"{path}: rows {seen[row.output]} and {row.number} both write {row.output.name}; "
+                             "give each an output name")
+        seen[row.output] = row.number
+    return rows
