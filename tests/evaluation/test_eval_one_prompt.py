@@ -126,3 +126,23 @@ def test_options_of_the_3d_protocols_are_refused(pairs, random_checkpoint, tmp_p
     assert main(["evaluate", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "o"),
                  "--prompt-case", "caseA", "--propagator", "copy"]) == 2
     assert "--prompt-case applies to --protocol one-prompt only" in capsys.readouterr().err
+
+
+def test_images_without_a_requested_label_are_skipped_not_failed(pairs, propagator, tmp_path):
+    """In a folder of 2D images most images lack most labels: with --label such a (case, label) is skipped,
+    and a label that only one image holds has no other image to segment: skipped too, never a failure."""
+    root, images, labels, organs = pairs
+    folder_images, folder_labels = tmp_path / "images", tmp_path / "labels"
+    folder_images.mkdir()
+    folder_labels.mkdir()
+    for name in ("caseA", "caseB"):
+        (folder_images / f"{name}.png").write_bytes((images / f"{name}.png").read_bytes())
+    write_png(folder_labels / "caseA.png", organs["caseA"])  # liver (5) and spleen (1)
+    write_png(folder_labels / "caseB.png", np.where(organs["caseB"] == 5, 5, 0).astype(np.uint8))  # liver only
+    outcomes = evaluate_one_prompt(pair_cases(folder_images, folder_labels, two_d=True), propagator, [1, 5], {})
+    by_case = {o.case.name: o for o in outcomes}
+    assert not any(o.failed or o.error for o in outcomes)
+    assert [(t.case, t.label, t.prompt) for o in outcomes for t in o.targets] == [("caseA", 5, True), ("caseB", 5, False)]
+    assert by_case["caseB"].skipped == [{"case": "caseB", "label": 1, "name": "label 1", "reason": "absent from this image"}]
+    assert by_case["caseA"].skipped == [{"case": "caseA", "label": 1, "name": "label 1", "reason": "no other image holds it"}]
+    assert by_case["caseB"].evaluated and not by_case["caseA"].evaluated

@@ -5,7 +5,8 @@ first by name), its truth mask as the seed; every other case holding the label i
 prompt (`segment_unordered`, selective memory by default) and measured against its truth in 2D, with the
 image's pixel spacing (pixels for PNG/JPEG). The prompt case's own row has status "prompt": its mask is its
 seed, so it is listed apart and not counted in the means. A case that cannot be read, or whose label and
-image sizes differ, fails on its own; a label requested with --label and absent from a case is a failed row.
+image sizes differ, fails on its own. A (case, label) is skipped, not failed, when the image lacks the label
+(with --label) or when no other image holds it: listed under `skipped` in summary.json.
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ def _evaluate_label(label: int, name: str, holders: list[Case2D], propagator, pr
         case.outcome.prediction[pred] = label
 
 
+# Why a (case, label) is skipped: in a folder of 2D images most images lack most labels, which is no failure.
+ABSENT, ALONE = "absent from this image", "no other image holds it"
+
+
+def _skip(case: Case2D, label: int, name: str, reason: str) -> None:
+    logger.debug("case %s: label %d (%s) skipped: %s", case.name, label, name, reason)
+    case.outcome.skipped.append({"case": case.name, "label": label, "name": name, "reason": reason})
+
+
 def evaluate_one_prompt(cases: list[Case], propagator, labels: list[int] | None, names: dict[int, str],
                         prompt_case: str | None = None, window: str | None = "auto", memory: str | None = "selective",
                         on_case: Callable[[CaseOutcome, Image2D], None] | None = None) -> list[CaseOutcome]:
@@ -109,12 +119,12 @@ def evaluate_one_prompt(cases: list[Case], propagator, labels: list[int] | None,
         name = label_name(label, names)
         holders = [c for c in loaded if (c.truth == label).any()]
         for case in (c for c in loaded if c not in holders and labels is not None):
-            error = f"label {label} ({name}) is absent from this case"
-            logger.error("case %s: %s", case.name, error)
-            case.outcome.targets.append(TargetResult(case.name, label, name, "sam2", error=error))
+            _skip(case, label, name, ABSENT)
         if len(holders) < 2:
             logger.warning("label %d (%s): %d case(s) hold it; one-prompt needs a prompt case and at least one other",
                            label, name, len(holders))
+            for case in holders:
+                _skip(case, label, name, ALONE)
             continue
         try:
             _evaluate_label(label, name, holders, propagator, prompt_case, memory)
