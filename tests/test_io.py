@@ -4,7 +4,7 @@ import pytest
 
 from sam2med.errors import InputError
 from sam2med.geometry import Grid
-from sam2med.io import load_label, load_volume, save_label
+from sam2med.io import load_label, load_volume, save_label, write_atomically
 
 GRID = Grid((6, 5, 4), (1.5, 2.0, 3.0), (10.0, -5.0, 2.0), (-1, 0, 0, 0, -1, 0, 0, 0, 1))
 
@@ -150,3 +150,24 @@ def test_output_path_is_checked_before_any_work(tmp_path):
         check_output_path(tmp_path / "out.png")
     assert check_output_path(tmp_path / "scores.json", suffixes=None) == tmp_path / "scores.json"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.nii.gz"], "the write probe is removed"
+
+
+def test_write_atomically_replaces_whole_files_and_a_failed_write_leaves_the_old_one(tmp_path):
+    target = tmp_path / "out.nii.gz"
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        tmp.write_bytes(b"new")
+
+    assert write_atomically(target, write) == target and target.read_bytes() == b"new"
+    assert seen[0].parent == tmp_path and seen[0].name.startswith(".out.nii.gz.") and seen[0].name.endswith(".partial.nii.gz")
+
+    def fail(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(target, fail)
+    assert target.read_bytes() == b"new"  # the earlier file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii.gz"]  # no temporary file left

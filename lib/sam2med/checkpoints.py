@@ -12,7 +12,6 @@ import logging
 import os
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,12 +200,10 @@ def download_checkpoint(spec: ModelSpec, destination: Path, timeout_s: float = 3
     """Download `spec`'s published checkpoint to `destination` with a progress bar, atomically."""
     from tqdm import tqdm
 
+    from sam2med.io import write_atomically
     from sam2med.progress import on_terminal
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex[:8]}.partial")
-    logger.info("downloading %s to %s", spec.url, destination)
-    try:
+    def fetch(tmp: Path) -> None:
         with urllib.request.urlopen(spec.url, timeout=timeout_s) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=not on_terminal()) as bar:
@@ -214,16 +211,17 @@ def download_checkpoint(spec: ModelSpec, destination: Path, timeout_s: float = 3
                     out.write(chunk)
                     bar.update(len(chunk))
         verify_checkpoint(tmp)
-        os.replace(tmp, destination)
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s to %s", spec.url, destination)
+    try:
+        return write_atomically(destination, fetch)
     except (urllib.error.URLError, TimeoutError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise CheckpointError(
             f"cannot download the {spec.family} '{spec.name}' checkpoint ({reason}): download {spec.url} "
             f"and save it as {destination}, or pass --checkpoint PATH" + random_weights_hint(spec.name)
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return destination
 
 
 def resolve_checkpoint(model: str, checkpoint: str | os.PathLike | None = None, download: bool = True) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sam2med.errors import InputError
-from sam2med.io import as_label_values, check_complete, label_dtype
+from sam2med.io import as_label_values, check_complete, label_dtype, write_atomically
 from sam2med.windowing import Preprocessing, Window, guess_modality
 
 logger = logging.getLogger(__name__)
@@ -189,17 +188,6 @@ def mask_name(image: Image2D) -> str:
     return f"{name[:-4] if lower.endswith('.dcm') else name}.nii.gz"
 
 
-def _replace_atomically(path: Path, write) -> Path:
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def save_mask2d(mask_hw: np.ndarray, image: Image2D, path: str | os.PathLike) -> Path:
     """Write a (H, W) label mask for `image` atomically, in the format `mask_name` gives, on the image's grid."""
     path = Path(path)
@@ -212,13 +200,13 @@ def save_mask2d(mask_hw: np.ndarray, image: Image2D, path: str | os.PathLike) ->
         if max_value > 65535:
             raise InputError(f"{image.name}: label value {max_value} does not fit a PNG mask (at most 65535)")
         pixels = np.ascontiguousarray(mask_hw, dtype=np.uint8 if max_value <= 255 else np.uint16)
-        return _replace_atomically(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+        return write_atomically(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
     if image.geometry is None:
         raise InputError(f"{image.name}: a {image.kind.upper()} image has no patient geometry for a NIfTI mask")
     array = np.ascontiguousarray(mask_hw.astype(label_dtype(max_value)))
     out = sitk.GetImageFromArray(array if image.geometry.dimension == 2 else array[None])
     image.geometry.apply(out)
-    return _replace_atomically(path, lambda tmp: sitk.WriteImage(out, str(tmp), useCompression=True))
+    return write_atomically(path, lambda tmp: sitk.WriteImage(out, str(tmp), useCompression=True))
 
 
 def list_images(folder: str | os.PathLike, exclude: "set[Path] | None" = None) -> list[Path]:

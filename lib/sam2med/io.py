@@ -11,6 +11,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -271,30 +272,34 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] | None 
     return path
 
 
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write `path` through `write(tmp)`: a hidden temporary file beside it, with the same suffix (writers that
+    choose the format by suffix see the right one), renamed into place. A reader never sees a half-written
+    file; a write that fails leaves nothing behind."""
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def save_label(label_xyz: np.ndarray, grid: Grid, path: str | os.PathLike) -> Path:
     """Write a label map on `grid` to `path` atomically: a reader never sees a half-written file."""
     path = Path(path)
     suffix = _output_suffix(path)
     check_output_path(path)
     image = label_image(label_xyz, grid)
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{uuid.uuid4().hex[:8]}.partial{suffix}")
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=suffix in (".nii.gz", ".nrrd", ".mha"))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    compress = suffix in (".nii.gz", ".nrrd", ".mha")
+    return write_atomically(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=compress))
 
 
 def write_json_atomic(data: object, path: str | os.PathLike) -> Path:
-    """Write JSON to `path` through a temporary file in the same folder."""
+    """Write JSON to `path` atomically."""
     import json
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    text = json.dumps(data, indent=2)
+    return write_atomically(path, lambda tmp: tmp.write_text(text))

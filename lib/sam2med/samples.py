@@ -9,6 +9,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from sam2med.io import write_atomically
+
 logger = logging.getLogger(__name__)
 
 NOTICE = """\
@@ -46,9 +48,7 @@ def _save(array: np.ndarray, like: nib.Nifti1Image, path: Path, dtype) -> None:
     image = nib.Nifti1Image(array.astype(dtype), like.affine)
     image.set_qform(like.affine, code=1)
     image.set_sform(like.affine, code=1)
-    tmp = path.with_name(f".{path.name}.partial.nii.gz")
-    nib.save(image, tmp)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: nib.save(image, tmp))
 
 
 def seed_slice_index(label: np.ndarray, value: int) -> int:

@@ -39,25 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def save_random_checkpoint(model: str, path: Path) -> Path:
     """Build `model` with random weights through sam2's config and builder (at its input size), and save it atomically."""
-    import os
-    import uuid
-
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
     from sam2med.engine.model import size_overrides
+    from sam2med.io import write_atomically
 
     spec = model_spec(model)
     torch.manual_seed(0)
     predictor = build_sam2_video_predictor(spec.config, ckpt_path=None, device="cpu", hydra_overrides_extra=size_overrides(spec.input_size))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        torch.save({"model": predictor.state_dict(), RANDOM_WEIGHTS_KEY: True}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: torch.save({"model": predictor.state_dict(), RANDOM_WEIGHTS_KEY: True}, tmp))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from pydicom.dataset import Dataset
 
 from sam2med.errors import InputError
 from sam2med.geometry import Grid
-from sam2med.io import grid_of, label_image
+from sam2med.io import grid_of, label_image, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -124,14 +123,7 @@ def write_seg(
 
 def save_seg(seg: Dataset, path: str | os.PathLike) -> Path:
     """Write a DICOM-SEG dataset atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        seg.save_as(tmp, write_like_original=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: seg.save_as(tmp, write_like_original=False))
 
 
 def _as_dataset(seg: str | os.PathLike | Dataset) -> Dataset:

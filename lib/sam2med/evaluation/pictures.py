@@ -9,8 +9,6 @@ They are stretched to the physical aspect.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from scipy import ndimage
 
 from sam2med.evaluation.runner import TargetResult
 from sam2med.geometry import Axis, to_slices
-from sam2med.io import Volume
+from sam2med.io import Volume, write_atomically
 from sam2med.labelnames import label_name
 from sam2med.windowing import Window, guess_modality
 
@@ -27,18 +25,8 @@ TRUTH_RGB = (40, 220, 40)
 PRED_RGB = (235, 40, 40)
 
 
-def _atomic_target(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-
-
 def _save_figure(figure, path: Path) -> Path:
-    tmp = _atomic_target(path)
-    try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
 def dice_chart(groups: dict[str, list[TargetResult]], path: Path, title: str = "") -> Path | None:
@@ -143,14 +131,9 @@ def preview_frames(volume: Volume, truth: np.ndarray, prediction: np.ndarray, ax
 
 
 def write_gif(frames: list[np.ndarray], path: Path, ms_per_frame: int = 250) -> Path:
-    tmp = _atomic_target(path)
-    try:
-        pictures = [Image.fromarray(f) for f in frames]
-        pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=ms_per_frame, loop=0)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    pictures = [Image.fromarray(f) for f in frames]
+    return write_atomically(path, lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:],
+                                                                 duration=ms_per_frame, loop=0))
 
 
 def write_strip(frames: list[np.ndarray], path: Path, count: int = 8) -> Path:
@@ -158,13 +141,7 @@ def write_strip(frames: list[np.ndarray], path: Path, count: int = 8) -> Path:
     picks = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
     gap = np.full((frames[0].shape[0], 4, 3), 255, dtype=np.uint8)
     row = np.concatenate([part for i in picks for part in (frames[i], gap)][:-1], axis=1)
-    tmp = _atomic_target(path)
-    try:
-        Image.fromarray(row).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: Image.fromarray(row).save(tmp, format="PNG"))
 
 
 CAPTION_PX = 14  # font size of the captions

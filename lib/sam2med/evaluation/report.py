@@ -11,14 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from sam2med.evaluation.runner import CaseOutcome, TargetResult
-from sam2med.io import write_json_atomic
+from sam2med.io import write_atomically, write_json_atomic
 
 METRICS = ("dice", "iou", "hd95_mm", "asd_mm", "seconds")
 CSV_FIELDS = ("case", "label", "name", "propagator", "status", "dice", "iou", "hd95_mm", "asd_mm", "seconds", "slices",
@@ -28,13 +26,7 @@ DISTANCE_POLICY = ("hd95_mm and asd_mm are infinite when the prediction is empty
 
 
 def write_text_atomic(text: str, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_results_csv(results: list[TargetResult], path: Path) -> Path:

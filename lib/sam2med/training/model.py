@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import torch
@@ -11,7 +9,7 @@ import torch
 from sam2med.checkpoints import model_spec, sidecar_path
 from sam2med.engine.model import size_overrides
 from sam2med.errors import CheckpointError
-from sam2med.io import write_json_atomic
+from sam2med.io import write_atomically, write_json_atomic
 
 TRAIN_TARGET = "training.model.sam2.SAM2Train"
 MODES = ("heads", "full")
@@ -63,12 +61,7 @@ def save_finetuned(state_dict: dict, path: Path, sidecar: dict) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     cpu_state = {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
-    try:
-        torch.save({"model": cpu_state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: torch.save({"model": cpu_state}, tmp))
     write_json_atomic(sidecar, sidecar_path(path))
     return path
