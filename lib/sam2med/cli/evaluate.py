@@ -182,8 +182,6 @@ def _evaluate_on_ray(args: argparse.Namespace, cases: list, sam2_kwargs: dict, c
     from sam2med.evaluation.runner import CaseEvaluator, collect_outcomes
 
     cases = [replace(c, image=c.image.absolute(), label=c.label and c.label.absolute()) for c in cases]  # workers' own folders
-    if sam2_kwargs:
-        sam2_kwargs = {**sam2_kwargs, **propagator_kwargs(args, absolute=True)}
     with RayPool(args.ray, args.workers, CaseEvaluator, args.propagator, args.window, sam2_kwargs, compare, config) as pool:
         by_name = collect_outcomes(cases, pool.stream([[case] for case in cases], "run"), [args.propagator, *compare], on_case=writer)
         model = {"model": pool.info[0]["model"]} if "model" in pool.info[0] else {}
@@ -225,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
 
         preview_label = resolve_labels([args.preview_label], config.names)[0]
 
-    sam2_kwargs = {**propagator_kwargs(args), **policies} if args.propagator == "sam2" else {}
+    # Ray workers may run in other folders: they get the checkpoint's absolute path
+    sam2_kwargs = {**propagator_kwargs(args, absolute=bool(args.ray)), **policies} if args.propagator == "sam2" else {}
     compare = [name for name in dict.fromkeys(args.compare or []) if name != args.propagator]
     logger.info("evaluating %d case(s) with %s, protocol %s, range %s", len(cases), args.propagator, config.protocol, config.range_spec)
     writer = _CaseWriter(args, out, preview_cases, config.axis, config.names, preview_label)

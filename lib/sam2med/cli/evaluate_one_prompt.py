@@ -79,8 +79,7 @@ def run_one_prompt(args: argparse.Namespace) -> int:
     summary = summarise(outcomes, config)
     write_results_csv(results, out / "results.csv")
     write_summary(summary, out)
-    evaluated = len([o for o in outcomes if o.evaluated])
-    title = (f"Dice per organ: {evaluated} 2D case(s), mean per organ\nsam2, protocol one-prompt, memory {memory} "
+    title = (f"Dice per organ: {summary['cases']['evaluated']} 2D case(s), mean per organ\nsam2, protocol one-prompt, memory {memory} "
              f"(prompt cases not counted)")
     pictures.dice_chart({"sam2": results}, out / "dice_by_organ.png", title=title)
     return print_results(summary, len(outcomes), out, config["model"])

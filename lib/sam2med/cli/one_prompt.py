@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     propagator = Propagator(**propagator_kwargs(args))
     entries = _read_entries(paths, prompt, args.window, propagator.preprocessing)
     prompt_entry = next((e for e in entries if e.image is prompt), None)
-    prompt_pixels, _ = window_image2d(prompt, args.window, propagator.preprocessing)
+    prompt_pixels = (prompt_entry.pixels if prompt_entry is not None
+                     else window_image2d(prompt, args.window, propagator.preprocessing)[0])
     readable = [e for e in entries if e.image is not None and e is not prompt_entry]
     frames = [Frame(e.path.name, e.pixels) for e in readable]
     out.mkdir(exist_ok=True)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from sam2med.cli.common import (add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments,
                                 make_output_folder, propagator_kwargs)
-from sam2med.cli.policies import add_policy_arguments, auto_rule
-from sam2med.engine.policies import parse_memory
+from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.errors import InputError
 from sam2med.io import check_output_path
 
@@ -81,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{out_dir}: is a file; give an output folder")
     rows = read_manifest(args.manifest, out_dir)
     names = read_labels_map(args.labels_map) if args.labels_map else {}
-    auto = auto_rule(args, any(row.range.auto for row in rows))
-    runner_args = (propagator_kwargs(args, absolute=True), auto, parse_memory(args.memory), names)
+    policies = policy_options(args, any(row.range.auto for row in rows))
+    runner_args = (propagator_kwargs(args, absolute=True), policies["auto"], policies["memory"], names)
     make_output_folder(out_dir)
     check_output_path(out_dir / RESULTS_NAME, suffixes=None)  # a read-only folder fails now, not at every row
     logger.info("%d row(s) of %s -> %s", len(rows), args.manifest, out_dir)
