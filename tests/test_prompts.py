@@ -43,6 +43,24 @@ def test_seed_label_subset():
     assert seeds.labels == [8]
 
 
+def test_either_order_and_locked_labels_and_named_errors():
+    from sam2med.prompts import locked_voxels, parse_label_ranges
+
+    assert SliceRange.parse([7, 2], 10, either_order=True) == SliceRange(2, 7)
+    assert parse_label_ranges("8:6-1", 10, either_order=True) == {8: SliceRange(1, 6)}
+    seeds = seeds_from_label(_seed(), GRID, GRID, Axis.AXIAL, SliceRange(0, 9), locked=[3])
+    assert seeds.labels == [8], "a locked label is not propagated"
+    locked = locked_voxels(_seed(), GRID, GRID, [3])
+    assert np.array_equal(locked, np.where(_seed() == 3, 3, 0)) and locked_voxels(_seed(), GRID, GRID, []) is None
+    names = {3: "liver QA"}
+    with pytest.raises(PromptError, match=r"label\(s\) \['liver QA' \(value 3\)\] are locked"):
+        seeds_from_label(_seed(), GRID, GRID, Axis.AXIAL, SliceRange(0, 9), labels=[3], locked=[3], names=names)
+    with pytest.raises(PromptError, match="every label of the seed is locked"):
+        seeds_from_label(_seed(), GRID, GRID, Axis.AXIAL, SliceRange(0, 9), locked=[3, 8])
+    with pytest.raises(PromptError, match=r"label 'liver QA' \(value 3\) is drawn on slice\(s\) \[4\], outside the slice range 5..9"):
+        seeds_from_label(_seed(), GRID, GRID, Axis.AXIAL, SliceRange(5, 9), names=names)
+
+
 def test_seed_errors():
     with pytest.raises(PromptError, match="empty"):
         seeds_from_label(np.zeros(GRID.shape, np.uint8), GRID, GRID, Axis.AXIAL, SliceRange(0, 9))

@@ -16,6 +16,7 @@ import numpy as np
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis, Grid, reorient_to, to_slices
 from sam2med.io import MAX_LABEL_VALUE
+from sam2med.labelnames import label_name
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,9 @@ class SliceRange:
     end: int
 
     @classmethod
-    def parse(cls, value: "SliceRange | Sequence[int] | str | None", num_slices: int) -> "SliceRange":
-        """Parse [start, end] / "start,end" / None (= the whole volume) and check it against `num_slices`."""
+    def parse(cls, value: "SliceRange | Sequence[int] | str | None", num_slices: int, either_order: bool = False) -> "SliceRange":
+        """Parse [start, end] / "start,end" / None (= the whole volume) and check it against `num_slices`;
+        `either_order`: [end, start] is the same range, else it is an error."""
         if value is None or (isinstance(value, (list, tuple)) and len(value) == 0) or value == "":
             return cls(0, num_slices - 1)
         if isinstance(value, SliceRange):
@@ -40,7 +42,7 @@ class SliceRange:
                 start, end = (int(str(p).strip()) for p in parts)
             except ValueError:
                 raise PromptError(f"slice range must be two integers, got {value!r}") from None
-            rng = cls(start, end)
+            rng = cls(min(start, end), max(start, end)) if either_order else cls(start, end)
         rng.check(num_slices)
         return rng
 
@@ -89,6 +91,15 @@ def seed_on_image_grid(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid) 
     return on_grid
 
 
+def named(values: "int | Iterable[int]", names: "Mapping[int, str] | None") -> str:
+    """Label values as a message names them: 7, or 'liver QA' (value 5) where `names` names it; several in []."""
+    def one(value: int) -> str:
+        return f"{label_name(value, names)!r} (value {int(value)})" if (names or {}).get(int(value)) else str(int(value))
+    if isinstance(values, (int, np.integer)):
+        return one(values)
+    return f"[{', '.join(one(v) for v in values)}]"
+
+
 def parse_labels(value: "Iterable[int] | str | int | None") -> list[int] | None:
     """Parse a label subset: None, an int, "1,5" or a list of ints."""
     if value is None or value == "" or value == []:
@@ -117,35 +128,54 @@ def seeds_from_label(
     axis: Axis,
     slice_range: SliceRange,
     labels: "Iterable[int] | None" = None,
+    locked: Iterable[int] = (),
+    names: "Mapping[int, str] | None" = None,
 ) -> SeedMasks:
     """Turn a seed label volume into per-label conditioning masks, rejecting seeds that cannot work.
 
-    Every slice along `axis` holding voxels of a label becomes a conditioning slice of that label.
+    Every slice along `axis` holding voxels of a label becomes a conditioning slice of that label. The
+    `locked` values are not propagated (see `locked_voxels`); `names` name labels in the errors.
     """
     seed_slices = to_slices(seed_on_image_grid(seed_xyz, seed_grid, image_grid), axis)  # (N, H, W)
     present = np.unique(seed_slices)
     present = [int(v) for v in present if v != 0]
     if not present:
         raise PromptError("the seed label is empty: draw the structure on at least one slice")
-    wanted = present if labels is None else list(labels)
+    locked = {int(v) for v in locked}
+    wanted = [v for v in present if v not in locked] if labels is None else list(labels)
     missing = [v for v in wanted if v not in present]
     if missing:
-        raise PromptError(f"label value(s) {missing} not in the seed (it holds {present})")
+        raise PromptError(f"label value(s) {named(missing, names)} not in the seed (it holds {named(present, names)})")
+    if locked & set(wanted):
+        raise PromptError(f"label(s) {named(sorted(locked & set(wanted)), names)} are locked: a locked label is kept, not propagated")
+    if not wanted:
+        raise PromptError(f"every label of the seed is locked ({named(present, names)}): nothing to propagate")
     seeds = SeedMasks(axis=axis)
     for value in wanted:
         on_slices = np.flatnonzero((seed_slices == value).any(axis=(1, 2)))
         seeds.masks[value] = {int(s): seed_slices[s] == value for s in on_slices}
-    check_seeds_in_range(seeds, slice_range)
+    check_seeds_in_range(seeds, slice_range, names=names)
     return seeds
 
 
-def check_seeds_in_range(seeds: SeedMasks, slice_range: SliceRange, label_ranges: "Mapping[int, SliceRange] | None" = None) -> None:
+def locked_voxels(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, locked: Iterable[int]) -> np.ndarray | None:
+    """The voxels of the `locked` label values, on the image grid (0 elsewhere): kept as they are, never
+    overwritten nor tracked. None when nothing is locked."""
+    values = sorted({int(v) for v in locked})
+    if not values:
+        return None
+    on_grid = seed_on_image_grid(seed_xyz, seed_grid, image_grid)
+    return np.where(np.isin(on_grid, values), on_grid, 0).astype(on_grid.dtype, copy=False)
+
+
+def check_seeds_in_range(seeds: SeedMasks, slice_range: SliceRange, label_ranges: "Mapping[int, SliceRange] | None" = None,
+                         names: "Mapping[int, str] | None" = None) -> None:
     """Reject seed masks on slices outside `slice_range` (or outside their label's own range)."""
     for value, per_slice in seeds.masks.items():
         own = (label_ranges or {}).get(value, slice_range)
         outside = [s for s in sorted(per_slice) if s not in own]
         if outside:
-            raise PromptError(f"label {value} is drawn on slice(s) {outside}, outside the slice range {own}")
+            raise PromptError(f"label {named(value, names)} is drawn on slice(s) {outside}, outside the slice range {own}")
 
 
 _LABEL_RANGE = re.compile(r"^\s*([^:,;]+?)\s*:\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -165,9 +195,11 @@ def _label_range_items(text: str) -> list[re.Match] | None:
     return matches if matches and all(matches) else None
 
 
-def parse_label_ranges(value: object, num_slices: int, values_by_name: "Mapping[str, int] | None" = None) -> dict[int, SliceRange]:
+def parse_label_ranges(value: object, num_slices: int, values_by_name: "Mapping[str, int] | None" = None,
+                       either_order: bool = False) -> dict[int, SliceRange]:
     """{label value: range} from {"5": [10, 40]} (or its JSON text) or "5:10-40" items (also "liver:10-40";
-    several items in one text separated by ';' or spaces); labels by value or by a name of `values_by_name`."""
+    several items in one text separated by ';' or spaces); labels by value or by a name of `values_by_name`;
+    `either_order` as in `SliceRange.parse`."""
     by_name = {str(k).lower(): int(v) for k, v in (values_by_name or {}).items()}
     pairs: list[tuple[str, object]] = []
     items = value if isinstance(value, (list, tuple)) else [value]
@@ -200,16 +232,17 @@ def parse_label_ranges(value: object, num_slices: int, values_by_name: "Mapping[
             raise PromptError(f"label {label} has two ranges")
         if isinstance(spec, str):
             spec = spec.replace("-", ",")
-        ranges[label] = SliceRange.parse(spec, num_slices)
+        ranges[label] = SliceRange.parse(spec, num_slices, either_order)
     return ranges
 
 
-def range_for_labels(label_ranges: Mapping[int, SliceRange], default: SliceRange, labels: Iterable[int]) -> SliceRange:
+def range_for_labels(label_ranges: Mapping[int, SliceRange], default: SliceRange, labels: Iterable[int],
+                     names: "Mapping[int, str] | None" = None) -> SliceRange:
     """The range that covers every label: its own range, else `default`; ranges of labels not propagated are an error."""
     labels = list(labels)
     unknown = sorted(set(label_ranges) - set(labels))
     if unknown:
-        raise PromptError(f"a range is given for label(s) {unknown}, which are not propagated (labels {labels})")
+        raise PromptError(f"a range is given for label(s) {named(unknown, names)}, which are not propagated (labels {named(labels, names)})")
     spans = [label_ranges.get(label, default) for label in labels]
     return SliceRange(min(r.start for r in spans), max(r.end for r in spans))
 
@@ -255,19 +288,22 @@ class SeedPrompt:
     seeds: SeedMasks
     slice_range: SliceRange
     label_ranges: dict[int, SliceRange]
+    locked: np.ndarray | None = None  # the locked labels' voxels on the image grid (see `locked_voxels`)
 
 
 def seed_prompt(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, axis: Axis, request: RangeRequest,
-                labels: "Iterable[int] | None" = None, names: "Mapping[int, str] | None" = None) -> SeedPrompt:
-    """Check a seed label and a range request against the image and build the engine's prompt from them."""
+                labels: "Iterable[int] | None" = None, names: "Mapping[int, str] | None" = None,
+                locked: Iterable[int] = ()) -> SeedPrompt:
+    """Check a seed label and a range request against the image and build the engine's prompt from them;
+    the `locked` label values are kept as they are, not propagated."""
     num_slices = image_grid.num_slices(axis)
     default_range = SliceRange.parse(request.plain, num_slices)
     values_by_name = {n: v for v, n in (names or {}).items()}
     label_ranges = parse_label_ranges(request.specs, num_slices, values_by_name) if request.specs else {}
-    seeds = seeds_from_label(seed_xyz, seed_grid, image_grid, axis, SliceRange(0, num_slices - 1), labels)
-    slice_range = range_for_labels(label_ranges, default_range, seeds.labels)
-    check_seeds_in_range(seeds, default_range, label_ranges)
-    return SeedPrompt(seeds, slice_range, label_ranges)
+    seeds = seeds_from_label(seed_xyz, seed_grid, image_grid, axis, SliceRange(0, num_slices - 1), labels, locked, names)
+    slice_range = range_for_labels(label_ranges, default_range, seeds.labels, names)
+    check_seeds_in_range(seeds, default_range, label_ranges, names)
+    return SeedPrompt(seeds, slice_range, label_ranges, locked_voxels(seed_xyz, seed_grid, image_grid, locked))
 
 
 @dataclass(frozen=True)

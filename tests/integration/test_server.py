@@ -239,7 +239,8 @@ def test_bad_requests_get_4xx_naming_the_problem(client, server):
     cases = [
         ("sam2_propagate", "ct", {}, seeds / "wrong_shape.nii.gz", 422, "not on the image grid"),
         ("sam2_propagate", "ct", {}, seeds / "empty.nii.gz", 422, "seed label is empty"),
-        ("sam2_propagate", "ct", {"slice_range": [18, 14]}, server["ct_seed"], 422, "reversed"),
+        ("sam2_propagate", "ct", {"overlap": "union"}, server["ct_seed"], 422, "overlap must be one of keep, overwrite, confidence"),
+        ("sam2_propagate", "ct", {"locked_labels": [1, 5]}, server["ct_seed"], 422, "every label of the seed is locked"),
         ("sam2_propagate", "ct", {"slice_range": [0, 40]}, server["ct_seed"], 422, "outside the volume"),
         ("sam2_propagate", "ct", {"slice_range": [0, 10]}, server["ct_seed"], 422, "outside the slice range"),
         ("sam2_propagate", "ct", {"labels": "7"}, server["ct_seed"], 422, "[7] not in the seed"),
@@ -318,12 +319,12 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
                     pytest.fail(f"monailabel start_server did not answer: {(tmp_path / 'server.log').read_text()[-3000:]}")
                 time.sleep(1)
         assert {"sam2_propagate", "sam2_points"} <= set(info["models"]) and info["sam2med"]["loaded"] is False
-        status, body = _rejected(client, None, "sam2_propagate", "ct", {"slice_range": [20, 10]}, seed)
-        assert status == 422 and "reversed" in body
+        status, body = _rejected(client, None, "sam2_propagate", "ct", {"slice_range": [0, 40]}, seed)
+        assert status == 422 and "outside the volume" in body
         # sam2med's routes are installed here too: 'image' in params is dropped (the image read is 'ct', so the
-        # reversed range is what fails), a session id must exist, and the log is not served
-        status, body = _rejected(client, None, "sam2_propagate", "ct", {"image": "/etc/hostname", "slice_range": [20, 10]}, seed)
-        assert status == 422 and "reversed" in body
+        # range outside it is what fails), a session id must exist, and the log is not served
+        status, body = _rejected(client, None, "sam2_propagate", "ct", {"image": "/etc/hostname", "slice_range": [0, 40]}, seed)
+        assert status == 422 and "outside the volume" in body
         answer = requests.post(f"http://127.0.0.1:{port}/infer/sam2_propagate", params={"image": "ct", "session_id": "bogus"},
                                timeout=30)
         assert answer.status_code == 404 and "session 'bogus' does not exist" in answer.json()["detail"]

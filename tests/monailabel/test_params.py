@@ -44,13 +44,14 @@ GRID = Grid(shape=(40, 30, 20), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0),
 @pytest.mark.parametrize("value, expected", [
     ([3, 7], (3, 7)), (["3", "7"], (3, 7)), ("3,7", (3, 7)), ("3:7", (3, 7)), ("3-7", (3, 7)), ("[3, 7]", (3, 7)),
     ((5, 5), (5, 5)), (None, (0, 19)), ("", (0, 19)), ("all", (0, 19)), ([], (0, 19)),
+    ([7, 3], (3, 7)), ("7,3", (3, 7)), ("7-3", (3, 7)), (["19", "0"], (0, 19)),  # Start/End set from the other end
 ])
 def test_slice_range_forms(value, expected):
     assert parse_slice_range(value, 20) == SliceRange(*expected)
 
 
 @pytest.mark.parametrize("value, message", [
-    ([7, 3], "reversed"), ([0, 20], "outside the volume"), ([-1, 3], "outside the volume"), ([1, 2, 3], "two slice indices"),
+    ([20, 0], "outside the volume"), ([0, 20], "outside the volume"), ([-1, 3], "outside the volume"), ([1, 2, 3], "two slice indices"),
     ("a,b", "two integers"), (5, "two slice indices"), ([1.5, 3], "integer"), ([True, 3], "integer"),
 ])
 def test_slice_range_rejections_name_the_problem(value, message):
@@ -90,9 +91,25 @@ def test_propagate_defaults_and_ohif_output_options():
     assert OutputFormat.parse({"result_extension": "nii", "result_compress": "false"}) == OutputFormat(".nii", None, False)
 
 
+def test_overlap_locked_labels_and_the_request_s_label_names():
+    assert (parse_propagate({}, NAMES).overlap, parse_propagate({}, NAMES).locked) == ("keep", ())
+    assert parse_propagate({"overlap": ["keep", "overwrite", "confidence"]}, NAMES).overlap == "keep"  # config default echoed
+    assert parse_propagate({"overlap": " Confidence "}, NAMES).overlap == "confidence"
+    named = parse_propagate({"label_names": {"liver QA": 5, "7": "cyst"}, "locked_labels": ["liver QA", 1],
+                             "labels": "cyst"}, NAMES)
+    assert named.names == {1: "spleen", 5: "liver QA", 7: "cyst"} and named.locked == (1, 5) and named.labels == [7]
+    as_text = parse_propagate({"label_names": '{"2": "kidney"}', "locked_labels": '[2, "spleen"]'}, NAMES)
+    assert as_text.locked == (1, 2) and parse_propagate({"locked_labels": "2, 5"}, NAMES).locked == (2, 5)
+
+
 @pytest.mark.parametrize("request_, message", [
     ({"result_extension": ".png"}, "result_extension"), ({"result_dtype": "float32"}, "result_dtype"),
     ({"result_compress": "maybe"}, "true or false"), ({"seed_tag": "../final"}, "not a label tag name"),
+    ({"overlap": "union"}, "overlap must be one of keep, overwrite, confidence, got 'union'"),
+    ({"locked_labels": "kidney"}, "locked_labels: unknown label name 'kidney'"),
+    ({"locked_labels": "[1,"}, "locked_labels must be a list"), ({"locked_labels": [0]}, "locked_labels: .*positive"),
+    ({"label_names": [1]}, "label_names must be an object"), ({"label_names": "{"}, "label_names must be a JSON object"),
+    ({"label_names": {"liver": 0}}, "positive label value"), ({"label_names": {"5": ""}}, "is not a name"),
 ])
 def test_propagate_rejections(request_, message):
     with pytest.raises(PromptError, match=message):

@@ -15,6 +15,7 @@ from sam2med.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
+from sam2med.engine.overlap import KEEP, assemble_slice, parse_overlap
 from sam2med.engine.policies import (AutoRange, LabelStops, MemoryCandidate, SelectiveMemory, memory_descriptor, parse_memory,
                                      select_memory)
 from sam2med.engine.tracker import SELECTED_MEMORY, new_tracking_state
@@ -77,6 +78,9 @@ class PropagationResult:
     label_ranges: dict[int, SliceRange] = field(default_factory=dict)  # labels tracked through less than slice_range
     auto_range: dict | None = None  # auto range: its rule and, per label and direction, where and why it stopped
     memory: dict | None = None  # selective memory: its rule (None: sam2's recent frames)
+    overlap: str = KEEP  # the overlap policy (engine.overlap)
+    kept_slices: dict[int, list[int]] = field(default_factory=dict)  # drawn slices whose output is the drawing, per label
+    locked_voxels: dict[int, int] = field(default_factory=dict)  # locked label value -> voxels kept as they were
 
     @property
     def slices_processed(self) -> int:
@@ -104,6 +108,9 @@ class PropagationResult:
             "encode_seconds": round(self.encode_seconds, 3),
             "track_seconds": round(self.track_seconds, 3),
             "cache": self.cache,
+            "overlap": self.overlap,
+            "kept_slices": {str(label): slices for label, slices in self.kept_slices.items()},
+            "locked_labels": {str(value): voxels for value, voxels in self.locked_voxels.items()},
             "labels": {
                 str(label): {
                     "mean_object_score": _mean([s.object_score for s in scores if not s.seed]),
@@ -161,6 +168,17 @@ def memory_reach(tracker) -> int:
     """How many frames back a tracked frame can look: its memory frames and its object pointers."""
     stride = max(1, int(getattr(tracker, "memory_temporal_stride_for_eval", 1)))
     return max(int(tracker.num_maskmem) * stride, int(tracker.max_obj_ptrs_in_encoder)) + 1
+
+
+def kept_as_drawn(label_slices: np.ndarray, seeds: SeedMasks) -> dict[int, list[int]]:
+    """Per label, its drawn slices on which the output (N, H, W) holds that label exactly where it was drawn."""
+    return {label: [s for s, mask in sorted(per_slice.items()) if np.array_equal(label_slices[s] == label, mask)]
+            for label, per_slice in seeds.masks.items()}
+
+
+def _voxels_per_value(label: np.ndarray) -> dict[int, int]:
+    values, counts = np.unique(label[label != 0], return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
 
 
 class Propagator:
@@ -257,13 +275,18 @@ class Propagator:
         label_ranges: "dict[int, SliceRange] | None" = None,
         auto: AutoRange | None = None,
         memory: "str | SelectiveMemory | None" = None,
+        overlap: str = KEEP,
+        locked: np.ndarray | None = None,
     ) -> PropagationResult:
         """Propagate `seeds` (masks or clicks, each label its own object) through `slice_range`, both ways.
 
         `label_ranges` narrows some labels to their own ranges inside `slice_range`: they are neither
         tracked nor written outside them. `auto` stops each label where it ends (see `AutoRange`); slices
         are then encoded as tracking reaches them, none beyond the stops. `memory` 'selective' chooses the
-        memory frames by confidence and dissimilarity (see `SelectiveMemory`); 'recent' / None is sam2's."""
+        memory frames by confidence and dissimilarity (see `SelectiveMemory`); 'recent' / None is sam2's.
+        A label drawn on a slice (a mask seed) comes back as drawn there; `overlap` says what wins where
+        labels meet (`engine.overlap`). `locked` (x, y, z), non-zero where a locked label lies (none of the
+        propagated values), is kept as it is everywhere and never overwritten."""
         start_time = time.perf_counter()
         axis = seeds.axis
         num_slices = volume.grid.num_slices(axis)
@@ -277,6 +300,11 @@ class Propagator:
             raise ValueError("a label's range must lie inside slice_range")
         window = self._window(volume, window)
         memory_rule = parse_memory(memory)
+        overlap = parse_overlap(overlap)
+        locked_voxels = {} if locked is None else _voxels_per_value(locked)
+        if set(locked_voxels) & set(seeds.labels):
+            raise ValueError("a locked label cannot be propagated: prompts.locked_voxels keeps them apart")
+        locked_slices = None if locked is None else to_slices(locked, axis)
         indices = list(slice_range.indices)
         # sam2 tracks forward from the first seed slice of all labels: a label's backward direction starts there
         stops = None if auto is None else {
@@ -299,7 +327,8 @@ class Propagator:
             encode_seconds = time.perf_counter() - start_time
             height, width = to_slices(volume.array, axis).shape[1:]
             label_frames, scores = self._track(features, seeds, indices, height, width, progress, label_ranges,
-                                               stops=stops, memory=memory_rule, encode=None if stops is None else encode)
+                                               stops=stops, memory=memory_rule, encode=None if stops is None else encode,
+                                               overlap=overlap, locked_slices=locked_slices)
             hits, misses = hits + lazy["hits"], misses + lazy["misses"]
             encode_seconds += lazy["seconds"]
         track_seconds = time.perf_counter() - start_time - encode_seconds
@@ -309,9 +338,11 @@ class Propagator:
             auto_report = {"rule": {"mode": "auto", **auto.to_json()},
                            "labels": {label: stop.to_json() for label, stop in stops.items()}}
 
-        max_label = max(seeds.labels)
-        full = np.zeros((num_slices, height, width), dtype=label_dtype(max_label))
+        full = np.zeros((num_slices, height, width), dtype=label_dtype(max([*seeds.labels, *locked_voxels])))
         full[indices[0] : indices[-1] + 1] = label_frames
+        if locked_slices is not None:  # outside the range too: a locked label is returned as it came
+            np.copyto(full, locked_slices, where=locked_slices != 0)
+        kept = kept_as_drawn(full, seeds) if isinstance(seeds, SeedMasks) else {}
         label = np.ascontiguousarray(from_slices(full, axis))
         seconds = time.perf_counter() - start_time
         cache_stats = {"request_hit_slices": hits, "request_miss_slices": misses, **self.cache.stats()}
@@ -321,7 +352,8 @@ class Propagator:
                     cache_stats["entries"], cache_stats["bytes"] / 1e6, cache_stats["budget_bytes"] / 1e6,
                     cache_stats["hit_slices"], cache_stats["miss_slices"])
         return PropagationResult(label, volume.grid, axis, slice_range, scores, seconds, encode_seconds, track_seconds, cache_stats,
-                                 window.key, label_ranges, auto_report, None if memory_rule is None else memory_rule.to_json())
+                                 window.key, label_ranges, auto_report, None if memory_rule is None else memory_rule.to_json(),
+                                 overlap, kept, locked_voxels)
 
     @staticmethod
     def _clear_beyond_stops(label_frames: np.ndarray, scores: dict[int, list[SliceScore]], indices: list[int],
@@ -344,20 +376,22 @@ class Propagator:
     def _track(self, features: SliceFeatures, seeds: SeedMasks | ClickSeeds, indices: list[int], height: int, width: int,
                progress: ProgressFn | None, label_ranges: dict[int, SliceRange] | None = None,
                stops: dict[int, LabelStops] | None = None, memory: SelectiveMemory | None = None,
-               encode: Callable[[int], None] | None = None,
+               encode: Callable[[int], None] | None = None, overlap: str = KEEP,
+               locked_slices: np.ndarray | None = None,
                ) -> tuple[np.ndarray, dict[int, list[SliceScore]]]:
         """Track every label through the frames (= slices `indices`): forward from the first prompted frame, then back.
 
         With `stops`, a label is tracked only while its `LabelStops` is active, a frame no label needs is
         skipped, and `encode(slice)` runs before a frame is tracked. With `memory`, each label's memory bank
-        is re-chosen after every frame (`select_memory`)."""
+        is re-chosen after every frame (`select_memory`). Each frame's label is put together by `assemble_slice`:
+        drawn labels as drawn, `locked_slices` (N, H, W) kept, `overlap` where labels meet."""
         tracker = self.tracker
         frame_of = {s: f for f, s in enumerate(indices)}
         offload = self.device.type == "cuda" and len(indices) > 300
         state = new_tracking_state(features, indices, height, width, self.device, offload_state_to_cpu=offload)
         labels = seeds.labels
         label_values = torch.tensor(labels, device=self.device)
-        dtype = label_dtype(max(labels))
+        dtype = label_dtype(max([*labels, 0 if locked_slices is None else int(locked_slices.max())]))
         label_frames = np.zeros((len(indices), height, width), dtype=dtype)
         scores: dict[int, list[SliceScore]] = {label: [] for label in labels}
 
@@ -412,10 +446,10 @@ class Propagator:
                     outs.append(out)
                     is_seed.append(frame in obj_output["cond_frame_outputs"])
                 _, video_logits = tracker._get_orig_video_res_output(state, torch.cat(masks, dim=0))  # (O, 1, H, W)
-                video_logits = video_logits[:, 0].float()
-                best = video_logits.argmax(dim=0)
-                foreground = video_logits.max(dim=0).values > 0
-                frame_label = torch.where(foreground, label_values[best], torch.zeros_like(best))
+                drawn = {obj_idx: torch.from_numpy(seeds.masks[labels[obj_idx]][indices[frame]]).to(self.device)
+                         for obj_idx in range(num_objects) if is_seed[obj_idx] and isinstance(seeds, SeedMasks)}
+                locked = None if locked_slices is None else torch.from_numpy(locked_slices[indices[frame]].astype(np.int64)).to(self.device)
+                frame_label = assemble_slice(video_logits[:, 0].float(), label_values, drawn, locked, overlap)
                 label_frames[frame] = frame_label.cpu().numpy().astype(dtype)
                 areas = [(frame_label == label).sum() for label in labels]
                 for obj_idx in range(num_objects):

@@ -6,12 +6,14 @@ echo a config default that is a list of choices; both forms are accepted here.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sam2med.engine.overlap import KEEP, parse_overlap
 from sam2med.engine.policies import AutoRange, SelectiveMemory, parse_memory
 from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
@@ -72,14 +74,15 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
-    """[start, end] (inclusive), "start,end", "start:end", "start-end" or "[start, end]"; empty or "all" = every slice."""
+    """[start, end] (inclusive), "start,end", "start:end", "start-end" or "[start, end]"; empty or "all" = every slice.
+    Start and end may come in either order (a viewer's Start/End set from the other end)."""
     if isinstance(value, str):
         text = value.strip().strip("[]()").strip()
         if text.lower() in _WHOLE_VOLUME:
             return SliceRange.parse(None, num_slices)
         if re.fullmatch(r"\d+\s*-\s*\d+", text):
             text = text.replace("-", ",")
-        return SliceRange.parse(text, num_slices)
+        return SliceRange.parse(text, num_slices, either_order=True)
     if value is None:
         return SliceRange.parse(None, num_slices)
     if not isinstance(value, (list, tuple)):
@@ -88,7 +91,7 @@ def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
         raise PromptError(f"slice range must be two slice indices [start, end], got {_short(value)}")
     if any(isinstance(v, bool) or not _is_integral(v) for v in value):
         raise PromptError(f"slice range must be two integer slice indices, got {_short(value)}")
-    return SliceRange.parse([int(v) for v in value], num_slices)
+    return SliceRange.parse([int(v) for v in value], num_slices, either_order=True)
 
 
 def is_auto_range(value: Any) -> bool:
@@ -135,13 +138,54 @@ def parse_label_subset(value: Any, label_names: Mapping[str, int]) -> list[int] 
     for item in items:
         text = str(item).strip()
         if text and not text.lstrip("-").isdigit():
-            if text.lower() not in by_name:
+            key = text.lower().replace(" ", "")
+            if key not in by_name:
                 known = ", ".join(f"{n}={v}" for n, v in label_names.items()) or "none"
                 raise PromptError(f"unknown label name {text!r} (known labels: {known})")
-            resolved.append(by_name[text.lower()])
+            resolved.append(by_name[key])
         else:
             resolved.append(item)
     return parse_labels(resolved)
+
+
+MAX_NAME_LENGTH = 64
+
+
+def parse_label_names(value: Any) -> dict[int, str]:
+    """A request's own names of label values (the viewer's segment names): {"liver QA": 5} or {"5": "liver QA"},
+    or its JSON text; empty = none. Errors and reports then name those labels so."""
+    if value is None or value == "" or value == {}:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise PromptError(f"label_names must be a JSON object {{name: value}}, got {_short(value)}") from None
+    if not isinstance(value, Mapping):
+        raise PromptError(f"label_names must be an object {{name: value}} or {{value: name}}, got {_short(value)}")
+    names: dict[int, str] = {}
+    for key, item in value.items():
+        number, name = (item, key) if not isinstance(item, str) else (key, item)
+        if isinstance(number, bool) or not _is_integral(number) or int(number) <= 0:
+            raise PromptError(f"label_names entry {_short(key)}: {_short(item)} does not pair a name with a positive label value")
+        name = str(name).strip()
+        if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+            raise PromptError(f"label_names: {_short(name)} is not a name (1 to {MAX_NAME_LENGTH} printable characters)")
+        names[int(number)] = name
+    return names
+
+
+def parse_locked_labels(value: Any, label_names: Mapping[str, int]) -> tuple[int, ...]:
+    """`locked_labels`: label values or names ([1, "liver"], "1,liver" or its JSON text) kept as they are."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise PromptError(f"locked_labels must be a list of label values or names, got {_short(value)}") from None
+    try:
+        return tuple(parse_label_subset(value, label_names) or ())
+    except PromptError as err:
+        raise PromptError(f"locked_labels: {err}") from None
 
 
 def parse_label_value(value: Any, label_names: Mapping[str, int], default: int = 1) -> int:
@@ -199,17 +243,26 @@ class PropagateParams:
     seed_tag: str
     sam2_model: str | None
     output: OutputFormat
+    overlap: str = KEEP
+    locked: tuple[int, ...] = ()
+    names: dict[int, str] = field(default_factory=dict)  # the app's label names, and the request's over them
 
 
 def parse_propagate(request: Mapping[str, Any], label_names: Mapping[str, int]) -> PropagateParams:
+    """`label_names` are the app's; a request's own `label_names` add to them (and win), for names and errors."""
+    names = {**{int(v): str(n) for n, v in label_names.items()}, **parse_label_names(request.get("label_names"))}
+    by_name = {name: value for value, name in names.items()}
     return PropagateParams(
         axis=parse_axis(request.get("axis")),
         slice_range=request.get("slice_range"),
         window=parse_window(request.get("window")),
-        labels=parse_label_subset(request.get("labels"), label_names),
+        labels=parse_label_subset(request.get("labels"), by_name),
         seed_tag=parse_seed_tag(request.get("seed_tag")),
         sam2_model=first_choice(request.get("sam2_model")) or None,
         output=OutputFormat.parse(request),
+        overlap=parse_overlap(first_choice(request.get("overlap"))),
+        locked=parse_locked_labels(request.get("locked_labels"), by_name),
+        names=names,
     )
 
 

@@ -12,6 +12,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from sam2med.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
 from sam2med.engine import PropagationResult, Propagator
+from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis
 from sam2med.io import Volume, load_volume
@@ -33,9 +34,9 @@ from sam2med.monailabel.params import (
 from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import track_result
 from sam2med.monailabel.strategies import SCORES_KEY
-from sam2med.labelnames import label_name
-from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, parse_label_ranges, range_for_labels,
-                             seeds_from_label)
+from sam2med.labelnames import keyed_by_name, label_name
+from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, locked_voxels, parse_label_ranges,
+                             range_for_labels, seeds_from_label)
 from sam2med.provenance import describe_file, provenance
 from sam2med.uncertainty import review_slices, score_record
 from sam2med.windowing import CT_PRESETS
@@ -113,17 +114,21 @@ class _Sam2Task(InferTask):
 
     def _finish(self, request: Dict[str, Any], result: PropagationResult, propagator: Propagator, image: Volume,
                 output: OutputFormat, start: float, load_seconds: float, extra: Dict[str, Any],
-                inputs: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+                inputs: Dict[str, Any], names: Dict[int, str] | None = None) -> Tuple[str, Dict[str, Any]]:
+        """Write the result and build the response; `names` ({value: name}, default the app's) name the labels."""
         write_start = time.perf_counter()
         path = write_result(result.label, image.grid, output)
         track_result(path)
         write_seconds = time.perf_counter() - write_start
         report = result.to_json()
         report.update(extra)
-        report["label_names"] = describe_labels(sorted(result.scores), self.label_names)
-        names = {v: n for n, v in report["label_names"].items()}
+        given = {int(v): n for n, v in self.label_names.items()} if names is None else names
+        report["label_names"] = describe_labels(sorted(result.scores), {n: v for v, n in given.items()})
+        described = {v: n for n, v in report["label_names"].items()}
         for label, info in report["labels"].items():
-            info["name"] = names[int(label)]
+            info["name"] = described[int(label)]
+        report["kept_slices"] = keyed_by_name(report["kept_slices"], given)
+        report["locked_labels"] = keyed_by_name(report["locked_labels"], given)
         report["provenance"] = provenance(propagator, inputs, result.window)
         scores = {label: info["slices"] for label, info in report["labels"].items()}
         report["model_version"] = model_version(self.engine.model_name, propagator.checkpoint)
@@ -146,7 +151,7 @@ class Sam2PropagateTask(_Sam2Task):
             engine, datastore, labels, type=InferType.SEGMENTATION,
             description="SAM2.1 propagation of a seed mask (uploaded label, else the saved one) through a slice range",
             config={"slice_range": "", "axis": AXES, "window": WINDOWS, "labels": "", "seed_tag": DEFAULT_SEED_TAG,
-                    "memory": MEMORIES},
+                    "memory": MEMORIES, "overlap": list(OVERLAP_POLICIES), "locked_labels": ""},
             corrections=corrections,
         )
 
@@ -172,30 +177,33 @@ class Sam2PropagateTask(_Sam2Task):
         seed_source, seed, seed_file = self._seed(request, image, params.seed_tag)
         num_slices = image.grid.num_slices(params.axis)
         whole = SliceRange(0, num_slices - 1)
+        names = params.names
         if auto:
             default_range, label_ranges = whole, {}
         elif is_label_range_spec(params.slice_range):  # {"5": [10, 40], "liver": "12-30"} or "5:10-40;1:12-30"
-            default_range, label_ranges = whole, parse_label_ranges(params.slice_range, num_slices, self.label_names)
+            default_range, label_ranges = whole, parse_label_ranges(params.slice_range, num_slices,
+                                                                    {n: v for v, n in names.items()}, either_order=True)
         else:
             default_range, label_ranges = parse_slice_range(params.slice_range, num_slices), {}
         state = None
         if self.corrections is not None and request.get("image_id") and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
             state = self.corrections.load(str(request["image_id"]), image.fingerprint(), params.axis)
         extra: Dict[str, Any] = {"seed": seed_source, "correction": None}
-        seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, whole, params.labels)
+        seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, whole, params.labels, params.locked, names)
         if state is not None:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
             seeds, correction = select_corrected_seeds(seeds, state)
             extra["correction"] = correction.to_json()
-        slice_range = range_for_labels(label_ranges, default_range, seeds.labels)
-        check_seeds_in_range(seeds, default_range, label_ranges)
+        slice_range = range_for_labels(label_ranges, default_range, seeds.labels, names)
+        check_seeds_in_range(seeds, default_range, label_ranges, names)
         extra["seed_slices"] = seeds.slices
         extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
         load_seconds = time.perf_counter() - start
+        locked = locked_voxels(seed.array, seed.grid, image.grid, params.locked)
         result, propagator = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges,
-                                             **policies)
+                                             overlap=params.overlap, locked=locked, **policies)
         self._remember(request, image, seeds.masks, result)
         inputs = {"image": self._image_file(request), "seed": seed_file}
-        return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs)
+        return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, names)
 
 
 class Sam2PointsTask(_Sam2Task):
