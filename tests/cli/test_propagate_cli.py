@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -239,6 +240,59 @@ def test_policy_options_are_checked_before_any_work(ct_case, random_checkpoint, 
         "--range auto and --range START END": base + ["--range", "auto", "--range", str(z), str(z + 1)],
         "at least 1": base + ["--range", "auto", "--absent-slices", "0"],
         "must lie in 0..1": base + ["--range", "auto", "--min-object-score", "2"],
+    }
+    for expected, argv in cases.items():
+        assert expected in _error_line(capsys, argv), expected
+    assert not out.exists()
+
+
+def test_drawn_slices_kept_and_locked_label_untouched(ct_case, random_checkpoint, tmp_path, capsys, shared_data):
+    """Liver drawn with fine holes on z, spleen on z - 2, a finished structure (9) locked on z - 1 and outside the range."""
+    image, _, z, _ = ct_case
+    seg = nib.load(str(shared_data / "totalsegmentator" / "example_seg.nii.gz"))
+    truth = np.asarray(seg.dataobj).astype(np.uint8)
+    seed = np.zeros_like(truth)
+    liver = truth[..., z] == 5
+    liver[::2, ::2] = False  # one-voxel holes: SAM2's 64 px mask of a 256 px input cannot hold them
+    seed[..., z][liver] = 5
+    seed[..., z - 2][truth[..., z - 2] == 1] = 1
+    seed[30:60, 30:60, z - 1] = 9  # locked, across the middle of the body where the labels are propagated
+    seed[30:60, 30:60, z + 4] = 9  # locked, outside the range
+    seed_path, out, scores = tmp_path / "seed.nii.gz", tmp_path / "out.nii.gz", tmp_path / "scores.json"
+    nib.save(nib.Nifti1Image(seed, seg.affine), str(seed_path))
+    code = main(["propagate", str(image), "--seed", str(seed_path), "--range", str(z - 2), str(z + 1), "--lock", "finished",
+                 "--labels-map", str(_labels_map(tmp_path)), "--checkpoint", str(random_checkpoint), "--device", "cpu",
+                 "--image-size", str(TEST_IMAGE_SIZE), "-o", str(out), "--scores", str(scores)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    label = np.asarray(nib.load(str(out)).dataobj)
+    np.testing.assert_array_equal(label[..., z] == 5, liver)  # voxel for voxel, holes included
+    np.testing.assert_array_equal(label[..., z - 2] == 1, seed[..., z - 2] == 1)
+    np.testing.assert_array_equal(label == 9, seed == 9)  # the locked structure, everywhere, and nothing else of value 9
+    outside = np.ones(label.shape[2], bool)
+    outside[z - 2 : z + 2] = False
+    assert set(np.unique(label[..., outside])) <= {0, 9}, "only the locked structure outside the range"
+    report = json.loads(scores.read_text())
+    assert report["overlap"] == "keep" and report["kept_slices"] == {"liver": [z], "1": [z - 2]}
+    assert report["locked_labels"] == {"finished": 2 * 30 * 30} and set(report["labels"]) == {"1", "5"}
+    assert f"seeds {z} (kept as drawn)" in printed and "finished: locked, 1800 voxels kept as they were" in printed
+
+
+def _labels_map(folder: Path) -> Path:
+    path = folder / "names.json"
+    path.write_text(json.dumps({"5": "liver", "9": "finished"}))
+    return path
+
+
+def test_overlap_and_lock_options_are_checked_before_any_work(ct_case, random_checkpoint, tmp_path, capsys):
+    image, seed, z, _ = ct_case
+    out = tmp_path / "out.nii.gz"
+    base = ["propagate", str(image), "--seed", str(seed), "-o", str(out), "--checkpoint", str(random_checkpoint), "--device", "cpu"]
+    cases = {
+        "--overlap must be one of keep, overwrite, confidence, got 'union'": base + ["--overlap", "union"],
+        "--lock 'kidney': not a positive label value or a name in the labels map (give --labels-map": base + ["--lock", "kidney"],
+        "label(s) [5] are locked: a locked label is kept, not propagated": base + ["--lock", "5", "--labels", "5"],
+        "every label of the seed is locked ([1, 5]): nothing to propagate": base + ["--lock", "1", "5"],
     }
     for expected, argv in cases.items():
         assert expected in _error_line(capsys, argv), expected

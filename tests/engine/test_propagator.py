@@ -1,7 +1,7 @@
 """Propagation on the real volumes in ../shared/data with a random-weight SAM2.1-tiny.
 
 Random weights say nothing of quality; these tests check what does not depend on weights: the output
-grid, the slice range, label values, and that a conditioning slice comes back as it was drawn.
+grid, the slice range, label values, and that a conditioning slice comes back exactly as it was drawn.
 """
 
 import numpy as np
@@ -12,10 +12,6 @@ from sam2med.io import load_label, load_volume
 from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, seeds_from_label
 
 pytestmark = pytest.mark.integration
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
 
 
 def seed_on_slice(truth: np.ndarray, axis: Axis, slice_index: int, labels: list[int]) -> np.ndarray:
@@ -49,7 +45,8 @@ def test_ct_two_labels_stay_in_range_and_keep_seed(ct, propagator):
     assert set(np.unique(result.label)) <= {0, 1, 5}
     assert not result.label[..., : rng.start].any() and not result.label[..., rng.end + 1 :].any()
     for value in (1, 5):
-        assert dice(result.label[..., mid] == value, seed[..., mid] == value) >= 0.95
+        np.testing.assert_array_equal(result.label[..., mid] == value, seed[..., mid] == value)
+    assert result.kept_slices == {1: [mid], 5: [mid]}
     assert set(result.scores) == {1, 5}
     assert [s.slice for s in result.scores[5]] == list(rng.indices)
     seed_scores = [s for s in result.scores[5] if s.seed]
@@ -81,7 +78,7 @@ def test_several_seed_slices_and_coronal_axis(ct, propagator):
     result = propagator.propagate(image, seeds_from_label(seed, truth.grid, image.grid, axis, rng), rng)
     out = to_slices(result.label, axis)
     for s in (a, b):
-        assert dice(out[s] == 5, to_slices(seed, axis)[s] == 5) >= 0.95
+        np.testing.assert_array_equal(out[s] == 5, to_slices(seed, axis)[s] == 5)
     assert not out[: rng.start].any() and not out[rng.end + 1 :].any()
     assert sum(s.seed for s in result.scores[5]) == 2
 
@@ -95,7 +92,7 @@ def test_lps_mr_comes_back_on_its_grid(shared_data, propagator):
     seed = seed_on_slice(truth.array, Axis.AXIAL, mid, [value])
     result = propagator.propagate(image, seeds_from_label(seed, truth.grid, image.grid, Axis.AXIAL, rng), rng)
     assert result.grid.matches(image.grid) and result.label.shape == image.array.shape
-    assert dice(result.label[..., mid] == value, seed[..., mid] == value) >= 0.95
+    np.testing.assert_array_equal(result.label[..., mid] == value, seed[..., mid] == value)
 
 
 def test_dicom_series_comes_back_on_its_grid(shared_data, propagator):
@@ -115,7 +112,8 @@ def test_dicom_series_comes_back_on_its_grid(shared_data, propagator):
     seed_las = seed[:, ::-1, :]
     result = propagator.propagate(image, seeds_from_label(seed_las, truth.grid, image.grid, Axis.AXIAL, rng), rng)
     assert result.label.shape == (512, 512, 20)
-    assert dice(result.label[..., mid] == value, seed[..., mid] == value) >= 0.95
+    # issue 23: at 512 px the painted seed came back with its edges redrawn through the model's 64 px mask
+    np.testing.assert_array_equal(result.label[..., mid] == value, seed[..., mid] == value)
 
 
 def test_click_prompts_run_through_the_same_engine(ct, propagator):

@@ -7,10 +7,11 @@ import logging
 
 from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_advice, propagator_kwargs
 from sam2med.cli.policies import add_policy_arguments, policy_options
-from sam2med.evaluation.labelmap import read_labels_map
+from sam2med.engine.overlap import OVERLAP_POLICIES, parse_overlap
+from sam2med.evaluation.labelmap import read_labels_map, resolve_labels
 from sam2med.geometry import Axis
 from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volume, save_label, write_json_atomic
-from sam2med.labelnames import label_name
+from sam2med.labelnames import keyed_by_name, label_name
 from sam2med.progress import StageBars
 from sam2med.prompts import RangeRequest, parse_labels, seed_prompt
 from sam2med.provenance import describe_file, provenance
@@ -25,7 +26,9 @@ Propagate the structures drawn in SEED through IMAGE with SAM2.1 and write the 3
 SEED is a label volume on IMAGE's grid (same shape, spacing, origin, direction) whose non-zero
 voxels lie on one or more slices along --axis: the annotated slices. Each label value is its own
 object; OUT keeps the values. Tracking runs both ways from the annotated slices, only inside
---range (inclusive slice indices along --axis); nothing is written outside it.
+--range (inclusive slice indices along --axis); nothing is written outside it. On an annotated slice
+a label is written exactly as drawn; where labels meet, --overlap decides (default keep: a drawn or
+--lock'ed voxel is never overwritten).
 
 examples:
   python main.py propagate ct.nii.gz --seed liver_slice.nii.gz --range 20 60 -o liver.nii.gz
@@ -33,6 +36,8 @@ examples:
   python main.py propagate dicom_folder/ --seed seed.nrrd --axis coronal -o out.nrrd --scores s.json
   python main.py propagate ct.nii.gz --seed liver_slice.nii.gz --range auto -o liver.nii.gz --scores s.json
       (no range: each label stops where SAM2 loses it; --scores says where and why)
+  python main.py propagate ct.nii.gz --seed organs.nii.gz --range 20 60 --lock 2 -o organs.nii.gz
+      (label 2 of the seed, a finished structure, is kept as it is: not tracked, never overwritten)
 """
 
 
@@ -54,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", default="auto",
                         help="intensity window: auto (CT soft tissue, else percentiles), a CT preset "
                              "(soft_tissue, abdomen, liver, lung, bone, brain), LEVEL,WIDTH, or percentile[:LOW,HIGH]")
+    parser.add_argument("--overlap", default="keep", metavar="|".join(OVERLAP_POLICIES),
+                        help="where labels meet: keep = a voxel drawn with a label (or --lock'ed) is never overwritten; "
+                             "overwrite = a propagated label may overwrite another label's drawing; confidence = the more "
+                             "confident label wins (the behaviour before keep)")
+    parser.add_argument("--lock", nargs="+", action="extend", default=None, metavar="VALUE_OR_NAME",
+                        help="labels of SEED (values or --labels-map names) kept exactly as they are in OUT, everywhere: "
+                             "not tracked and never overwritten")
     parser.add_argument("--scores", metavar="FILE.json", default=None,
                         help="write per-slice, per-label scores and the provenance (inputs, model, weights, versions) here")
     add_policy_arguments(parser)
@@ -75,9 +87,14 @@ LOW_CONFIDENCE = 0.5  # object score under which a propagated slice is listed as
 
 
 def summary_lines(report: dict, names: dict[int, str]) -> list[str]:
-    """A few lines per label, whatever the range's length: slices grouped, means without the seeds, doubtful slices."""
+    """A few lines per label, whatever the range's length: slices grouped, seeds kept as drawn, means without the
+    seeds, doubtful slices; a line per locked label."""
     lines = []
     for label, info in report["labels"].items():
+        seeds = _group(info["seed_slices"])
+        kept = report.get("kept_slices", {}).get(names.get(int(label)) or label)
+        if kept is not None and info["seed_slices"]:
+            seeds += " (kept as drawn)" if kept == info["seed_slices"] else f" (kept as drawn: {_group(kept)})"
         slices = info["slices"]
         present = [s["slice"] for s in slices if s["area"] > 0]
         low = [s["slice"] for s in slices if not s["seed"] and s["object_score"] < LOW_CONFIDENCE]
@@ -85,12 +102,14 @@ def summary_lines(report: dict, names: dict[int, str]) -> list[str]:
         mean = info["mean_object_score"]
         lines.append(f"  {label_name(int(label), names)} (value {label}): {info['voxels']} voxels = {info['volume_mm3'] / 1000:.1f} ml "
                      f"(largest: {largest['area_mm2'] if largest else 0:.0f} mm2 on slice {largest['slice'] if largest else '-'}) on slices {_group(present)} of {info['slice_range'][0]}..{info['slice_range'][1]}; "
-                     f"seeds {_group(info['seed_slices'])}")
+                     f"seeds {seeds}")
         lines.append(f"    mean object score over propagated slices {'n/a' if mean is None else f'{mean:.2f}'}; "
                      f"below {LOW_CONFIDENCE}: {_group(low)}")
         if "auto_range" in info:
             lines.append("    auto range: " + "; ".join(f"{direction} stopped at slice {stop['stopped_at']} ({stop['reason'].replace('_', ' ')}), "
                                                       f"kept to {stop['last_present']}" for direction, stop in info["auto_range"].items()))
+    for key, voxels in report.get("locked_labels", {}).items():
+        lines.append(f"  {'label ' + key if key.isdigit() else key}: locked, {voxels} voxels kept as they were")
     return lines
 
 
@@ -103,23 +122,27 @@ def run(args: argparse.Namespace) -> int:
     check_model_arguments(args)
     Window.parse(args.window, "CT")  # a bad window fails before anything is loaded
     names = read_labels_map(args.labels_map) if args.labels_map else {}
+    overlap = parse_overlap(args.overlap, "--overlap")
+    locked = resolve_labels(args.lock, names, "--lock") or []
     request = RangeRequest.from_groups(args.range)
     policies = policy_options(args, request.auto)
     image = load_volume(args.image)
     seed = load_label(args.seed)
     axis = Axis.parse(args.axis)
-    prompt = seed_prompt(seed.array, seed.grid, image.grid, axis, request, parse_labels(args.labels), names)
+    prompt = seed_prompt(seed.array, seed.grid, image.grid, axis, request, parse_labels(args.labels), names, locked)
     seeds = prompt.seeds
     propagator = Propagator(**propagator_kwargs(args))
 
     bars = StageBars("slice")
     result = propagator.propagate(image, seeds, prompt.slice_range, window=args.window, progress=bars,
-                                  label_ranges=prompt.label_ranges, **policies)
+                                  label_ranges=prompt.label_ranges, overlap=overlap, locked=prompt.locked, **policies)
     bars.close()
     save_label(result.label, image.grid, output)
     report = result.to_json()
     for label, info in report["labels"].items():
         info["name"] = label_name(int(label), names)
+    report["kept_slices"] = keyed_by_name(report["kept_slices"], names)
+    report["locked_labels"] = keyed_by_name(report["locked_labels"], names)
     report["provenance"] = provenance(propagator, {"image": describe_file(args.image), "seed": describe_file(args.seed)}, result.window)
     if args.scores:
         write_json_atomic(report, args.scores)

@@ -27,13 +27,13 @@ DRAWN_LOGIT = 10.0
 _NOT_THIS_OBJECT = -1.0e4  # below any logit sam2 produces (its "no object" logits are -1024)
 
 
-def parse_overlap(value: object) -> str:
-    """keep / overwrite / confidence; empty = keep."""
+def parse_overlap(value: object, option: str = "overlap") -> str:
+    """keep / overwrite / confidence; empty = keep. `option` names it in the error."""
     text = "" if value is None else str(value).strip().lower()
     if text == "":
         return KEEP
     if text not in OVERLAP_POLICIES:
-        raise PromptError(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, got {str(value)[:40]!r}")
+        raise PromptError(f"{option} must be one of {', '.join(OVERLAP_POLICIES)}, got {str(value)[:40]!r}")
     return text
 
 

@@ -50,8 +50,8 @@ def read_labels_map(spec: str) -> dict[int, str]:
     return _normalise(data, str(path))
 
 
-def resolve_labels(requested: list[str] | None, names: dict[int, str]) -> list[int] | None:
-    """Label values for `--label` items (values or names of the map); None means every label present."""
+def resolve_labels(requested: list[str] | None, names: dict[int, str], option: str = "--label") -> list[int] | None:
+    """Label values for `option` items (values or names of the map); None means every label present."""
     if not requested:
         return None
     by_name = {name.lower(): value for value, name in names.items()}
@@ -64,7 +64,7 @@ def resolve_labels(requested: list[str] | None, names: dict[int, str]) -> list[i
             value = by_name[text.lower()]
         else:
             hint = " (give --labels-map to use names)" if not names else ""
-            raise InputError(f"--label {text!r}: not a positive label value or a name in the labels map{hint}")
+            raise InputError(f"{option} {text!r}: not a positive label value or a name in the labels map{hint}")
         if value not in values:
             values.append(value)
     return values
