@@ -113,7 +113,8 @@ def _check_result(out: str, image_path: Path, seed_path: Path, slice_range: tupl
     outside[slice_range[0] : slice_range[1] + 1] = False
     assert not label[..., outside].any(), "label written outside the slice range"
     for value in labels or np.unique(seed[seed > 0]):
-        assert _dice(label[..., seed_slice] == value, seed[..., seed_slice] == value) >= 0.9, f"seed slice of label {value}"
+        np.testing.assert_array_equal(label[..., seed_slice] == value, seed[..., seed_slice] == value,
+                                      err_msg=f"seed slice of label {value} not kept as drawn")
     assert set(np.unique(label)) <= set(np.unique(seed))
     return label
 
@@ -363,8 +364,11 @@ def test_slicer_correction_loop_conditions_on_seeds_and_corrected_slices(client,
     assert second["seed_slices_per_label"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
     assert second["correction"] == {"changed_slices": {"1": [fixed], "5": [fixed]}, "kept_seed_slices": {"1": [CT_SLICE], "5": [CT_SLICE]}}
     again, _ = _read_xyz(second_out)
+    assert second["kept_slices"] == {"spleen": [CT_SLICE, fixed], "liver": [CT_SLICE, fixed]}
     for value in (1, 5):
-        assert _dice(again[..., fixed] == value, drawn == value) >= 0.9, f"the corrected slice must come back as drawn ({value})"
+        np.testing.assert_array_equal(again[..., fixed] == value, drawn == value,
+                                      err_msg=f"the corrected slice must come back as drawn ({value})")
+        np.testing.assert_array_equal(again[..., CT_SLICE] == value, result[..., CT_SLICE] == value)
         seeds_flagged = {s["slice"] for s in second["labels"][str(value)]["slices"] if s["seed"]}
         assert seeds_flagged == {CT_SLICE, fixed}, "slices left as returned are propagated, not seeds"
     assert not again[..., : CT_RANGE[0]].any() and not again[..., CT_RANGE[1] + 1 :].any()
@@ -374,6 +378,43 @@ def test_slicer_correction_loop_conditions_on_seeds_and_corrected_slices(client,
     mine = [k for k in kept if k["image_id"] == "ct3"]
     assert len(mine) == 1 and mine[0]["seed_slices"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
     assert all(p.stat().st_size < 20_000 for p in states)
+
+
+def test_two_segments_drawn_on_different_slices_a_locked_one_and_start_end_reversed(client, server, shared_data):
+    """As the OHIF panel sends it: the segments' own names, a locked segment, End before Start."""
+    truth, _ = _read_xyz(str(shared_data / "totalsegmentator" / "example_seg.nii.gz"))
+    seed = np.zeros(truth.shape, np.uint8)
+    spleen = truth[..., 14] == 1
+    spleen[::2, ::2] = False  # one-voxel holes, which a mask redrawn through SAM2's 64 px output cannot keep
+    seed[..., 14][spleen] = 1
+    seed[..., 17][truth[..., 17] == 5] = 5
+    seed[20:70, 25:75, 15:17] = 3  # a finished segment across the body, between the two drawings
+    seed[20:70, 25:75, 25] = 3  # and outside the range
+    seed_path = server["seeds"] / "two_segments_locked.nii.gz"
+    reference = sitk.ReadImage(str(server["studies"] / "ct.nii.gz"))
+    written = sitk.GetImageFromArray(seed.transpose(2, 1, 0))
+    written.CopyInformation(reference)
+    sitk.WriteImage(written, str(seed_path))
+    params = {"slice_range": [18, 14], "label_names": {"liver QA": 5, "3": "kidney done"}, "locked_labels": ["kidney done"]}
+    out, report = client.infer("sam2_propagate", "ct", params, label_in=str(seed_path))
+    label, _ = _read_xyz(out)
+    assert report["slice_range"] == [14, 18] and report["overlap"] == "keep"
+    np.testing.assert_array_equal(label[..., 14] == 1, spleen)  # drawn slices unchanged, voxel for voxel
+    np.testing.assert_array_equal(label[..., 17] == 5, seed[..., 17] == 5)
+    np.testing.assert_array_equal(label == 3, seed == 3)  # nothing written over the locked segment, nothing more of it
+    outside = np.ones(label.shape[2], bool)
+    outside[14:19] = False
+    assert set(np.unique(label[..., outside])) <= {0, 3}, "only the locked segment outside the range"
+    assert set(np.unique(label)) <= {0, 1, 3, 5}
+    assert report["kept_slices"] == {"spleen": [14], "liver QA": [17]}
+    assert report["locked_labels"] == {"kidney done": int((seed == 3).sum())}
+    assert report["label_names"] == {"spleen": 1, "liver QA": 5} and report["labels"]["5"]["name"] == "liver QA"
+    # errors name the segments by the names the request gave
+    status, body = _rejected(client, server, "sam2_propagate", "ct", {**params, "slice_range": [16, 14]}, seed_path)
+    assert status == 422 and json.loads(body)["detail"] == (
+        "label 'liver QA' (value 5) is drawn on slice(s) [17], outside the slice range 14..16")
+    status, body = _rejected(client, server, "sam2_propagate", "ct", {**params, "labels": "kidney done"}, seed_path)
+    assert status == 422 and "label(s) ['kidney done' (value 3)] are locked" in json.loads(body)["detail"]
 
 
 def test_ohif_routes_serve_the_extension_grid_and_progress(server):
