@@ -65,6 +65,12 @@ def test_registration_run_reports_each_failure_and_goes_on(dataset, tmp_path, ca
     assert summary["overall"]["n"] == 3 and summary["targets"]["1 label 1"]["n"] == 1
     assert summary["config"]["propagator"] == "registration" and summary["config"]["range"] == "margin:1"
     assert "| **overall** | 3 |" in (out / "summary.md").read_text()
+    assert summary["seed_slices"]["counted"] is True
+    assert "Seed slices are counted in the metrics: metrics are over the whole volume, seed slices included" in (
+        out / "summary.md").read_text()
+    seed_slice = int(good["seed_slices"])  # as the note says: the prediction is the truth there
+    predicted, truth = load_label(out / "predictions" / "good.nii.gz").array, load_label(labels / "good.nii.gz").array
+    np.testing.assert_array_equal(predicted[..., seed_slice] == 1, truth[..., seed_slice] == 1)
 
     assert (out / "dice_by_organ.png").read_bytes()[:4] == b"\x89PNG"
     for name in ("good", "partial"):  # the first case by default, and the one asked for

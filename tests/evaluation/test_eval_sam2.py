@@ -14,6 +14,7 @@ from sam2med.evaluation.pairing import Case
 from sam2med.evaluation.propagators.sam2 import Sam2Propagator
 from sam2med.evaluation.protocols import Protocol, RangeSpec
 from sam2med.evaluation.runner import EvaluationConfig, evaluate_case
+from sam2med.io import load_label
 
 SHAPE = (40, 36, 4)
 
@@ -24,7 +25,7 @@ def test_cli_sam2_runs_end_to_end(tmp_path, random_checkpoint):
     out = tmp_path / "out"
     code = main(["evaluate", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
                  "--propagator", "sam2", "--checkpoint", str(random_checkpoint), "--device", "cpu",
-                 "--image-size", str(TEST_IMAGE_SIZE), "--label", "1", "--previews", "0", "--out", str(out)])
+                 "--image-size", str(TEST_IMAGE_SIZE), "--label", "1", "--previews", "0", "--save-predictions", "--out", str(out)])
     assert code == 0
     (row,) = list(csv.DictReader(open(out / "results.csv")))
     assert row["case"] == "tiny" and row["propagator"] == "sam2" and row["status"] == "ok"
@@ -34,6 +35,10 @@ def test_cli_sam2_runs_end_to_end(tmp_path, random_checkpoint):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["propagator"] == "sam2" and summary["overall"]["n"] == 1
     assert not (out / "previews").exists()
+    assert summary["seed_slices"]["counted"] is True  # and the seed slice is the truth there, as drawn:
+    predicted = load_label(out / "predictions" / "tiny.nii.gz").array
+    seed_slice = int(row["seed_slices"])
+    np.testing.assert_array_equal(predicted[..., seed_slice] == 1, label[..., seed_slice] == 1)
 
 
 def test_sam2_click_protocol_through_the_runner(tmp_path, propagator):

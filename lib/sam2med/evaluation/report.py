@@ -21,6 +21,19 @@ from sam2med.io import write_atomically, write_json_atomic
 METRICS = ("dice", "iou", "hd95_mm", "asd_mm", "seconds")
 CSV_FIELDS = ("case", "label", "name", "propagator", "status", "dice", "iou", "hd95_mm", "asd_mm", "seconds", "slices",
               "range_start", "range_end", "truth_start", "truth_end", "seed_slices", "pred_voxels", "truth_voxels", "error")
+def seed_policy(protocol: str | None) -> dict:
+    """Whether the seed slices are counted in the metrics, and what the prediction holds on them."""
+    text = str(protocol or "")
+    if text == "one-prompt":
+        return {"counted": False, "note": "the prompt case (its seed is its truth) is listed apart and not in the means; "
+                                          "every other case is predicted whole"}
+    if text.startswith("clicks"):
+        return {"counted": True, "note": "metrics are over the whole volume, the clicked slice included: it is predicted "
+                                         "from the clicks"}
+    return {"counted": True, "note": "metrics are over the whole volume, seed slices included: there every propagator "
+                                     "returns the seed mask (the truth) as drawn, which raises Dice most for targets on few slices"}
+
+
 DISTANCE_POLICY = ("hd95_mm and asd_mm are infinite when the prediction is empty; their mean/median/std are over the "
                    "finite values and n_inf counts the infinite ones. Dice and IoU of an empty prediction are 0.")
 
@@ -76,6 +89,7 @@ def summarise(outcomes: list[CaseOutcome], config: dict) -> dict:
         "failed": failed,
         "skipped": [s for o in outcomes for s in o.skipped],
         "distance_policy": DISTANCE_POLICY,
+        **({"seed_slices": seed_policy(config["protocol"])} if config.get("protocol") else {}),
         **({"prompts": [{"case": r.case, "label": r.label, "name": r.name, "dice": r.metrics.dice}
                         for r in results if r.ok and r.prompt]} if any(r.prompt for r in results) else {}),
     }
@@ -124,6 +138,9 @@ def write_summary(summary: dict, out: Path) -> tuple[Path, Path]:
               f"{len(summary['cases']['failed'])} failed). Cells: mean ± std (median) over (case, target) rows.\n\n")
     failures = "".join(f"- {f['case']}" + (f" label {f['label']}" if f.get("label") is not None else "") + f": {f['error']}\n"
                        for f in summary["failed"])
+    seeds = summary.get("seed_slices")
+    if seeds:
+        header += f"Seed slices {'are' if seeds['counted'] else 'are not'} counted in the metrics: {seeds['note']}.\n\n"
     text = header + markdown_table(summary) + ("\n## Failed\n\n" + failures if failures else "") + f"\n{DISTANCE_POLICY}\n"
     return write_json_atomic(_json_safe(summary), out / "summary.json"), write_text_atomic(text, out / "summary.md")
 
