@@ -12,8 +12,9 @@ import torch
 from sam2med.engine.overlap import DRAWN_LOGIT, assemble_slice, parse_overlap
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis
-from sam2med.io import load_label, load_volume
 from sam2med.prompts import SliceRange, locked_voxels, seeds_from_label
+
+from tests.engine.test_propagator import ct, largest_slice  # noqa: F401  (ct: the real CT and its labels, a fixture)
 
 VALUES = torch.tensor([1, 5])
 
@@ -64,16 +65,10 @@ def test_assemble_slice_without_drawings_is_the_more_confident_object():
         np.testing.assert_array_equal(assemble_slice(logits, VALUES, {}, None, policy).numpy(), expected)
 
 
-@pytest.fixture(scope="module")
-def ct(shared_data):
-    d = shared_data / "totalsegmentator"
-    return load_volume(d / "example_ct_sm.nii.gz"), load_label(d / "example_seg.nii.gz")
-
-
 def test_seed_with_fine_edges_comes_back_voxel_for_voxel(ct, propagator):
     """The liver drawn with one-voxel holes: a 256 px input gives a 64 px mask, which cannot hold them."""
     image, truth = ct
-    mid = int(np.argmax((truth.array == 5).sum(axis=(0, 1))))
+    mid = largest_slice(truth.array, Axis.AXIAL, 5)
     drawn = truth.array[..., mid] == 5
     drawn[::2, ::2] = False
     drawn[5, 5] = True  # a lone voxel far from the liver

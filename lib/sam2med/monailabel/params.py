@@ -151,16 +151,22 @@ def parse_label_subset(value: Any, label_names: Mapping[str, int]) -> list[int] 
 MAX_NAME_LENGTH = 64
 
 
+def _decoded(value: Any, name: str, expected: str) -> Any:
+    """`value`, or the JSON object or list its text holds (an options table sends them as text)."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise PromptError(f"{name} must be {expected}, got {_short(value)}") from None
+    return value
+
+
 def parse_label_names(value: Any) -> dict[int, str]:
     """A request's own names of label values (the viewer's segment names): {"liver QA": 5} or {"5": "liver QA"},
     or its JSON text; empty = none. Errors and reports then name those labels so."""
+    value = _decoded(value, "label_names", "a JSON object {name: value}")
     if value is None or value == "" or value == {}:
         return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise PromptError(f"label_names must be a JSON object {{name: value}}, got {_short(value)}") from None
     if not isinstance(value, Mapping):
         raise PromptError(f"label_names must be an object {{name: value}} or {{value: name}}, got {_short(value)}")
     names: dict[int, str] = {}
@@ -177,11 +183,7 @@ def parse_label_names(value: Any) -> dict[int, str]:
 
 def parse_locked_labels(value: Any, label_names: Mapping[str, int]) -> tuple[int, ...]:
     """`locked_labels`: label values or names ([1, "liver"], "1,liver" or its JSON text) kept as they are."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise PromptError(f"locked_labels must be a list of label values or names, got {_short(value)}") from None
+    value = _decoded(value, "locked_labels", "a list of label values or names")
     try:
         return tuple(parse_label_subset(value, label_names) or ())
     except PromptError as err:
