@@ -66,7 +66,6 @@ def test_prompt_keeps_its_seed_masks_on_own_grids_and_memory_is_selective(shared
     first = result.frames[0]
     assert first.prompt and first.tracked_size is None
     np.testing.assert_array_equal(first.mask, seed)  # values 1 and 5 kept
-    assert all(dice >= 0.95 for dice in result.prompt_dice.values())  # SAM2's own output on the prompt frame
     assert first.scores[5].iou is None and first.scores[5].memory is None and first.scores[5].area == int((seed == 5).sum())
 
     big = result.frames[4]

@@ -214,8 +214,7 @@ def _report(args, result, entries: list[ImageEntry], prompt: Image2D, prompt_in_
                         "window": entry.window, "sha256": file_sha256(entry.path), **entry.report})
         rows.append(row)
     return {
-        "prompt": {"image": prompt.name, "in_images": prompt_in_folder, "labels": result.labels,
-                   "sam2_prompt_frame_dice": {str(k): v for k, v in result.prompt_dice.items()}},
+        "prompt": {"image": prompt.name, "in_images": prompt_in_folder, "labels": result.labels},
         "memory": result.memory or {"policy": "recent"},
         "images": rows,
         "counts": {"files": len(entries), "written": sum(1 for e in entries if not e.error),

@@ -82,7 +82,6 @@ class OnePromptResult:
     seconds: float
     encode_seconds: float
     track_seconds: float
-    prompt_dice: dict[int, float]  # SAM2's own output on the prompt frame vs the seed, per label
 
 
 def resize_pixels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -112,11 +111,6 @@ def check_seed(prompt: np.ndarray, seed: np.ndarray) -> list[int]:
     if not labels:
         raise PromptError("the seed mask is empty: draw the structure on the prompt image")
     return labels
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def segment_unordered(
@@ -157,7 +151,6 @@ def segment_unordered(
             memory_names = None if score.memory is None else tuple(names[s] for s in score.memory)
             scores[label] = FrameScore(score.object_score, score.iou, int((mask == label).sum()), memory_names)
         frames.append(FrameResult(name, mask, index == 0, None if own == size else size, scores))
-    prompt_dice = {label: round(_dice(tracked[0] == label, seed == label), 4) for label in labels}
-    logger.info("one-prompt: %d image(s) from prompt %s, labels %s, memory %s, in %.2fs; SAM2's prompt-frame Dice %s",
-                len(others), prompt.name, labels, "selective" if rule else "recent", result.seconds, prompt_dice)
-    return OnePromptResult(frames, labels, result.memory, result.seconds, result.encode_seconds, result.track_seconds, prompt_dice)
+    logger.info("one-prompt: %d image(s) from prompt %s, labels %s, memory %s, in %.2fs",
+                len(others), prompt.name, labels, "selective" if rule else "recent", result.seconds)
+    return OnePromptResult(frames, labels, result.memory, result.seconds, result.encode_seconds, result.track_seconds)
