@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from monailabel.client import MONAILabelClient
 
-from live_server import running_server
+from live_server import running_server, small_server_args
 from test_server import _dice, _read_xyz, _status
 
 pytestmark = pytest.mark.integration
@@ -38,9 +38,8 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     ts = shared_data / "totalsegmentator"
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
     shutil.copy(ts / "example_ct_sm.nii.gz", studies / "unlabelled.nii.gz")
-    args = ["--studies", str(studies), "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", "256",
-            "--labels", '{"liver": 5, "spleen": 1}', "--cache-gb", "1"]
-    with running_server(args, root / "server.log", {}) as url:
+    labels = '{"liver": 5, "spleen": 1}'
+    with running_server(small_server_args(studies, random_checkpoint, labels), root / "server.log", {}) as url:
         yield {"url": url, "studies": studies, "root": root, "truth": _read_xyz(str(ts / "example_seg.nii.gz"))[0]}
 
 
@@ -214,3 +213,21 @@ def test_label_info_that_is_not_one_is_refused_at_submit(client, server, tmp_pat
     status, body = _status(caught.value)
     assert status == 422 and json.loads(body)["detail"] == "label_info names 'liver' twice"
     assert "final" not in client.datastore()["objects"]["unlabelled"]["labels"]
+
+
+def test_label_info_sent_with_an_uploaded_seed_answers_in_the_clients_values(client, server, tmp_path):
+    truth, ct = server["truth"], server["studies"] / "ct.nii.gz"
+    drawn = {"liver": np.zeros(truth.shape, bool), "spleen": np.zeros(truth.shape, bool)}
+    drawn["liver"][..., FIXED], drawn["spleen"][..., FIXED] = truth[..., FIXED] == LIVER, truth[..., FIXED] == SPLEEN
+    export(drawn, ct, tmp_path / "seed.nii.gz")  # liver 1, spleen 2
+    params = {"slice_range": [FIXED - 1, FIXED + 1], "label_info": {"liver": 1, "spleen": 2}, "labels": "liver"}
+    out, answer = client.infer("sam2_propagate", "ct", params, label_in=str(tmp_path / "seed.nii.gz"))
+    label, _ = _read_xyz(out)
+    assert set(np.unique(label)) == {0, 1}, "`labels` names the server's label; the answer holds the client's value"
+    assert answer["label_names"] == {"liver": 1, "spleen": 2} and answer["labels"]["1"]["name"] == "liver"
+    assert _dice(label[..., FIXED] == 1, drawn["liver"][..., FIXED]) >= 0.9
+    with pytest.raises(Exception) as caught:
+        client.infer("sam2_propagate", "ct", {**params, "label_info": {"liver": 1}}, label_in=str(tmp_path / "seed.nii.gz"))
+    status, body = _status(caught.value)
+    assert status == 422 and json.loads(body)["detail"] == \
+        "the seed holds label value(s) 2 that label_info does not name (it names 1)"
