@@ -41,7 +41,7 @@ class LabelMapping:
         known = {name_key(n): int(v) for n, v in server_labels.items()}
         taken = set(known.values())
         matched: dict[str, int] = {}
-        for name, value in client.items():
+        for name in client:
             if name_key(name) in known:
                 matched[name] = known[name_key(name)]
         for name, value in sorted(client.items(), key=lambda item: item[1]):
