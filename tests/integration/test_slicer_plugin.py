@@ -224,8 +224,11 @@ def test_label_info_sent_with_an_uploaded_seed_answers_in_the_clients_values(cli
     out, answer = client.infer("sam2_propagate", "ct", params, label_in=str(tmp_path / "seed.nii.gz"))
     label, _ = _read_xyz(out)
     assert set(np.unique(label)) == {0, 1}, "`labels` names the server's label; the answer holds the client's value"
-    assert answer["label_names"] == {"liver": 1, "spleen": 2} and answer["labels"]["1"]["name"] == "liver"
-    assert _dice(label[..., FIXED] == 1, drawn["liver"][..., FIXED]) >= 0.9
+    # spleen keeps its place (value 2) under a name no segment has: the plugin leaves the spleen segment alone
+    assert answer["label_names"] == {"liver": 1, "spleen (not in this result)": 2} and answer["labels"]["1"]["name"] == "liver"
+    imported = import_answer(out, sorted_names(answer["label_names"]), drawn)
+    assert _dice(imported["liver"][..., FIXED], drawn["liver"][..., FIXED]) >= 0.9
+    np.testing.assert_array_equal(imported["spleen"], drawn["spleen"])
     with pytest.raises(Exception) as caught:
         client.infer("sam2_propagate", "ct", {**params, "label_info": {"liver": 1}}, label_in=str(tmp_path / "seed.nii.gz"))
     status, body = _status(caught.value)

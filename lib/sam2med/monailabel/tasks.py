@@ -145,7 +145,7 @@ class _Sam2Task(InferTask):
             report["label_names"] = describe_labels(sorted(result.scores), self.label_names)
         else:
             in_client_values(report, mapping.to_client())
-            report["label_names"] = dict(mapping.client)  # every name: the plugin imports value k as the k-th name
+            report["label_names"] = plugin_label_names(mapping, set(result.scores))
             report["label_info"] = mapping.to_json()
         report["latencies"] = {
             "pre": round(load_seconds, 3), "infer": round(result.seconds, 3), "invert": 0, "post": 0,
@@ -153,6 +153,18 @@ class _Sam2Task(InferTask):
             "encode": round(result.encode_seconds, 3), "track": round(result.track_seconds, 3),
         }
         return path, report
+
+
+NOT_IN_RESULT = " (not in this result)"
+
+
+def plugin_label_names(mapping: LabelMapping, in_result: set[int]) -> Dict[str, int]:
+    """The client's {name: value} for every name, as 3D Slicer imports value k into the k-th name by value.
+
+    A label the result does not hold is listed under its name + NOT_IN_RESULT: its place in the order is
+    kept, and the plugin, having no segment of that name, leaves the user's segment as it is."""
+    return {name if mapping.server[name] in in_result else f"{name}{NOT_IN_RESULT}": value
+            for name, value in mapping.client.items()}
 
 
 def in_client_values(report: Dict[str, Any], to_client: Dict[int, int]) -> None:
