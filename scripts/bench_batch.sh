@@ -2,13 +2,14 @@
 # Cases per minute of `evaluate` and rows per minute of `propagate-batch`, without Ray and with Ray workers
 # (docs/performance.md, "Cohorts on Ray"). A cohort of $COPIES copies of the CT and of the MR in ../shared/data
 # (each shifted by a few intensity units, so that no copy hits another's cached features), each its own case and
-# row, in $BENCH (default /tmp/sam2med-bench). SAM2 has random weights at 256 px here. The load average of the
-# machine is printed with each run: compare runs only under the same load.
+# row, in $BENCH (default /tmp/sam2med-bench); THREADS=N gives every run --threads N. SAM2 has random weights
+# at 256 px here. The load average of the machine is printed with each run: compare runs only under the same load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 BENCH=${BENCH:-/tmp/sam2med-bench}
 COPIES=${COPIES:-4}
+THREADS=(${THREADS:+--threads "$THREADS"})  # THREADS=N: every run, local and Ray workers, computes on N threads
 DATA=$(cd ../shared/data/totalsegmentator && pwd)
 rm -rf "$BENCH" && mkdir -p "$BENCH/images" "$BENCH/labels" "$BENCH/seeds"
 $PY main.py download --random-weights "$BENCH/sam2.1_hiera_tiny.pt" --model tiny >/dev/null
@@ -44,8 +45,8 @@ run() {  # label, then the command; prints wall seconds and items per minute
   echo "$name: load $(cut -d' ' -f1 /proc/loadavg) before, $(echo "$end - $start" | bc -l | xargs printf '%.1f') s, $(echo "$cases * 60 / ($end - $start)" | bc -l | xargs printf '%.1f') per minute"
 }
 EVAL=(main.py evaluate --images "$BENCH/images" --labels "$BENCH/labels" --labels-map "$DATA/labels.json:total"
-      --label spleen --label kidney_left --label liver --label stomach --propagator registration --previews 0)
-BATCH=(main.py propagate-batch --manifest "$BENCH/rows.csv" --checkpoint "$BENCH/sam2.1_hiera_tiny.pt" --device cpu --image-size 256)
+      --label spleen --label kidney_left --label liver --label stomach --propagator registration --previews 0 "${THREADS[@]}")
+BATCH=(main.py propagate-batch --manifest "$BENCH/rows.csv" --checkpoint "$BENCH/sam2.1_hiera_tiny.pt" --device cpu --image-size 256 "${THREADS[@]}")
 echo "evaluate --propagator registration, $cases cases, 4 organs each:"
 run "  no Ray         " $PY "${EVAL[@]}" --out "$BENCH/eval_local"
 run "  Ray, 1 worker  " $PY "${EVAL[@]}" --out "$BENCH/eval_ray1" --ray local --workers 1

@@ -130,6 +130,24 @@ def test_ray_workers_give_the_same_labels(cohort, local_run, random_checkpoint, 
         np.testing.assert_allclose(ray_label.affine, local_label.affine)
 
 
+
+@needs_ray
+def test_one_thread_everywhere_gives_the_same_labels_with_and_without_ray(cohort, random_checkpoint, tmp_path):
+    """--threads 1: the local run drops to 1 thread and the workers keep 1 (their share here). Whole volumes, bf16 on
+    this CPU: the case where 1 and 2 threads differ most (958 CT and 572 MR voxels, docs/batch.md), so a local run
+    left on its default 2 threads would fail this."""
+    d = cohort["data"]
+    manifest = tmp_path / "whole.csv"
+    manifest.write_text("image,seed,output\n"
+                        f"{d / CT},{cohort['folder'] / 'seeds' / 'ct_liver.nii.gz'},ct.nii.gz\n"
+                        f"{d / MR},{cohort['folder'] / 'seeds' / 'mr_spleen.nii.gz'},mr.nii.gz\n")
+    for run, extra in (("local", []), ("ray", ["--ray", "local", "--workers", "2"])):
+        assert main(batch_args(manifest, tmp_path / run, random_checkpoint, "--threads", "1", *extra)) == 0
+    for name in ("ct.nii.gz", "mr.nii.gz"):
+        local, remote = (np.asarray(nib.load(str(tmp_path / run / name)).dataobj) for run in ("local", "ray"))
+        assert local.any() and np.count_nonzero(local != remote) == 0
+
+
 def test_manifest_errors_stop_before_any_work(tmp_path, capsys):
     (tmp_path / "rows.csv").write_text("image,seed,organ\na.nii.gz,b.nii.gz,liver\n")
     assert main(["propagate-batch", "--manifest", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "out")]) == 2
@@ -139,6 +157,8 @@ def test_manifest_errors_stop_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["propagate-batch", "--manifest", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "out"), "--workers", "2"]) == 2
     assert "--workers applies to --ray only" in capsys.readouterr().err
+    assert main(["propagate-batch", "--manifest", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "out"), "--threads", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --threads must be at least 1, got 0"
 
 
 @needs_ray

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
 
@@ -27,9 +26,9 @@ def test_a_dead_worker_fails_its_case_and_the_others_go_on(cases):
     from sam2med.distributed.ray_pool import RayPool
 
     config = EvaluationConfig(labels=[1])
-    with RayPool("local", 2, CaseEvaluator, "copy", "auto", {}, [], config) as pool:
+    with RayPool("local", 2, 3, CaseEvaluator, "copy", "auto", {}, [], config) as pool:
         assert [info["sam2med"] for info in pool.info] == [str(REPO / "lib" / "sam2med" / "__init__.py")] * 2
-        assert [info["threads"] for info in pool.info] == [max((os.cpu_count() or 1) // 2, 1)] * 2  # two workers share the CPUs
+        assert [info["threads"] for info in pool.info] == [3, 3]  # the run's count, not each worker's CPU share
         ray.kill(pool.actors[0])  # the first case goes to the first actor, which is gone
         outcomes = collect_outcomes(cases, pool.stream([[case] for case in cases], "run"), ["copy"])["copy"]
     assert not ray.is_initialized()
@@ -47,6 +46,6 @@ def test_an_address_that_does_not_answer_is_one_error_line():
     from sam2med.errors import InputError
 
     with pytest.raises(InputError, match=r"cannot reach the Ray cluster at 127.0.0.1:1 \(Connection refused\)"):
-        with RayPool("127.0.0.1:1", 1, CaseEvaluator, "copy", "auto", {}, [], EvaluationConfig()):
+        with RayPool("127.0.0.1:1", 1, 1, CaseEvaluator, "copy", "auto", {}, [], EvaluationConfig()):
             pass
     assert not ray.is_initialized()

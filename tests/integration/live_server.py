@@ -22,6 +22,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def small_server_args(studies: Path, checkpoint: Path, labels: str) -> list[str]:
+    """`main.py serve` options of a test server: random-weight tiny at 256 px on the CPU, 1 GB feature cache."""
+    return ["--studies", str(studies), "--checkpoint", str(checkpoint), "--device", "cpu", "--image-size", "256",
+            "--labels", labels, "--cache-gb", "1"]
+
+
 @contextmanager
 def running_server(args: Sequence[str], log_path: Path, env: Mapping[str, str], timeout: float = 180) -> Iterator[str]:
     """`main.py serve ARGS --port <free>` with `env` over this environment; yields its URL once /info/ answers."""

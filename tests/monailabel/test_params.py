@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sam2med.errors import InputError, PromptError
@@ -139,10 +140,11 @@ def test_points_grouped_per_slice_with_ohif_voxel_order():
 
 
 def test_roi_box_on_every_slice_it_spans_for_any_axis():
-    axial = click_seeds(parse_points({"roi": [2, 3, 12, 13, 4, 6]}, NAMES), GRID)
+    monai = {"roi_order": "x0,y0,x1,y1,z0,z1"}
+    axial = click_seeds(parse_points({"roi": [2, 3, 12, 13, 4, 6], **monai}, NAMES), GRID)
     assert axial.slices == [4, 5]  # end exclusive, as MONAI Label's SAM2 reads roi
     assert axial.prompts[1][0].box_rc == (3.0, 2.0, 13.0, 12.0)
-    coronal = click_seeds(parse_points({"roi": [2, 3, 12, 5, 4, 6], "axis": "coronal"}, NAMES), GRID)
+    coronal = click_seeds(parse_points({"roi": [2, 3, 12, 5, 4, 6], "axis": "coronal", **monai}, NAMES), GRID)
     assert coronal.slices == [3, 4]  # y 3..5 along the coronal axis
     assert coronal.prompts[1][0].box_rc == (4.0, 2.0, 6.0, 12.0)  # rows = z, columns = x
 
@@ -150,7 +152,9 @@ def test_roi_box_on_every_slice_it_spans_for_any_axis():
 @pytest.mark.parametrize("request_, message", [
     ({}, "at least one foreground point or an roi"), ({"foreground": [[1, 2]]}, r"not an \[x, y, z\]"),
     ({"foreground": "10,20,5"}, "list of"), ({"foreground": [[1, "a", 2]]}, "non-number"),
-    ({"roi": [1, 2, 3, 4]}, r"roi must be \[x0, y0, x1, y1, z0, z1\]"), ({"background": [[1, 2, 3]]}, "foreground point"),
+    ({"roi": [1, 2, 3, 4]}, r"roi must be six voxel numbers, \[x0, x1, y0, y1, z0, z1\] \(3D Slicer\) or \[x0, y0, x1, y1"),
+    ({"roi": [1, 2, 3, 4, 5, 6], "roi_order": "xyz"}, "roi_order must be 'x0,x1,y0,y1,z0,z1' or 'x0,y0,x1,y1,z0,z1'"),
+    ({"foreground": [[1, 2, 3]], "segment": "liver", "label_info": [{"name": "spleen", "idx": 1}]}, "not named in label_info"), ({"background": [[1, 2, 3]]}, "foreground point"),
 ])
 def test_points_rejections(request_, message):
     with pytest.raises(PromptError, match=message):
@@ -271,3 +275,66 @@ def test_policies_default_off_and_auto_options():
                              ({"max_slices": 0}, "at least 1"), ({"absent_slices": True}, "whole number")):
         with pytest.raises(PromptError, match=message):
             parse_policies(request, True)
+
+
+def test_roi_in_3d_slicers_order_spans_its_corner_slices():
+    """The plugin's getROIPointsXYZ: [x0, x1, y0, y1, z0, z1], corners possibly swapped by the IJK direction."""
+    request = {"roi": [30, 6, 4, 25, 12, 9], "roi_order": "x0, x1, y0, y1, z0, z1"}
+    seeds = click_seeds(parse_points(request, NAMES), GRID)
+    assert seeds.slices == [9, 10, 11, 12]  # both corner slices included
+    assert {p.box_rc for p in seeds.prompts[1]} == {(4.0, 6.0, 25.0, 30.0)}  # rows y 4..25, columns x 6..30
+    edge = click_seeds(parse_points({"roi": [0, 40, 0, 30, 18, 20], "roi_order": "x0,x1,y0,y1,z0,z1"}, NAMES), GRID)
+    assert edge.slices == [18, 19]  # a far corner on the image's edge rounds to its size: the last slice
+
+
+def test_roi_without_order_is_read_in_the_one_order_that_fits_else_refused():
+    # x0=30 x1=6 y0=4 y1=25 read as MONAI's [x0, y0, x1, y1]: y 6..25 ok, x 30..4 ok, z ok -> fits both: ambiguous
+    with pytest.raises(PromptError, match=r"fits the image read as \[x0, x1, y0, y1, z0, z1\] \(3D Slicer\) or .*roi_order"):
+        click_seeds(parse_points({"roi": [30, 6, 4, 25, 12, 9]}, NAMES), GRID)
+    # x1 = 35 is outside y (30 voxels) when read as MONAI's y0: only 3D Slicer's order fits
+    only_slicer = click_seeds(parse_points({"roi": [2, 35, 4, 25, 12, 14]}, NAMES), GRID)
+    assert only_slicer.slices == [12, 13, 14] and only_slicer.prompts[1][0].box_rc == (4.0, 2.0, 25.0, 35.0)
+    with pytest.raises(PromptError, match=r"outside the image \(40x30x20 voxels\) read as \[x0, x1"):
+        click_seeds(parse_points({"roi": [2, 35, 4, 45, 12, 14]}, NAMES), GRID)
+    with pytest.raises(PromptError, match=r"roi y range 35\.\.25 is outside .* reading roi as \[x0, y0, x1, y1, z0, z1\]"):
+        click_seeds(parse_points({"roi": [2, 35, 4, 25, 12, 14], "roi_order": "x0,y0,x1,y1,z0,z1"}, NAMES), GRID)
+
+
+def test_points_label_is_the_clicked_segment_by_name():
+    """3D Slicer sends the segment's name as `label` (kept as `segment` by the routes) and the table's label_value 1:
+    the server's label of that name inside, value 1 in the answer; with label_info, that segment's value."""
+    plugin = parse_points({"foreground": [[1, 2, 3]], "segment": "liver", "label_value": 1}, NAMES)
+    assert plugin.label == 5 and plugin.labels.to_client() == {5: 1}
+    listed = parse_points({"foreground": [[1, 2, 3]], "segment": "Liver",
+                           "label_info": [{"name": "spleen", "idx": 1}, {"name": "Liver", "idx": 2}]}, NAMES)
+    assert listed.label == 5 and listed.labels.to_client() == {1: 1, 5: 2}
+    unknown = parse_points({"foreground": [[1, 2, 3]], "segment": "tumour"}, NAMES)
+    assert unknown.label not in NAMES.values() and unknown.labels.to_client() == {unknown.label: 1}
+    assert parse_points({"foreground": [[1, 2, 3]], "label_value": "liver"}, NAMES).labels is None
+
+
+def test_label_info_is_matched_to_the_servers_labels_by_name():
+    from sam2med.labelnames import LabelMapping, parse_label_info, relabel
+
+    plugin = [{"name": "liver", "idx": 1}, {"name": "spleen", "idx": 2}, {"name": "Segment_1", "idx": 3}]
+    mapping = LabelMapping.match(parse_label_info(plugin), NAMES)
+    assert mapping.to_server() == {1: 5, 2: 1, 3: 3} and mapping.to_client() == {5: 1, 1: 2, 3: 3}
+    assert LabelMapping.match({"Segment_1": 5}, NAMES).to_server() == {5: 6}  # 5 is liver's: the next free value
+    assert parse_label_info({"liver": 1}) == parse_label_info('{"liver": 1}') == {"liver": 1}
+    array = np.array([0, 1, 2, 3, 2], dtype=np.uint8)
+    np.testing.assert_array_equal(relabel(array, mapping.to_server(), "the seed"), [0, 5, 1, 3, 1])
+    with pytest.raises(PromptError, match=r"the seed holds label value\(s\) 4 that label_info does not name"):
+        relabel(np.array([0, 4]), mapping.to_server(), "the seed")
+    for bad, message in (([{"name": "liver"}], "value of 'liver' must be a label value"),
+                         ([{"name": "a", "idx": 1}, {"name": "A", "idx": 2}], "names 'A' twice"),
+                         ({"a": 1, "b": 1}, "gives value 1 to two names"), ("nope", "label_info must be a list"),
+                         ([{"idx": 1}], "has no name"), ({"a": True}, "must be a label value")):
+        with pytest.raises(PromptError, match=message):
+            parse_label_info(bad)
+
+
+def test_no_seed_option():
+    assert parse_propagate({}, NAMES).no_seed == "error"
+    assert parse_propagate({"no_seed": ["skip", "error"]}, NAMES).no_seed == "skip"
+    with pytest.raises(PromptError, match="no_seed must be skip or error"):
+        parse_propagate({"no_seed": "ignore"}, NAMES)

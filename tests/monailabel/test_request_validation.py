@@ -69,7 +69,8 @@ def test_huge_roi_is_refused_before_anything_is_built():
         with pytest.raises(PromptError, match="outside the image"):
             click_seeds(parse_points({"roi": roi}, NAMES), GRID)
     assert time.perf_counter() - start < 0.5
-    seeds = click_seeds(parse_points({"roi": [2, 3, 10, 12, 18, 20]}, NAMES), GRID)  # the last slices, end exclusive
+    seeds = click_seeds(parse_points({"roi": [2, 3, 10, 12, 18, 20], "roi_order": "x0,y0,x1,y1,z0,z1"}, NAMES),
+                        GRID)  # the last slices, end exclusive
     assert [p.slice_index for p in seeds.prompts[1]] == [18, 19]
     assert seeds.prompts[1][0].box_rc == (3.0, 2.0, 12.0, 10.0)
     with pytest.raises(PromptError, match="at most 1000"):
@@ -94,7 +95,9 @@ def test_request_params_are_checked_json(text, status, message):
 
 
 def test_request_params_drop_what_the_server_sets():
-    assert parse_request_params('{"image": "/etc/passwd", "label": "/tmp/x", "session": {}, "axis": "axial"}') == {"axis": "axial"}
+    # a "label" text is 3D Slicer's clicked segment name: kept as `segment`, never read as the seed file
+    assert parse_request_params('{"image": "/etc/passwd", "label": "/tmp/x", "session": {}, "axis": "axial"}') == \
+        {"axis": "axial", "segment": "/tmp/x"}
     assert parse_request_params("") == {}
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sam2med.checkpoints import MODELS, choose_model
+from sam2med.engine.threads import default_threads
 from sam2med.errors import InputError
 
 
@@ -62,7 +63,7 @@ def make_output_folder(out: Path) -> Path:
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Ray (docs/batch.md)")
+    group = parser.add_argument_group("Ray and threads (docs/batch.md)")
     group.add_argument("--ray", metavar="local|auto|HOST:PORT", default=None,
                        help="run on Ray: 'local' starts Ray on this machine; 'auto' or HOST:PORT joins a cluster started with "
                             "'ray start --head'. Workers read the input paths themselves (shared storage on a cluster). "
@@ -70,13 +71,21 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=int, default=None, metavar="N",
                        help="Ray workers, each holding one loaded propagator (one GPU each when the cluster has GPUs); "
                             "default: the cluster's GPU count, or 1 without GPUs")
+    group.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="CPU threads that compute, in this process and in every Ray worker alike: runs with the same "
+                            f"--threads give the same voxels, with or without Ray (docs/batch.md). Default: {default_threads()}, "
+                            "this machine's own; with several workers on one machine, --threads 1 uses its cores best")
 
 
 def check_ray_arguments(args: argparse.Namespace) -> None:
-    """--workers only with --ray, and at least 1; checked before anything starts."""
+    """--workers only with --ray, and at least 1; --threads at least 1, default this process's own; checked before anything starts."""
     if args.workers is not None and not args.ray:
         raise InputError("--workers applies to --ray only")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.ray is not None and not args.ray.strip():
         raise InputError("--ray: give local, auto or the cluster's HOST:PORT")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    if args.threads is None:
+        args.threads = default_threads()

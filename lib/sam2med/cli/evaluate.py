@@ -13,6 +13,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from sam2med.cli.common import (add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments, cpu_advice,
                                 make_output_folder, propagator_kwargs)
 from sam2med.cli.policies import add_policy_arguments, policy_options
+from sam2med.engine.threads import compute_threads
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
 
@@ -182,7 +183,7 @@ def _evaluate_on_ray(args: argparse.Namespace, cases: list, sam2_kwargs: dict, c
     from sam2med.evaluation.runner import CaseEvaluator, collect_outcomes
 
     cases = [replace(c, image=c.image.absolute(), label=c.label and c.label.absolute()) for c in cases]  # workers' own folders
-    with RayPool(args.ray, args.workers, CaseEvaluator, args.propagator, args.window, sam2_kwargs, compare, config) as pool:
+    with RayPool(args.ray, args.workers, args.threads, CaseEvaluator, args.propagator, args.window, sam2_kwargs, compare, config) as pool:
         by_name = collect_outcomes(cases, pool.stream([[case] for case in cases], "run"), [args.propagator, *compare], on_case=writer)
         model = {"model": pool.info[0]["model"]} if "model" in pool.info[0] else {}
     return by_name.pop(args.propagator), by_name, model
@@ -232,9 +233,10 @@ def run(args: argparse.Namespace) -> int:
         if args.ray:
             outcomes, references, model = _evaluate_on_ray(args, cases, sam2_kwargs, compare, config, writer)
         else:
-            method = make_propagator(args.propagator, window=args.window, **sam2_kwargs)
-            outcomes = run_evaluation(cases, method, config, on_case=writer)
-            references = {name: run_evaluation(cases, make_propagator(name, window=args.window), config) for name in compare}
+            with compute_threads(args.threads):
+                method = make_propagator(args.propagator, window=args.window, **sam2_kwargs)
+                outcomes = run_evaluation(cases, method, config, on_case=writer)
+                references = {name: run_evaluation(cases, make_propagator(name, window=args.window), config) for name in compare}
             engine = getattr(method, "engine", None)
             model = {"model": model_provenance(engine)} if engine is not None else {}  # name, input size, checkpoint: runs compare
 

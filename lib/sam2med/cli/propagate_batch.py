@@ -9,6 +9,7 @@ from pathlib import Path
 from sam2med.cli.common import (add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments,
                                 make_output_folder, propagator_kwargs)
 from sam2med.cli.policies import add_policy_arguments, policy_options
+from sam2med.engine.threads import compute_threads
 from sam2med.errors import InputError
 from sam2med.io import check_output_path
 
@@ -90,10 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if todo and args.ray:
         from sam2med.distributed.ray_pool import RayPool
 
-        with RayPool(args.ray, args.workers, RowRunner, *runner_args) as pool:
+        with RayPool(args.ray, args.workers, args.threads, RowRunner, *runner_args) as pool:
             outcomes += run_rows(todo, log, stream_executor(pool.stream))
     elif todo:
-        outcomes += run_rows(todo, log, local_executor(RowRunner(*runner_args)))
+        with compute_threads(args.threads):
+            outcomes += run_rows(todo, log, local_executor(RowRunner(*runner_args)))
     counts = count_statuses(outcomes)
     print(f"{len(rows)} row(s): {counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed; "
           f"labels and results.jsonl in {out_dir}/")

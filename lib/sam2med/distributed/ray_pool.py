@@ -31,25 +31,24 @@ class WorkerLost(Exception):
 
 
 class _Actor:
-    """What runs inside each Ray actor: torch and ITK threads set to its CPU share, then the worker built once and
-    called per item."""
+    """What runs inside each Ray actor: the run's thread count set, then the worker built once and called per item."""
 
     def __init__(self, threads: int, log_level: int, worker_class: type, args: tuple, kwargs: dict):
-        import SimpleITK as sitk
-        import torch
+        from sam2med.engine.threads import set_compute_threads
 
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-        torch.set_num_threads(threads)  # workers sharing a node's CPUs do not oversubscribe them
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)  # the registration reference's demons
-        self.threads = threads
+        set_compute_threads(threads)  # the driver's count, not this actor's CPU share: the same sums as the local run
         self.worker = worker_class(*args, **kwargs)
 
     def ready(self) -> dict:
-        """Where this actor runs and which sam2med it imported (the driver's, through PYTHONPATH, on one machine)."""
+        """Where this actor runs, which sam2med it imported (the driver's, through PYTHONPATH, on one machine) and the
+        torch threads it computes with."""
+        import torch
+
         import sam2med
 
-        return {"host": socket.gethostname(), "pid": os.getpid(), "sam2med": sam2med.__file__, "threads": self.threads,
-                **getattr(self.worker, "describe", dict)()}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "sam2med": sam2med.__file__,
+                "threads": torch.get_num_threads(), **getattr(self.worker, "describe", dict)()}
 
     def call(self, method: str, item):
         return getattr(self.worker, method)(item)
@@ -66,10 +65,13 @@ def _runtime_env() -> dict:
 
 
 class RayPool:
-    """`with RayPool(address, workers, WorkerClass, *args) as pool: for item, result in pool.stream(groups, "run")`."""
+    """`with RayPool(address, workers, threads, WorkerClass, *args) as pool: for item, result in pool.stream(groups, "run")`.
 
-    def __init__(self, address: str, workers: int | None, worker_class: type, *args, **kwargs):
-        self.address, self.workers = address, workers
+    Every actor computes with `threads` CPU threads, the count the local run uses (`engine.threads`): the same
+    count gives the same results to the bit, a CPU share would not."""
+
+    def __init__(self, address: str, workers: int | None, threads: int, worker_class: type, *args, **kwargs):
+        self.address, self.workers, self.threads = address, workers, threads
         self.worker_class, self.args, self.kwargs = worker_class, args, kwargs
         self.actors: list = []
         self.info: list[dict] = []  # each actor's `ready()` answer
@@ -102,8 +104,8 @@ class RayPool:
             raise InputError(f"cannot join the Ray cluster at {self.address!r} ({str(err).splitlines()[0][:160]}); "
                              "start one with 'ray start --head', or use --ray local") from None
 
-    def _actor_options(self) -> tuple[int, dict, int]:
-        """(workers, actor resources, torch threads per actor): one GPU each when the cluster has GPUs, else a share of the CPUs."""
+    def _actor_options(self) -> tuple[int, dict]:
+        """(workers, actor resources): one GPU each when the cluster has GPUs, else a share of the CPUs."""
         resources = self._ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 1))
         workers = self.workers or max(gpus, 1)
@@ -111,14 +113,18 @@ class RayPool:
             if workers > gpus:
                 logger.warning("%d workers asked for, the cluster has %d GPU(s): %d workers", workers, gpus, gpus)
                 workers = gpus
-            share = max(math.floor(cpus / workers), 1)
-            return workers, {"num_gpus": 1, "num_cpus": 1}, share
+            return workers, {"num_gpus": 1, "num_cpus": 1}
         share = cpus / workers
-        return workers, {"num_cpus": math.floor(share) if share >= 1 else share}, max(int(share), 1)
+        if workers * self.threads > cpus:
+            logger.info("%d workers x %d threads (--threads) on %g CPU(s): the workers share cores, which is slower "
+                           "but gives the results of a local run with --threads %d; --threads 1 uses the cores best",
+                           workers, self.threads, cpus, self.threads)
+        return workers, {"num_cpus": math.floor(share) if share >= 1 else share}
 
     def _start_actors(self) -> None:
         ray = self._ray
-        workers, resources, threads = self._actor_options()
+        workers, resources = self._actor_options()
+        threads = self.threads
         remote = ray.remote(_Actor).options(**resources)
         level = logging.getLogger().getEffectiveLevel()
         worker_level = logging.DEBUG if level <= logging.DEBUG else logging.WARNING

@@ -12,6 +12,7 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from sam2med.errors import Sam2MedError
+from sam2med.labelnames import parse_label_info
 from sam2med.monailabel.http import to_http
 from sam2med.monailabel.params import parse_seed_tag
 from sam2med.monailabel.results import raw_label_to_nifti
@@ -41,6 +42,8 @@ class GuardedLocalDatastore(LocalDatastore):
         _checked(parse_seed_tag, label_tag)
         if not self.get_image_uri(image_id):
             raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore")
+        if isinstance(label_info, dict):  # 3D Slicer names its segments' values; the infer and train tasks read them back
+            _checked(parse_label_info, label_info.get("label_info"))
         if label_tag == DefaultLabelTag.FINAL.value:  # a submitted label: the image has been reviewed
             self.update_image_info(image_id, {REVIEWED_KEY: {"ts": int(time.time())}})
         if label_filename.lower().endswith(".bin"):

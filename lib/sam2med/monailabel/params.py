@@ -17,7 +17,7 @@ from sam2med.engine.overlap import KEEP, parse_overlap
 from sam2med.engine.policies import AutoRange, SelectiveMemory, parse_memory
 from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
-from sam2med.labelnames import label_name
+from sam2med.labelnames import LabelMapping, label_name, name_key, parse_label_info
 from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, parse_labels
 from sam2med.windowing import Window
 
@@ -94,6 +94,11 @@ def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
     return SliceRange.parse([int(v) for v in value], num_slices, either_order=True)
 
 
+def is_range_missing(value: Any) -> bool:
+    """No slice_range given at all (absent, empty text or list), as opposed to "all" for every slice."""
+    return value is None or value == [] or (isinstance(value, str) and not value.strip().strip("[]()").strip())
+
+
 def is_auto_range(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == AUTO_RANGE
 
@@ -133,12 +138,12 @@ def parse_label_subset(value: Any, label_names: Mapping[str, int]) -> list[int] 
     if value is None or value == "" or value == []:
         return None
     items = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
-    by_name = {name.lower().replace(" ", ""): int(v) for name, v in label_names.items()}
+    by_name = {name_key(name): int(v) for name, v in label_names.items()}
     resolved: list[Any] = []
     for item in items:
         text = str(item).strip()
         if text and not text.lstrip("-").isdigit():
-            key = text.lower().replace(" ", "")
+            key = name_key(text)
             if key not in by_name:
                 known = ", ".join(f"{n}={v}" for n, v in label_names.items()) or "none"
                 raise PromptError(f"unknown label name {text!r} (known labels: {known})")
@@ -245,9 +250,21 @@ class PropagateParams:
     seed_tag: str
     sam2_model: str | None
     output: OutputFormat
+    no_seed: str = "error"  # "skip": a request without a seed answers a message and no label (3D Slicer's Auto-Run)
     overlap: str = KEEP
     locked: tuple[int, ...] = ()
     names: dict[int, str] = field(default_factory=dict)  # the app's label names, and the request's over them
+
+
+def parse_no_seed(value: Any) -> str:
+    """What a `sam2_propagate` request without a seed gets: "error" (a 422, when not said) or "skip" (a no-op answer)."""
+    value = first_choice(value)
+    if value in (None, ""):
+        return "error"
+    text = str(value).strip().lower()
+    if text not in ("skip", "error"):
+        raise PromptError(f"no_seed must be skip or error, got {_short(value)}")
+    return text
 
 
 def parse_propagate(request: Mapping[str, Any], label_names: Mapping[str, int]) -> PropagateParams:
@@ -262,6 +279,7 @@ def parse_propagate(request: Mapping[str, Any], label_names: Mapping[str, int]) 
         seed_tag=parse_seed_tag(request.get("seed_tag")),
         sam2_model=first_choice(request.get("sam2_model")) or None,
         output=OutputFormat.parse(request),
+        no_seed=parse_no_seed(request.get("no_seed")),
         overlap=parse_overlap(first_choice(request.get("overlap"))),
         locked=parse_locked_labels(request.get("locked_labels"), by_name),
         names=names,
@@ -271,9 +289,18 @@ def parse_propagate(request: Mapping[str, Any], label_names: Mapping[str, int]) 
 Point = tuple[float, float, float]
 
 
+ROI_SLICER = "x0,x1,y0,y1,z0,z1"  # 3D Slicer's MONAI Label plugin (getROIPointsXYZ): min/max per axis
+ROI_MONAI = "x0,y0,x1,y1,z0,z1"  # MONAI Label's own SAM2 task (and OHIF-style boxes): corners, then z
+ROI_ORDERS = {ROI_SLICER: "3D Slicer", ROI_MONAI: "MONAI Label's SAM2"}
+POINT_REACH = 10  # slices either side of the prompt slices that sam2_points propagates when no slice_range is given
+
+
 @dataclass(frozen=True)
 class PointParams:
-    """A parsed `sam2_points` request: voxel clicks (x, y, z) and an optional voxel box, for one label."""
+    """A parsed `sam2_points` request: voxel clicks (x, y, z) and an optional voxel box, for one label.
+
+    `label` is the server's value of the clicked label; `labels` maps the client's values to the
+    server's by name when the request names its segment (`label`) or sends `label_info`."""
 
     axis: Axis
     slice_range: Any
@@ -281,9 +308,21 @@ class PointParams:
     label: int
     foreground: tuple[Point, ...]
     background: tuple[Point, ...]
-    roi: tuple[float, float, float, float, float, float] | None  # x0, y0, x1, y1, z0, z1 as MONAI Label sends it
+    roi: tuple[float, float, float, float, float, float] | None  # the six numbers as sent, in `roi_order`
+    roi_order: str | None  # ROI_SLICER or ROI_MONAI; None: whichever of the two fits the image
     sam2_model: str | None
     output: OutputFormat
+    labels: LabelMapping | None = None
+
+
+@dataclass(frozen=True)
+class RoiBox:
+    """An roi read in one order: voxel corners (x, y, z) and, per axis, the first and last slice it spans."""
+
+    low: tuple[float, float, float]
+    high: tuple[float, float, float]
+    spans: tuple[tuple[int, int], ...]
+    order: str
 
 
 MAX_POINTS = 1000
@@ -317,34 +356,114 @@ def _points(value: Any, name: str) -> tuple[Point, ...]:
     return tuple(points)  # type: ignore[return-value]
 
 
+def _roi_orders() -> str:
+    return " or ".join(f"[{order.replace(',', ', ')}] ({who})" for order, who in ROI_ORDERS.items())
+
+
 def _roi(value: Any) -> tuple[float, float, float, float, float, float] | None:
     if value in (None, "", []):
         return None
     if not isinstance(value, (list, tuple)) or len(value) != 6:
-        raise PromptError(f"roi must be [x0, y0, x1, y1, z0, z1] in voxels, got {_short(value)}")
-    x0, y0, x1, y1, z0, z1 = _numbers(value, f"roi {_short(value)}")
-    return x0, y0, x1, y1, z0, z1
+        raise PromptError(f"roi must be six voxel numbers, {_roi_orders()}, got {_short(value)}")
+    return _numbers(value, f"roi {_short(value)}")  # type: ignore[return-value]
 
 
-def check_roi(roi: tuple[float, float, float, float, float, float], shape: Sequence[int]) -> None:
-    """The roi box lies inside the image (ends exclusive, as MONAI Label's SAM2 sends them): checked before any work."""
-    x0, y0, x1, y1, z0, z1 = roi
+def parse_roi_order(value: Any) -> str | None:
+    """`roi_order`: "x0,x1,y0,y1,z0,z1" (3D Slicer) or "x0,y0,x1,y1,z0,z1" (MONAI Label's SAM2); empty = not said."""
+    value = first_choice(value)
+    if value in (None, ""):
+        return None
+    text = re.sub(r"[\s\[\]()]", "", str(value)).lower()
+    if text not in ROI_ORDERS:
+        raise PromptError(f"roi_order must be {' or '.join(repr(o) for o in ROI_ORDERS)}, got {_short(value)}")
+    return text
+
+
+def _read_roi(roi: Sequence[float], order: str, shape: Sequence[int]) -> RoiBox | str:
+    """The box `roi` describes when read in `order`, or why it does not fit the image."""
+    if order == ROI_SLICER:
+        x0, x1, y0, y1, z0, z1 = roi
+    else:
+        x0, y0, x1, y1, z0, z1 = roi
     for low, high, size, axis in ((x0, x1, shape[0], "x"), (y0, y1, shape[1], "y"), (z0, z1, shape[2], "z")):
         if not (0 <= min(low, high) and max(low, high) <= size):
-            raise PromptError(f"roi {axis} range {low:g}..{high:g} is outside the image ({'x'.join(map(str, shape))} voxels)")
+            return f"roi {axis} range {low:g}..{high:g} is outside the image ({'x'.join(map(str, shape))} voxels)"
+    low, high = (min(x0, x1), min(y0, y1), min(z0, z1)), (max(x0, x1), max(y0, y1), max(z0, z1))
+    spans = []
+    for a in range(3):
+        first = min(int(round(low[a])), int(shape[a]) - 1)
+        if order == ROI_SLICER:  # corner voxels, both included; a far corner on the image's edge rounds to its size
+            spans.append((first, min(int(round(high[a])), int(shape[a]) - 1)))
+        else:  # the far end excluded, as MONAI Label's SAM2 reads z1
+            spans.append((first, max(int(round(high[a])) - 1, first)))
+    return RoiBox(low, high, tuple(spans), order)
+
+
+def resolve_roi(roi: Sequence[float], order: str | None, shape: Sequence[int]) -> RoiBox:
+    """Read `roi` in `order`; with no order, in the only one of the two in which it fits the image (else a 422)."""
+    if order is not None:
+        box = _read_roi(roi, order, shape)
+        if isinstance(box, str):
+            raise PromptError(f"{box}, reading roi as [{order.replace(',', ', ')}] (roi_order)")
+        return box
+    readings = {o: _read_roi(roi, o, shape) for o in ROI_ORDERS}
+    fitting = [box for box in readings.values() if not isinstance(box, str)]
+    numbers = "[" + ", ".join(f"{v:g}" for v in roi) + "]"
+    if not fitting:
+        raise PromptError(f"roi {numbers} is outside the image ({'x'.join(map(str, shape))} voxels) read as "
+                          f"{_roi_orders()}")
+    if len(fitting) > 1:
+        raise PromptError(f"roi {numbers} fits the image read as {_roi_orders()}: say which with roi_order "
+                          f"{' or '.join(repr(o) for o in ROI_ORDERS)}")
+    return fitting[0]
+
+
+def check_roi(params: "PointParams", shape: Sequence[int]) -> RoiBox | None:
+    """The roi box of a request, read and checked against the image before any work."""
+    return None if params.roi is None else resolve_roi(params.roi, params.roi_order, shape)
+
+
+def parse_point_labels(request: Mapping[str, Any], label_names: Mapping[str, int]) -> tuple[int, LabelMapping | None]:
+    """(server value, client mapping) of a points request.
+
+    3D Slicer sends `label`, the name of the segment clicked in (kept as `segment`: MONAI Label's `label` is
+    the seed file), and imports a one-label answer as value 1 into that segment: such a request is answered
+    as value 1 (or its value in `label_info`), and is the server's label of that name inside. Without it,
+    `label_value` (value or name) picks the label."""
+    client = parse_label_info(request.get("label_info"))
+    segment = first_choice(request.get("segment"))
+    if segment not in (None, ""):
+        if not isinstance(segment, str):
+            raise PromptError(f"segment must be a segment name, got {_short(segment)}")
+        if client is None:
+            client = {segment: 1}
+        elif not any(name_key(n) == name_key(segment) for n in client):
+            raise PromptError(f"segment {segment!r} is not named in label_info ({', '.join(client)})")
+        mapping = LabelMapping.match(client, label_names)
+        return next(mapping.server[n] for n in client if name_key(n) == name_key(segment)), mapping
+    value = parse_label_value(request.get("label_value"), label_names)
+    if client is None:
+        return value, None
+    mapping = LabelMapping.match(client, label_names)
+    if value not in mapping.to_client():
+        raise PromptError(f"label_value {value} is not among the labels label_info names ({', '.join(client)})")
+    return value, mapping
 
 
 def parse_points(request: Mapping[str, Any], label_names: Mapping[str, int]) -> PointParams:
+    label, mapping = parse_point_labels(request, label_names)
     params = PointParams(
         axis=parse_axis(request.get("axis")),
         slice_range=request.get("slice_range"),
         window=parse_window(request.get("window")),
-        label=parse_label_value(request.get("label_value"), label_names),
+        label=label,
         foreground=_points(request.get("foreground"), "foreground"),
         background=_points(request.get("background"), "background"),
         roi=_roi(request.get("roi")),
+        roi_order=parse_roi_order(request.get("roi_order")),
         sam2_model=first_choice(request.get("sam2_model")) or None,
         output=OutputFormat.parse(request),
+        labels=mapping,
     )
     if not params.foreground and params.roi is None:
         raise PromptError("sam2_points needs at least one foreground point or an roi box")
@@ -365,19 +484,23 @@ def click_seeds(params: PointParams, grid: Grid) -> ClickSeeds:
             entry = per_slice.setdefault(slice_index, {"points": [], "labels": [], "box": None})
             entry["points"].append((row, col))
             entry["labels"].append(value)
-    if params.roi is not None:
-        check_roi(params.roi, grid.shape)
-        x0, y0, x1, y1, z0, z1 = params.roi
-        low, high = (min(x0, x1), min(y0, y1), min(z0, z1)), (max(x0, x1), max(y0, y1), max(z0, z1))
+    roi = check_roi(params, grid.shape)
+    if roi is not None:
+        low, high = roi.low, roi.high
         box = (low[rows], low[cols], high[rows], high[cols])
-        first, last = int(round(low[int(axis)])), int(round(high[int(axis)]))
-        for slice_index in range(first, max(last, first + 1)):  # end exclusive, as MONAI Label's SAM2 reads it
+        first, last = roi.spans[int(axis)]
+        for slice_index in range(first, last + 1):
             per_slice.setdefault(slice_index, {"points": [], "labels": [], "box": None})["box"] = box
     prompts = [
         ClickPrompt(slice_index=s, points_rc=tuple(e["points"]), point_labels=tuple(e["labels"]), box_rc=e["box"])
         for s, e in sorted(per_slice.items())
     ]
     return ClickSeeds(axis=axis, prompts={params.label: prompts})
+
+
+def point_range(seeds: ClickSeeds, num_slices: int, reach: int = POINT_REACH) -> SliceRange:
+    """The bounded neighbourhood of the prompt slices that a points request with no slice_range propagates."""
+    return SliceRange(max(0, min(seeds.slices) - reach), min(num_slices - 1, max(seeds.slices) + reach))
 
 
 def check_model(requested: Any, loaded: str) -> None:

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 API = settings.MONAI_LABEL_API_STR
 RESERVED_PARAMS = ("image", "label", "file", "image_id", "session", "model")
+SEGMENT_PARAM = "segment"  # a params "label" text (3D Slicer's SmartEdit: the clicked segment's name) is kept here
 MAX_PARAMS_CHARS = 1_000_000
 LOGS_REFUSED = "the server log is not served over HTTP (it names server files); read logs/app.log in the app folder on the server"
 
@@ -77,8 +78,11 @@ def parse_request_params(params: Optional[str]) -> dict[str, Any]:
     if _has_huge_number(parsed):
         raise HTTPException(status_code=400, detail="params holds a number too large to be finite")
     dropped = [key for key in RESERVED_PARAMS if key in parsed]
+    segment = parsed.get("label")
     for key in dropped:
         parsed.pop(key)
+    if isinstance(segment, str) and segment:  # a name, never read as a file
+        parsed[SEGMENT_PARAM] = segment
     if dropped:
         logger.warning("ignored request params %s (set by the server, not the request)", dropped)
     return parsed

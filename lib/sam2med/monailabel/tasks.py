@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any, Callable, Dict, Tuple
 
+import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
@@ -14,27 +15,34 @@ from sam2med.corrections import CorrectionState, CorrectionStore, select_correct
 from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import PromptError
-from sam2med.geometry import Axis
+from sam2med.geometry import Axis, to_slices
 from sam2med.io import Volume, load_volume
 from sam2med.monailabel.engine import SharedEngine, model_version
 from sam2med.monailabel.progress import PROGRESS
 from sam2med.monailabel.params import (
     DEFAULT_SEED_TAG,
     OutputFormat,
+    POINT_REACH,
+    PropagateParams,
+    ROI_ORDERS,
+    RoiBox,
     check_model,
+    check_roi,
     click_seeds,
     describe_labels,
     is_auto_range,
+    is_range_missing,
     parse_points,
     parse_policies,
     parse_propagate,
     parse_seed_tag,
     parse_slice_range,
+    point_range,
 )
 from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import track_result
 from sam2med.monailabel.strategies import SCORES_KEY
-from sam2med.labelnames import keyed_by_name, label_name
+from sam2med.labelnames import LabelMapping, keyed_by_name, label_name, parse_label_info, relabel
 from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, locked_voxels, parse_label_ranges,
                              range_for_labels, seeds_from_label)
 from sam2med.provenance import describe_file, provenance
@@ -46,6 +54,7 @@ logger = logging.getLogger(__name__)
 AXES = [axis.name.lower() for axis in (Axis.AXIAL, Axis.CORONAL, Axis.SAGITTAL)]
 WINDOWS = ["auto", *CT_PRESETS, "percentile"]
 MEMORIES = ["recent", "selective"]
+NO_SEED = ["skip", "error"]  # the plugin sends the first choice: its Auto-Run on an unlabelled image is a no-op
 
 
 class _Sam2Task(InferTask):
@@ -114,32 +123,67 @@ class _Sam2Task(InferTask):
 
     def _finish(self, request: Dict[str, Any], result: PropagationResult, propagator: Propagator, image: Volume,
                 output: OutputFormat, start: float, load_seconds: float, extra: Dict[str, Any],
-                inputs: Dict[str, Any], names: Dict[int, str] | None = None) -> Tuple[str, Dict[str, Any]]:
-        """Write the result and build the response; `names` ({value: name}, default the app's) name the labels."""
+                inputs: Dict[str, Any], mapping: LabelMapping | None = None,
+                names: Dict[int, str] | None = None) -> Tuple[str, Dict[str, Any]]:
+        """Write the result and its JSON; with a client `mapping` both carry the client's values and names.
+        `names` ({server value: name}) are the request's names over the app's (default: the app's)."""
         write_start = time.perf_counter()
-        path = write_result(result.label, image.grid, output)
+        label = result.label if mapping is None else relabel(result.label, mapping.to_client(), "the result")
+        path = write_result(label, image.grid, output)
         track_result(path)
         write_seconds = time.perf_counter() - write_start
         report = result.to_json()
         report.update(extra)
-        given = {int(v): n for n, v in self.label_names.items()} if names is None else names
-        report["label_names"] = describe_labels(sorted(result.scores), {n: v for v, n in given.items()})
-        described = {v: n for n, v in report["label_names"].items()}
-        for label, info in report["labels"].items():
-            info["name"] = described[int(label)]
-        report["kept_slices"] = keyed_by_name(report["kept_slices"], given)
-        report["locked_labels"] = keyed_by_name(report["locked_labels"], given)
+        names = {int(v): n for n, v in self.label_names.items()} if names is None else dict(names)
+        if mapping is not None:
+            names.update({v: n for n, v in mapping.server.items()})
+        for value, info in report["labels"].items():
+            info["name"] = label_name(int(value), names)
+        report["kept_slices"] = keyed_by_name(report["kept_slices"], names)
+        report["locked_labels"] = keyed_by_name(report["locked_labels"], names)
         report["provenance"] = provenance(propagator, inputs, result.window)
-        scores = {label: info["slices"] for label, info in report["labels"].items()}
+        scores = {value: info["slices"] for value, info in report["labels"].items()}
         report["model_version"] = model_version(self.engine.model_name, propagator.checkpoint)
         report["review_slices"] = review_slices(scores)
-        self._record_scores(request, scores, report["model_version"], result.axis)
+        self._record_scores(request, scores, report["model_version"], result.axis)  # by the server's values
+        if mapping is None:
+            report["label_names"] = describe_labels(sorted(result.scores), {n: v for v, n in names.items()})
+        else:
+            in_client_values(report, mapping.to_client())
+            report["label_names"] = plugin_label_names(mapping, set(result.scores))
+            report["label_info"] = mapping.to_json()
         report["latencies"] = {
             "pre": round(load_seconds, 3), "infer": round(result.seconds, 3), "invert": 0, "post": 0,
             "write": round(write_seconds, 3), "total": round(time.perf_counter() - start, 3), "transform": None,
             "encode": round(result.encode_seconds, 3), "track": round(result.track_seconds, 3),
         }
         return path, report
+
+
+NOT_IN_RESULT = " (not in this result)"
+
+
+def plugin_label_names(mapping: LabelMapping, in_result: set[int]) -> Dict[str, int]:
+    """The client's {name: value} for every name, as 3D Slicer imports value k into the k-th name by value.
+
+    A label the result does not hold is listed under its name + NOT_IN_RESULT: its place in the order is
+    kept, and the plugin, having no segment of that name, leaves the user's segment as it is."""
+    return {name if mapping.server[name] in in_result else f"{name}{NOT_IN_RESULT}": value
+            for name, value in mapping.client.items()}
+
+
+def in_client_values(report: Dict[str, Any], to_client: Dict[int, int]) -> None:
+    """Re-key the report's per-label entries from the server's values to the client's (those of the result file)."""
+    def rekey(entries: Dict[str, Any]) -> Dict[str, Any]:
+        return {str(to_client.get(int(k), int(k))): v for k, v in entries.items()}
+
+    report["labels"] = rekey(report["labels"])
+    if isinstance(report.get("seed_slices_per_label"), dict):
+        report["seed_slices_per_label"] = rekey(report["seed_slices_per_label"])
+    if isinstance(report.get("correction"), dict):
+        report["correction"] = {k: rekey(v) for k, v in report["correction"].items()}
+    for item in report.get("review_slices", []):
+        item["label"] = to_client.get(item["label"], item["label"])
 
 
 class Sam2PropagateTask(_Sam2Task):
@@ -151,20 +195,33 @@ class Sam2PropagateTask(_Sam2Task):
             engine, datastore, labels, type=InferType.SEGMENTATION,
             description="SAM2.1 propagation of a seed mask (uploaded label, else the saved one) through a slice range",
             config={"slice_range": "", "axis": AXES, "window": WINDOWS, "labels": "", "seed_tag": DEFAULT_SEED_TAG,
-                    "memory": MEMORIES, "overlap": list(OVERLAP_POLICIES), "locked_labels": ""},
+                    "memory": MEMORIES, "no_seed": NO_SEED, "overlap": list(OVERLAP_POLICIES), "locked_labels": ""},
             corrections=corrections,
         )
 
-    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume, Dict[str, Any]]:
+    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume, Dict[str, Any], Any] | None:
+        """(source, seed, file description, the label_info saved with it), or None when there is no seed."""
         uploaded = request.get("label")
         if uploaded:  # the app's guard (service.py) admits only a file this request uploaded
-            return "upload", load_seed(uploaded, image), describe_file(uploaded, "upload")
+            return "upload", load_seed(uploaded, image), describe_file(uploaded, "upload"), None
         image_id = request.get("image_id")
         uri = self.datastore().get_label_uri(image_id, tag) if image_id else ""
         if not uri or not os.path.isfile(uri):
-            where = f"image {image_id!r}" if image_id else "an uploaded image"
-            raise PromptError(f"no seed: upload a label with the request, or save a label for {where} under tag {tag!r} first")
-        return f"datastore:{tag}", load_seed(uri, image), describe_file(uri)
+            return None
+        saved = self.datastore().get_label_info(image_id, tag) or {}
+        return f"datastore:{tag}", load_seed(uri, image), describe_file(uri), saved.get("label_info")
+
+    def _no_seed(self, request: Dict[str, Any], image: Volume, params: PropagateParams) -> Tuple[str, Dict[str, Any]]:
+        """A 422, or with `no_seed` skip an empty label: 3D Slicer cannot take an answer without a file, and
+        imports this one into no segment (its only name is background), so nothing the user has is touched."""
+        where = f"image {request.get('image_id')!r}" if request.get("image_id") else "an uploaded image"
+        message = f"no seed: upload a label with the request, or save a label for {where} under tag {params.seed_tag!r} first"
+        if params.no_seed != "skip":
+            raise PromptError(message)
+        logger.info("%s (no_seed skip: answered with an empty label)", message)
+        path = write_result(np.zeros(image.grid.shape, dtype=np.uint8), image.grid, params.output)
+        track_result(path)
+        return path, {"message": f"{message}; nothing was run", "seed": None, "label_names": {"background": 0}}
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
@@ -173,11 +230,19 @@ class Sam2PropagateTask(_Sam2Task):
         check_model(params.sam2_model, self.engine.model_name)
         auto = is_auto_range(params.slice_range)
         policies = parse_policies(request, auto)
+        client_labels = parse_label_info(request.get("label_info"))
         image = load_volume(request["image"])
-        seed_source, seed, seed_file = self._seed(request, image, params.seed_tag)
+        found = self._seed(request, image, params.seed_tag)
+        if found is None:
+            return self._no_seed(request, image, params)
+        seed_source, seed, seed_file, saved_labels = found
+        if client_labels is None:  # the plugin's Run sends none: the names saved with the label (Submit Label) apply
+            client_labels = parse_label_info(saved_labels)
+        mapping = LabelMapping.match(client_labels, self.label_names) if client_labels else None
+        seed_array = seed.array if mapping is None else relabel(seed.array, mapping.to_server(), "the seed")
+        names = {**params.names, **({v: n for n, v in mapping.server.items()} if mapping else {})}
         num_slices = image.grid.num_slices(params.axis)
         whole = SliceRange(0, num_slices - 1)
-        names = params.names
         if auto:
             default_range, label_ranges = whole, {}
         elif is_label_range_spec(params.slice_range):  # {"5": [10, 40], "liver": "12-30"} or "5:10-40;1:12-30"
@@ -189,7 +254,7 @@ class Sam2PropagateTask(_Sam2Task):
         if self.corrections is not None and request.get("image_id") and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
             state = self.corrections.load(str(request["image_id"]), image.fingerprint(), params.axis)
         extra: Dict[str, Any] = {"seed": seed_source, "correction": None}
-        seeds = seeds_from_label(seed.array, seed.grid, image.grid, params.axis, whole, params.labels, params.locked, names)
+        seeds = seeds_from_label(seed_array, seed.grid, image.grid, params.axis, whole, params.labels, params.locked, names)
         if state is not None:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
             seeds, correction = select_corrected_seeds(seeds, state)
             extra["correction"] = correction.to_json()
@@ -198,12 +263,12 @@ class Sam2PropagateTask(_Sam2Task):
         extra["seed_slices"] = seeds.slices
         extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
         load_seconds = time.perf_counter() - start
-        locked = locked_voxels(seed.array, seed.grid, image.grid, params.locked)
+        locked = locked_voxels(seed_array, seed.grid, image.grid, params.locked)
         result, propagator = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges,
                                              overlap=params.overlap, locked=locked, **policies)
         self._remember(request, image, seeds.masks, result)
         inputs = {"image": self._image_file(request), "seed": seed_file}
-        return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, names)
+        return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, mapping, names)
 
 
 class Sam2PointsTask(_Sam2Task):
@@ -214,7 +279,8 @@ class Sam2PointsTask(_Sam2Task):
         super().__init__(
             engine, datastore, labels, type=InferType.DEEPGROW,
             description="SAM2.1 from foreground/background clicks and an roi box, propagated through a slice range",
-            config={"slice_range": "", "axis": AXES, "window": WINDOWS, "label_value": 1, "memory": MEMORIES},
+            config={"slice_range": "", "axis": AXES, "window": WINDOWS, "label_value": 1, "memory": MEMORIES,
+                    "roi_order": list(ROI_ORDERS)},
             corrections=corrections,
         )
 
@@ -227,12 +293,43 @@ class Sam2PointsTask(_Sam2Task):
         policies = parse_policies(request, auto)
         image = load_volume(request["image"])
         seeds = click_seeds(params, image.grid)
-        slice_range = parse_slice_range(None if auto else params.slice_range, image.grid.num_slices(params.axis))
+        num_slices = image.grid.num_slices(params.axis)
+        extra: Dict[str, Any] = {"prompt_slices": seeds.slices}
+        roi = check_roi(params, image.grid.shape)
+        if roi is not None:
+            extra["roi_order"] = roi.order
+        if auto:
+            slice_range = parse_slice_range(None, num_slices)
+        elif is_range_missing(params.slice_range):  # a click with no range: its neighbourhood, not the whole volume
+            reach = 0 if roi is not None else POINT_REACH  # the result stays inside the roi: its slices are the range
+            slice_range = point_range(seeds, num_slices, reach)
+            extra["message"] = (f"no slice_range: propagated {reach} slices either side of the prompt slices "
+                                f"({slice_range.start}-{slice_range.end}); set slice_range (\"all\": every slice) for more")
+        else:
+            slice_range = parse_slice_range(params.slice_range, num_slices)
         load_seconds = time.perf_counter() - start
         result, propagator = self._propagate(request, image, seeds, slice_range, params.window, **policies)
+        if roi is not None:
+            extra["roi_cleared_voxels"] = keep_inside(result, roi)
         self._remember(request, image, {label: [p.slice_index for p in prompts] for label, prompts in seeds.prompts.items()}, result)
         return self._finish(request, result, propagator, image, params.output, start, load_seconds,
-                            {"prompt_slices": seeds.slices}, {"image": self._image_file(request)})
+                            extra, {"image": self._image_file(request)}, params.labels)
+
+
+def keep_inside(result: PropagationResult, roi: RoiBox) -> int:
+    """Clear the result outside the roi box (it bounds the object), recount the slices' areas; the voxels cleared."""
+    inside = np.zeros(result.label.shape, dtype=bool)
+    (x0, x1), (y0, y1), (z0, z1) = roi.spans
+    inside[x0 : x1 + 1, y0 : y1 + 1, z0 : z1 + 1] = True
+    outside = (result.label != 0) & ~inside
+    cleared = int(outside.sum())
+    if cleared:
+        result.label[outside] = 0
+        slices = to_slices(result.label, result.axis)
+        for value, scores in result.scores.items():
+            for score in scores:
+                score.area = int((slices[score.slice] == value).sum())
+    return cleared
 
 
 TASKS: Dict[str, Callable[..., InferTask]] = {  # (engine, datastore, labels, corrections=None)
