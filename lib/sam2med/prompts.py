@@ -89,8 +89,9 @@ def seed_on_image_grid(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid) 
     return on_grid
 
 
-def parse_labels(value: "Iterable[int] | str | int | None") -> list[int] | None:
-    """Parse a label subset: None, an int, "1,5" or a list of ints."""
+def parse_labels(value: "Iterable[int | str] | str | int | None",
+                 values_by_name: "Mapping[str, int] | None" = None) -> list[int] | None:
+    """Parse a label subset: None, an int, "1,5", "liver,2" or a list; names are those of `values_by_name` (any case)."""
     if value is None or value == "" or value == []:
         return None
     if isinstance(value, (int, np.integer)):
@@ -99,10 +100,21 @@ def parse_labels(value: "Iterable[int] | str | int | None") -> list[int] | None:
         items = [v for v in value.replace(" ", "").split(",") if v]
     else:
         items = list(value)
+    by_name = {str(name).lower().replace(" ", ""): int(v) for name, v in (values_by_name or {}).items()}
+    resolved = []
+    for item in items:
+        text = str(item).strip()
+        if by_name and isinstance(item, str) and text and not text.lstrip("-").isdigit():
+            if text.lower() not in by_name:
+                pairs = [f"{n}={v}" for n, v in (values_by_name or {}).items()]
+                known = ", ".join(pairs[:12]) + (f", ... ({len(pairs)} in all)" if len(pairs) > 12 else "")
+                raise PromptError(f"unknown label name {text!r} (known labels: {known})")
+            item = by_name[text.lower()]
+        resolved.append(item)
     try:
-        labels = sorted({int(v) for v in items})
+        labels = sorted({int(v) for v in resolved})
     except (TypeError, ValueError):
-        raise PromptError(f"labels must be integer label values, got {value!r}") from None
+        raise PromptError(f"labels must be integer label values (or names, with a labels map), got {value!r}") from None
     if any(v <= 0 for v in labels):
         raise PromptError(f"labels must be positive label values, got {labels}")
     if labels[-1] > MAX_LABEL_VALUE:
@@ -204,17 +216,21 @@ def parse_label_ranges(value: object, num_slices: int, values_by_name: "Mapping[
     return ranges
 
 
-def range_for_labels(label_ranges: Mapping[int, SliceRange], default: SliceRange, labels: Iterable[int]) -> SliceRange:
-    """The range that covers every label: its own range, else `default`; ranges of labels not propagated are an error."""
+def resolve_label_ranges(label_ranges: Mapping[int, SliceRange], default: SliceRange,
+                         labels: Iterable[int]) -> tuple[SliceRange, dict[int, SliceRange]]:
+    """The range covering every label, and the ranges of the labels tracked through less than it: a label's
+    own range, else `default` (START END for every label without its own); ranges of labels not propagated are an error."""
     labels = list(labels)
     unknown = sorted(set(label_ranges) - set(labels))
     if unknown:
         raise PromptError(f"a range is given for label(s) {unknown}, which are not propagated (labels {labels})")
-    spans = [label_ranges.get(label, default) for label in labels]
-    return SliceRange(min(r.start for r in spans), max(r.end for r in spans))
+    own = {label: label_ranges.get(label, default) for label in labels}
+    covering = SliceRange(min(r.start for r in own.values()), max(r.end for r in own.values()))
+    return covering, {label: r for label, r in own.items() if r != covering}
 
 
 AUTO_RANGE = "auto"
+_START_END = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -233,6 +249,9 @@ class RangeRequest:
         specs: list[str] = []
         auto = False
         for tokens in groups or []:
+            plain_text = _START_END.match(tokens[0]) if len(tokens) == 1 else None
+            if plain_text:
+                tokens = [plain_text.group(1), plain_text.group(2)]
             if [t.strip().lower() for t in tokens] == [AUTO_RANGE]:
                 auto = True
             elif len(tokens) == 2 and all(t.strip().lstrip("-").isdigit() for t in tokens):
@@ -246,6 +265,30 @@ class RangeRequest:
         if auto and plain is not None:
             raise PromptError(f"{option} auto and {option} START END: give one (a label's own range may go with auto)")
         return cls(plain, specs, auto)
+
+    @classmethod
+    def from_text(cls, text: str, option: str = "range") -> "RangeRequest":
+        """From one text as manifests and the server take it: "20-60", "auto", "LABEL:START-END" items and one
+        START-END for the other labels ("16-26; liver:14-29 2:2-14"), or a JSON object of per-label ranges."""
+        return cls.from_groups(range_groups(text), option)
+
+
+def range_groups(text: str) -> list[list[str]]:
+    """A range text as --range token groups: "10-40" -> [["10", "40"]], "auto" -> [["auto"]], per-label items
+    ("5:10-40; 2:3-9", separated by ';' or spaces) in one group, and a JSON object as it is."""
+    if text.strip().startswith("{"):
+        return [[text]]  # per-label ranges as a JSON object
+    groups: list[list[str]] = []
+    specs: list[str] = []
+    for token in re.split(r"\s*;\s*|\s+", text.strip()):
+        plain = _START_END.match(token)
+        if plain:
+            groups.append([plain.group(1), plain.group(2)])
+        elif token.lower() == AUTO_RANGE:
+            groups.append([AUTO_RANGE])
+        elif token:
+            specs.append(token)
+    return groups + ([specs] if specs else [])
 
 
 @dataclass
@@ -265,9 +308,9 @@ def seed_prompt(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, axis: A
     values_by_name = {n: v for v, n in (names or {}).items()}
     label_ranges = parse_label_ranges(request.specs, num_slices, values_by_name) if request.specs else {}
     seeds = seeds_from_label(seed_xyz, seed_grid, image_grid, axis, SliceRange(0, num_slices - 1), labels)
-    slice_range = range_for_labels(label_ranges, default_range, seeds.labels)
+    slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, seeds.labels)
     check_seeds_in_range(seeds, default_range, label_ranges)
-    return SeedPrompt(seeds, slice_range, label_ranges)
+    return SeedPrompt(seeds, slice_range, own_ranges)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "direction, after --absent-slices slices without it. Default: the whole volume")
     parser.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
                         help="slicing axis: axial = third voxel axis, coronal = second, sagittal = first")
-    parser.add_argument("--labels", default=None, metavar="L1,L2", help="propagate only these label values of SEED")
+    parser.add_argument("--labels", default=None, metavar="L1,L2",
+                        help="propagate only these labels of SEED: values, or names of --labels-map (e.g. liver,2)")
     parser.add_argument("--labels-map", metavar="FILE[:KEY]", default=None,
                         help='names of the seed\'s label values, reported by name: {"liver": 5} or {"5": "liver"} JSON, '
                              "or one map of a file of maps by KEY")
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     image = load_volume(args.image)
     seed = load_label(args.seed)
     axis = Axis.parse(args.axis)
-    prompt = seed_prompt(seed.array, seed.grid, image.grid, axis, request, parse_labels(args.labels), names)
+    prompt = seed_prompt(seed.array, seed.grid, image.grid, axis, request, parse_labels(args.labels, {n: v for v, n in names.items()}), names)
     seeds = prompt.seeds
     propagator = Propagator(**propagator_kwargs(args))
 

@@ -16,7 +16,8 @@ from sam2med.engine.policies import AutoRange, SelectiveMemory, parse_memory
 from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
 from sam2med.labelnames import label_name
-from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, parse_labels
+from sam2med.prompts import (ClickPrompt, ClickSeeds, RangeRequest, SliceRange, is_label_range_spec, parse_label_ranges, parse_labels,
+                             range_groups)
 from sam2med.windowing import Window
 
 DEFAULT_SEED_TAG = "final"
@@ -91,6 +92,20 @@ def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
     return SliceRange.parse([int(v) for v in value], num_slices)
 
 
+def parse_label_slice_ranges(value: Any, num_slices: int, label_names: Mapping[str, int]) -> tuple[SliceRange, dict[int, SliceRange]]:
+    """A `slice_range` as (the range of every label without its own, the labels' own ranges): a plain range;
+    per-label ranges ({"5": [10, 40]}, "5:10-40; liver:12-30"), the others over the whole volume; or both in one
+    text ("16-26; liver:14-29"), the others over the plain range."""
+    if isinstance(value, str) and not value.strip().startswith("{"):
+        groups = range_groups(value)
+        if len(groups) > 1 and all(len(g) == 2 and g[0].isdigit() for g in groups[:-1]):  # START-END with LABEL:START-END items
+            request = RangeRequest.from_groups(groups, "slice_range")
+            return SliceRange.parse(request.plain, num_slices), parse_label_ranges(request.specs, num_slices, label_names)
+    if is_label_range_spec(value):
+        return SliceRange.parse(None, num_slices), parse_label_ranges(value, num_slices, label_names)
+    return parse_slice_range(value, num_slices), {}
+
+
 def is_auto_range(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == AUTO_RANGE
 
@@ -127,21 +142,7 @@ def _is_integral(value: Any) -> bool:
 
 def parse_label_subset(value: Any, label_names: Mapping[str, int]) -> list[int] | None:
     """Label values (numbers or names of the app's labels) to propagate; None = every label of the seed."""
-    if value is None or value == "" or value == []:
-        return None
-    items = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
-    by_name = {name.lower().replace(" ", ""): int(v) for name, v in label_names.items()}
-    resolved: list[Any] = []
-    for item in items:
-        text = str(item).strip()
-        if text and not text.lstrip("-").isdigit():
-            if text.lower() not in by_name:
-                known = ", ".join(f"{n}={v}" for n, v in label_names.items()) or "none"
-                raise PromptError(f"unknown label name {text!r} (known labels: {known})")
-            resolved.append(by_name[text.lower()])
-        else:
-            resolved.append(item)
-    return parse_labels(resolved)
+    return parse_labels(value, label_names)
 
 
 def parse_label_value(value: Any, label_names: Mapping[str, int], default: int = 1) -> int:
