@@ -18,7 +18,7 @@ from sam2med.evaluation.runner import EvaluationConfig, evaluate_case
 SHAPE = (40, 36, 4)
 
 
-def test_cli_sam2_runs_end_to_end(tmp_path, random_checkpoint):
+def test_cli_sam2_runs_end_to_end(tmp_path, random_checkpoint, capsys):
     volume, label = moving_disc_case(shape=SHAPE, slices=(1, 2))
     write_case(tmp_path / "images", tmp_path / "labels", "tiny", volume, label, image_name="tiny_0000")
     out = tmp_path / "out"
@@ -34,6 +34,7 @@ def test_cli_sam2_runs_end_to_end(tmp_path, random_checkpoint):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["propagator"] == "sam2" and summary["overall"]["n"] == 1
     assert not (out / "previews").exists()
+    assert "note: RANDOM weights" in capsys.readouterr().out, "the console says the weights are random, as summary.md does"
 
 
 def test_sam2_click_protocol_through_the_runner(tmp_path, propagator):

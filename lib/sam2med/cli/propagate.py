@@ -13,7 +13,7 @@ from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volum
 from sam2med.labelnames import label_name
 from sam2med.progress import StageBars
 from sam2med.prompts import RangeRequest, parse_labels, seed_prompt
-from sam2med.provenance import describe_file, provenance
+from sam2med.provenance import RANDOM_WEIGHTS_NOTE, describe_file, provenance
 from sam2med.windowing import Window
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     for line in summary_lines(report, names):
         print(line)
     if report["provenance"]["random_weights"]:
-        print("note: RANDOM weights (a placeholder checkpoint): the label shows the plumbing, not segmentation quality")
+        print(RANDOM_WEIGHTS_NOTE)
     advice = cpu_advice(propagator.device.type, propagator.image_size)
     if advice:
         print(advice)

@@ -10,6 +10,7 @@ from pathlib import Path
 from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.cli.common import add_model_arguments, check_model_arguments
 from sam2med.errors import InputError
+from sam2med.provenance import RANDOM_WEIGHTS_NOTE, has_random_weights
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or conf.get("checkpoint") or None
     model = choose_model(args.model or conf.get("model") or None, checkpoint).model
     checkpoint = resolve_checkpoint(model, checkpoint, download=True)  # fail before the server starts
+    if has_random_weights(checkpoint):
+        print(RANDOM_WEIGHTS_NOTE, flush=True)
     _warn_if_exposed(args.host)
     logger.info("MONAI Label on http://%s:%d (OHIF at /ohif/), studies %s, model %s from %s",
                 args.host, args.port, studies, model, checkpoint)
