@@ -117,3 +117,21 @@ def test_range_request_takes_start_end_in_one_token_and_mixed_texts():
     assert RangeRequest.from_text("auto 2:3-9") == RangeRequest(None, ["2:3-9"], True)
     with pytest.raises(PromptError, match="given twice"):
         RangeRequest.from_groups([["10-20"], ["11", "12"]])
+
+
+@pytest.mark.parametrize("drawn_on,asked", [(Axis.AXIAL, Axis.CORONAL), (Axis.AXIAL, Axis.SAGITTAL), (Axis.CORONAL, Axis.AXIAL),
+                                            (Axis.SAGITTAL, Axis.CORONAL)])
+def test_a_seed_on_one_slice_of_another_axis_gets_an_axis_hint(drawn_on, asked):
+    from sam2med.prompts import RangeRequest, seed_prompt
+
+    seed = np.zeros(GRID.shape, np.uint8)
+    index = [slice(1, 5), slice(1, 5), slice(2, 7)]
+    index[int(drawn_on)] = 3
+    seed[tuple(index)] = 5
+    hint = seed_prompt(seed, GRID, GRID, asked, RangeRequest()).hint
+    assert hint is not None and hint.startswith(f"the seed lies on 1 {drawn_on.name.lower()} slice (3) but on ")
+    assert hint.endswith(f"did you mean axis {drawn_on.name.lower()}?")
+    assert seed_prompt(seed, GRID, GRID, drawn_on, RangeRequest()).hint is None  # drawn and asked along the same axis
+    two_slices = seed.copy()
+    two_slices[tuple(i if n != int(drawn_on) else 4 for n, i in enumerate(index))] = 5  # a second slice of the drawn axis
+    assert seed_prompt(two_slices, GRID, GRID, asked, RangeRequest()).hint is None

@@ -151,6 +151,22 @@ def seeds_from_label(
     return seeds
 
 
+def axis_hint(seeds: SeedMasks) -> str | None:
+    """A hint when the seed spans several slices along its axis but lies on one slice of another axis: most likely
+    drawn on that axis's slice, with the wrong axis asked for (each of its slices then holds a one-voxel line)."""
+    if len(seeds.slices) < 2:
+        return None
+    drawn = np.any([mask for per_slice in seeds.masks.values() for mask in per_slice.values()], axis=0)  # (H, W)
+    row_axis, col_axis = sorted(a for a in Axis if a != seeds.axis)[::-1]
+    for other, used in ((row_axis, drawn.any(axis=1)), (col_axis, drawn.any(axis=0))):
+        on = np.flatnonzero(used)
+        if len(on) == 1:
+            name, asked = other.name.lower(), seeds.axis.name.lower()
+            return (f"the seed lies on 1 {name} slice ({int(on[0])}) but on {len(seeds.slices)} {asked} slices, a line on each: "
+                    f"did you mean axis {name}?")
+    return None
+
+
 def check_seeds_in_range(seeds: SeedMasks, slice_range: SliceRange, label_ranges: "Mapping[int, SliceRange] | None" = None) -> None:
     """Reject seed masks on slices outside `slice_range` (or outside their label's own range)."""
     for value, per_slice in seeds.masks.items():
@@ -298,6 +314,7 @@ class SeedPrompt:
     seeds: SeedMasks
     slice_range: SliceRange
     label_ranges: dict[int, SliceRange]
+    hint: str | None = None  # `axis_hint`: the seed looks drawn along another axis
 
 
 def seed_prompt(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, axis: Axis, request: RangeRequest,
@@ -310,7 +327,7 @@ def seed_prompt(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, axis: A
     seeds = seeds_from_label(seed_xyz, seed_grid, image_grid, axis, SliceRange(0, num_slices - 1), labels)
     slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, seeds.labels)
     check_seeds_in_range(seeds, default_range, label_ranges)
-    return SeedPrompt(seeds, slice_range, own_ranges)
+    return SeedPrompt(seeds, slice_range, own_ranges, axis_hint(seeds))
 
 
 @dataclass(frozen=True)

@@ -278,3 +278,19 @@ def test_labels_by_name_and_start_end_in_one_token(ct_case, random_checkpoint, t
     line = _error_line(capsys, ["propagate", str(image), "--seed", str(seed), "--labels", "kidney", "-o", str(tmp_path / "x.nii.gz"),
                                 "--labels-map", f"{shared_data}/totalsegmentator/labels.json:total"])
     assert "unknown label name 'kidney'" in line and "liver=5" in line and not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_seed_drawn_along_another_axis_gets_a_one_line_hint(random_checkpoint, tmp_path, capsys):
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    image = np.random.default_rng(0).normal(0, 100, (24, 24, 6)).astype(np.int16)
+    seed = np.zeros(image.shape, np.uint8)
+    seed[6:14, 8:12, 3] = 1  # drawn on axial slice 3: four coronal slices (y 8..11), each holding one line
+    nib.save(nib.Nifti1Image(image, affine), str(tmp_path / "image.nii.gz"))
+    nib.save(nib.Nifti1Image(seed, affine), str(tmp_path / "seed.nii.gz"))
+    code = main(["propagate", str(tmp_path / "image.nii.gz"), "--seed", str(tmp_path / "seed.nii.gz"), "--axis", "coronal",
+                 "--range", "8", "11", "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE),
+                 "-o", str(tmp_path / "out.nii.gz")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    hints = [line for line in printed.splitlines() if "did you mean" in line]
+    assert hints == ["note: the seed lies on 1 axial slice (3) but on 4 coronal slices, a line on each: did you mean axis axial?"]

@@ -81,6 +81,8 @@ class RowRunner:
             image = self._load_image(row.image)
             seed = load_label(row.seed)
             prompt = seed_prompt(seed.array, seed.grid, image.grid, row.axis, row.range, row.labels, self.names)
+            if prompt.hint:
+                logger.warning("row %d: %s", row.number, prompt.hint)
             result = self.propagator.propagate(image, prompt.seeds, prompt.slice_range, window=row.window,
                                                label_ranges=prompt.label_ranges, memory=self.memory,
                                                auto=self.auto if row.range.auto else None)

@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     axis = Axis.parse(args.axis)
     prompt = seed_prompt(seed.array, seed.grid, image.grid, axis, request, parse_labels(args.labels, {n: v for v, n in names.items()}), names)
     seeds = prompt.seeds
+    if prompt.hint:
+        print(f"note: {prompt.hint}", flush=True)
     propagator = Propagator(**propagator_kwargs(args))
 
     bars = StageBars("slice")
