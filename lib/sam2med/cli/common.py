@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from sam2med.checkpoints import MODELS, choose_model
-from sam2med.errors import InputError
+from sam2med.errors import CheckpointError, InputError
+from sam2med.io import check_file
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_model_arguments(args: argparse.Namespace) -> None:
     """Errors in the model options, found before anything is loaded."""
+    if args.checkpoint:
+        check_file(Path(args.checkpoint).expanduser(), "checkpoint", CheckpointError)  # a folder or a missing file, named as such
     choose_model(args.model, args.checkpoint)  # unknown names, or a checkpoint of another model than --model
     if args.image_size is not None and (args.image_size % 32 or args.image_size < 128):
         raise InputError(f"--image-size must be a multiple of 32 and at least 128, got {args.image_size}")
@@ -53,7 +56,9 @@ def propagator_kwargs(args: argparse.Namespace, absolute: bool = False) -> dict:
 
 
 def make_output_folder(out: Path) -> Path:
-    """`out`, created when missing; a place that cannot be created is an `InputError`."""
+    """`out`, created when missing; a file there or a place that cannot be created is an `InputError`."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; give an output folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -9,7 +9,7 @@ from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_a
 from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.evaluation.labelmap import read_labels_map
 from sam2med.geometry import Axis
-from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volume, save_label, write_json_atomic
+from sam2med.io import LABEL_SUFFIXES, check_file, check_output_path, load_label, load_volume, save_label, write_json_atomic
 from sam2med.labelnames import label_name
 from sam2med.progress import StageBars
 from sam2med.prompts import RangeRequest, parse_labels, seed_prompt
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scores:
         check_output_path(args.scores, suffixes=None)
     check_model_arguments(args)
+    check_file(args.seed, "seed label")
     Window.parse(args.window, "CT")  # a bad window fails before anything is loaded
     names = read_labels_map(args.labels_map) if args.labels_map else {}
     request = RangeRequest.from_groups(args.range)
