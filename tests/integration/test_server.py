@@ -223,6 +223,9 @@ def test_next_sample_strategies(client, server):
     assert ordered["id"] == "ct2" and "after 'ct'" in ordered["reason"]
     assert client.next_sample("first", {})["id"] == "ct2"
     assert client.next_sample("random", {})["id"] in {"ct2", "ct3", "mr"}
+    for strategy in ("ordered", "first", "random", "uncertain"):
+        answer = client.next_sample(strategy, {})
+        assert "path" not in answer and str(server["studies"]) not in json.dumps(answer), "no server path in the answer"
 
 
 def test_points_task_as_ohif_sends_it(client, server):
