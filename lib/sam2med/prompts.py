@@ -94,12 +94,12 @@ def parse_labels(value: "Iterable[int | str] | str | int | None",
     """Parse a label subset: None, an int, "1,5", "liver,2" or a list; names are those of `values_by_name` (any case)."""
     if value is None or value == "" or value == []:
         return None
-    if isinstance(value, (int, np.integer)):
-        items = [value]
-    elif isinstance(value, str):
+    if isinstance(value, str):
         items = [v for v in value.replace(" ", "").split(",") if v]
-    else:
+    elif isinstance(value, (list, tuple, set)):
         items = list(value)
+    else:
+        items = [value]  # an int, or anything else a client sends (refused below)
     by_name = {str(name).lower().replace(" ", ""): int(v) for name, v in (values_by_name or {}).items()}
     resolved = []
     for item in items:
@@ -112,6 +112,8 @@ def parse_labels(value: "Iterable[int | str] | str | int | None",
             item = by_name[text.lower()]
         resolved.append(item)
     try:
+        if not resolved or any(isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()) for v in resolved):
+            raise TypeError
         labels = sorted({int(v) for v in resolved})
     except (TypeError, ValueError):
         raise PromptError(f"labels must be integer label values (or names, with a labels map), got {value!r}") from None

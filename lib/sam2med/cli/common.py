@@ -29,14 +29,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_model_arguments(args: argparse.Namespace) -> None:
     """Errors in the model options, found before anything is loaded."""
-    if args.checkpoint:
-        check_file(Path(args.checkpoint).expanduser(), "checkpoint", CheckpointError)  # a folder or a missing file, named as such
     choose_model(args.model, args.checkpoint)  # unknown names, or a checkpoint of another model than --model
     if args.image_size is not None and (args.image_size % 32 or args.image_size < 128):
         raise InputError(f"--image-size must be a multiple of 32 and at least 128, got {args.image_size}")
     device = str(args.device).strip().lower()
     if device not in ("auto", "cpu") and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise InputError(f"--device {args.device!r}: use auto, cpu, cuda or cuda:N")
+    if args.checkpoint:  # last: the other options' errors come first whatever the checkpoint
+        check_file(Path(args.checkpoint).expanduser(), "checkpoint", CheckpointError)
 
 
 def cpu_advice(device: str, image_size: int) -> str | None:

@@ -101,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
     output = check_output_path(args.output)  # before any work: a folder or a read-only place fails now, not at the end
     if args.scores:
         check_output_path(args.scores, suffixes=None)
-    check_model_arguments(args)
-    check_file(args.seed, "seed label")
     Window.parse(args.window, "CT")  # a bad window fails before anything is loaded
     names = read_labels_map(args.labels_map) if args.labels_map else {}
     request = RangeRequest.from_groups(args.range)
     policies = policy_options(args, request.auto)
+    check_model_arguments(args)
+    check_file(args.seed, "seed label")
     image = load_volume(args.image)
     seed = load_label(args.seed)
     axis = Axis.parse(args.axis)
