@@ -103,7 +103,7 @@ def test_click_prompt_checks():
 
 
 def test_per_label_ranges_forms_and_errors():
-    from sam2med.prompts import is_label_range_spec, parse_label_ranges, range_for_labels
+    from sam2med.prompts import is_label_range_spec, parse_label_ranges, resolve_label_ranges
 
     names = {"liver": 5, "spleen": 1}
     expected = {5: SliceRange(10, 40), 1: SliceRange(12, 30)}
@@ -113,11 +113,43 @@ def test_per_label_ranges_forms_and_errors():
         assert parse_label_ranges(spec, 50, names) == expected, spec
     for plain in ("20:60", "20-60", [20, 60], "", None):
         assert not is_label_range_spec(plain), plain
-    assert range_for_labels(expected, SliceRange(0, 49), [1, 5]) == SliceRange(10, 40)
-    assert range_for_labels({5: SliceRange(10, 40)}, SliceRange(20, 45), [1, 5]) == SliceRange(10, 45)
+    assert resolve_label_ranges(expected, SliceRange(0, 49), [1, 5]) == (SliceRange(10, 40), {1: SliceRange(12, 30)})
+    # the plain range bounds every label without its own: label 1 is tracked through 20..45 only, not the covering 10..45
+    assert resolve_label_ranges({5: SliceRange(10, 40)}, SliceRange(20, 45), [1, 5]) == (
+        SliceRange(10, 45), {1: SliceRange(20, 45), 5: SliceRange(10, 40)})
+    assert resolve_label_ranges({}, SliceRange(20, 45), [1, 5]) == (SliceRange(20, 45), {})
     for spec, message in (("kidney:1-3", "kidney"), ("5:10-60", "outside the volume"), ("5:30-10", "reversed"),
                           (["5:1-3", "5:2-4"], "two ranges"), ("{oops", "not valid JSON")):
         with pytest.raises(PromptError, match=message):
             parse_label_ranges(spec, 50, names)
     with pytest.raises(PromptError, match=r"label\(s\) \[7\], which are not propagated"):
-        range_for_labels({7: SliceRange(1, 2)}, SliceRange(0, 49), [1, 5])
+        resolve_label_ranges({7: SliceRange(1, 2)}, SliceRange(0, 49), [1, 5])
+
+
+def test_range_request_takes_start_end_in_one_token_and_mixed_texts():
+    from sam2med.prompts import RangeRequest
+
+    assert RangeRequest.from_groups([["10-20"]]) == RangeRequest([10, 20])
+    assert RangeRequest.from_groups([["10-20"], ["liver:3-9"]]) == RangeRequest([10, 20], ["liver:3-9"])
+    assert RangeRequest.from_text("16-26; liver:14-29 2:2-14") == RangeRequest([16, 26], ["liver:14-29", "2:2-14"])
+    assert RangeRequest.from_text("auto 2:3-9") == RangeRequest(None, ["2:3-9"], True)
+    with pytest.raises(PromptError, match="given twice"):
+        RangeRequest.from_groups([["10-20"], ["11", "12"]])
+
+
+@pytest.mark.parametrize("drawn_on,asked", [(Axis.AXIAL, Axis.CORONAL), (Axis.AXIAL, Axis.SAGITTAL), (Axis.CORONAL, Axis.AXIAL),
+                                            (Axis.SAGITTAL, Axis.CORONAL)])
+def test_a_seed_on_one_slice_of_another_axis_gets_an_axis_hint(drawn_on, asked):
+    from sam2med.prompts import RangeRequest, seed_prompt
+
+    seed = np.zeros(GRID.shape, np.uint8)
+    index = [slice(1, 5), slice(1, 5), slice(2, 7)]
+    index[int(drawn_on)] = 3
+    seed[tuple(index)] = 5
+    hint = seed_prompt(seed, GRID, GRID, asked, RangeRequest()).hint
+    assert hint is not None and hint.startswith(f"the seed lies on 1 {drawn_on.name.lower()} slice (3) but on ")
+    assert hint.endswith(f"did you mean axis {drawn_on.name.lower()}?")
+    assert seed_prompt(seed, GRID, GRID, drawn_on, RangeRequest()).hint is None  # drawn and asked along the same axis
+    two_slices = seed.copy()
+    two_slices[tuple(i if n != int(drawn_on) else 4 for n, i in enumerate(index))] = 5  # a second slice of the drawn axis
+    assert seed_prompt(two_slices, GRID, GRID, asked, RangeRequest()).hint is None

@@ -34,6 +34,7 @@ import torch
 from sam2med.geometry import Axis, Grid, to_slices
 from sam2med.io import Volume, load_label, load_volume
 from sam2med.prompts import SeedMasks, SliceRange, parse_labels, seeds_from_label
+from sam2med.progress import no_bars_off_terminal
 from sam2med.windowing import Window, guess_modality
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def run_stock(predictor, volume: Volume, seeds: SeedMasks, slice_range: SliceRan
         _sync(device)
         start = time.perf_counter()
         write_jpeg_slices(volume, seeds.axis, window, slice_range, folder)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, no_bars_off_terminal():
             state = predictor.init_state(video_path=str(folder))
             for label in labels:
                 for s, mask in sorted(seeds.masks[label].items()):

@@ -228,10 +228,9 @@ def resolve_checkpoint(model: str, checkpoint: str | os.PathLike | None = None, 
     """The checkpoint file to load: `checkpoint` when given, else the cached published file (downloaded if absent)."""
     spec = model_spec(model)
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist")
-        return path
+        from sam2med.io import check_file
+
+        return check_file(Path(checkpoint).expanduser(), "checkpoint", CheckpointError)
     path = cache_dir() / spec.filename
     if path.is_file():
         return path

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from sam2med.errors import InputError
+from sam2med.errors import InputError, Sam2MedError
 from sam2med.geometry import Grid
 
 logger = logging.getLogger(__name__)
@@ -254,15 +254,43 @@ def _output_suffix(path: Path) -> str:
     raise InputError(f"{path}: unsupported output format; use one of {', '.join(LABEL_SUFFIXES)}")
 
 
-def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] | None = LABEL_SUFFIXES) -> Path:
-    """Check, before any work, that `path` can be written: a supported suffix, not a folder, a writable folder."""
+def check_file(path: str | os.PathLike, what: str, error: type[Sam2MedError] = InputError) -> Path:
+    """`path` is an existing file, else one `error` saying what it is instead: "is a folder; give a WHAT file"."""
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder; give a {what} file")
+    if not path.is_file():
+        raise error(f"{path}: {what} file does not exist")
+    return path
+
+
+def check_folder(path: str | os.PathLike, what: str, error: type[Sam2MedError] = InputError) -> Path:
+    """`path` is an existing folder, else one `error` saying what it is instead: "is a file; give a WHAT folder"."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{path}: is a file; give a{'n' if what[:1] in 'aeiou' else ''} {what} folder")
+    if not path.is_dir():
+        raise error(f"{path}: {what} folder does not exist")
+    return path
+
+
+def check_parent_folder(path: str | os.PathLike) -> Path:
+    """The folder an output file goes into exists, else "folder X does not exist; create it first"."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: folder {path.parent} does not exist; create it first")
+    return path
+
+
+def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] | None = LABEL_SUFFIXES) -> Path:
+    """Check, before any work, that `path` can be written: not a folder, a supported suffix, a writable folder."""
+    path = Path(path)
+    kinds = f" ({', '.join(suffixes)})" if suffixes else ""
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give an output file{kinds}")
     if suffixes is not None and not path.name.lower().endswith(suffixes):
         raise InputError(f"{path}: unsupported output format; use one of {', '.join(suffixes)}")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give an output file name")
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent}: output folder does not exist")
+    check_parent_folder(path)
     try:  # a real write: permissions, read-only mounts and full disks all show here (os.access misses some)
         probe = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.probe"
         probe.write_bytes(b"")

@@ -100,20 +100,34 @@ def named(values: "int | Iterable[int]", names: "Mapping[int, str] | None") -> s
     return f"[{', '.join(one(v) for v in values)}]"
 
 
-def parse_labels(value: "Iterable[int] | str | int | None") -> list[int] | None:
-    """Parse a label subset: None, an int, "1,5" or a list of ints."""
+def parse_labels(value: "Iterable[int | str] | str | int | None",
+                 values_by_name: "Mapping[str, int] | None" = None) -> list[int] | None:
+    """Parse a label subset: None, an int, "1,5", "liver,2" or a list; names are those of `values_by_name` (any case)."""
     if value is None or value == "" or value == []:
         return None
-    if isinstance(value, (int, np.integer)):
-        items = [value]
-    elif isinstance(value, str):
+    if isinstance(value, str):
         items = [v for v in value.replace(" ", "").split(",") if v]
-    else:
+    elif isinstance(value, (list, tuple, set)):
         items = list(value)
+    else:
+        items = [value]  # an int, or anything else a client sends (refused below)
+    by_name = {str(name).lower().replace(" ", ""): int(v) for name, v in (values_by_name or {}).items()}
+    resolved = []
+    for item in items:
+        text = str(item).strip()
+        if by_name and isinstance(item, str) and text and not text.lstrip("-").isdigit():
+            if text.lower() not in by_name:
+                pairs = [f"{n}={v}" for n, v in (values_by_name or {}).items()]
+                known = ", ".join(pairs[:12]) + (f", ... ({len(pairs)} in all)" if len(pairs) > 12 else "")
+                raise PromptError(f"unknown label name {text!r} (known labels: {known})")
+            item = by_name[text.lower()]
+        resolved.append(item)
     try:
-        labels = sorted({int(v) for v in items})
+        if not resolved or any(isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()) for v in resolved):
+            raise TypeError
+        labels = sorted({int(v) for v in resolved})
     except (TypeError, ValueError):
-        raise PromptError(f"labels must be integer label values, got {value!r}") from None
+        raise PromptError(f"labels must be integer label values (or names, with a labels map), got {value!r}") from None
     if any(v <= 0 for v in labels):
         raise PromptError(f"labels must be positive label values, got {labels}")
     if labels[-1] > MAX_LABEL_VALUE:
@@ -166,6 +180,22 @@ def locked_voxels(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, locke
         return None
     on_grid = seed_on_image_grid(seed_xyz, seed_grid, image_grid)
     return np.where(np.isin(on_grid, values), on_grid, 0).astype(on_grid.dtype, copy=False)
+
+
+def axis_hint(seeds: SeedMasks) -> str | None:
+    """A hint when the seed spans several slices along its axis but lies on one slice of another axis: most likely
+    drawn on that axis's slice, with the wrong axis asked for (each of its slices then holds a one-voxel line)."""
+    if len(seeds.slices) < 2:
+        return None
+    drawn = np.any([mask for per_slice in seeds.masks.values() for mask in per_slice.values()], axis=0)  # (H, W)
+    row_axis, col_axis = sorted(a for a in Axis if a != seeds.axis)[::-1]
+    for other, used in ((row_axis, drawn.any(axis=1)), (col_axis, drawn.any(axis=0))):
+        on = np.flatnonzero(used)
+        if len(on) == 1:
+            name, asked = other.name.lower(), seeds.axis.name.lower()
+            return (f"the seed lies on 1 {name} slice ({int(on[0])}) but on {len(seeds.slices)} {asked} slices, a line on each: "
+                    f"did you mean axis {name}?")
+    return None
 
 
 def check_seeds_in_range(seeds: SeedMasks, slice_range: SliceRange, label_ranges: "Mapping[int, SliceRange] | None" = None,
@@ -236,18 +266,21 @@ def parse_label_ranges(value: object, num_slices: int, values_by_name: "Mapping[
     return ranges
 
 
-def range_for_labels(label_ranges: Mapping[int, SliceRange], default: SliceRange, labels: Iterable[int],
-                     names: "Mapping[int, str] | None" = None) -> SliceRange:
-    """The range that covers every label: its own range, else `default`; ranges of labels not propagated are an error."""
+def resolve_label_ranges(label_ranges: Mapping[int, SliceRange], default: SliceRange, labels: Iterable[int],
+                         names: "Mapping[int, str] | None" = None) -> tuple[SliceRange, dict[int, SliceRange]]:
+    """The range covering every label, and the ranges of the labels tracked through less than it: a label's
+    own range, else `default` (START END for every label without its own); ranges of labels not propagated are an error."""
     labels = list(labels)
     unknown = sorted(set(label_ranges) - set(labels))
     if unknown:
         raise PromptError(f"a range is given for label(s) {named(unknown, names)}, which are not propagated (labels {named(labels, names)})")
-    spans = [label_ranges.get(label, default) for label in labels]
-    return SliceRange(min(r.start for r in spans), max(r.end for r in spans))
+    own = {label: label_ranges.get(label, default) for label in labels}
+    covering = SliceRange(min(r.start for r in own.values()), max(r.end for r in own.values()))
+    return covering, {label: r for label, r in own.items() if r != covering}
 
 
 AUTO_RANGE = "auto"
+_START_END = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -266,6 +299,9 @@ class RangeRequest:
         specs: list[str] = []
         auto = False
         for tokens in groups or []:
+            plain_text = _START_END.match(tokens[0]) if len(tokens) == 1 else None
+            if plain_text:
+                tokens = [plain_text.group(1), plain_text.group(2)]
             if [t.strip().lower() for t in tokens] == [AUTO_RANGE]:
                 auto = True
             elif len(tokens) == 2 and all(t.strip().lstrip("-").isdigit() for t in tokens):
@@ -280,6 +316,30 @@ class RangeRequest:
             raise PromptError(f"{option} auto and {option} START END: give one (a label's own range may go with auto)")
         return cls(plain, specs, auto)
 
+    @classmethod
+    def from_text(cls, text: str, option: str = "range") -> "RangeRequest":
+        """From one text as manifests and the server take it: "20-60", "auto", "LABEL:START-END" items and one
+        START-END for the other labels ("16-26; liver:14-29 2:2-14"), or a JSON object of per-label ranges."""
+        return cls.from_groups(range_groups(text), option)
+
+
+def range_groups(text: str) -> list[list[str]]:
+    """A range text as --range token groups: "10-40" -> [["10", "40"]], "auto" -> [["auto"]], per-label items
+    ("5:10-40; 2:3-9", separated by ';' or spaces) in one group, and a JSON object as it is."""
+    if text.strip().startswith("{"):
+        return [[text]]  # per-label ranges as a JSON object
+    groups: list[list[str]] = []
+    specs: list[str] = []
+    for token in re.split(r"\s*;\s*|\s+", text.strip()):
+        plain = _START_END.match(token)
+        if plain:
+            groups.append([plain.group(1), plain.group(2)])
+        elif token.lower() == AUTO_RANGE:
+            groups.append([AUTO_RANGE])
+        elif token:
+            specs.append(token)
+    return groups + ([specs] if specs else [])
+
 
 @dataclass
 class SeedPrompt:
@@ -289,6 +349,7 @@ class SeedPrompt:
     slice_range: SliceRange
     label_ranges: dict[int, SliceRange]
     locked: np.ndarray | None = None  # the locked labels' voxels on the image grid (see `locked_voxels`)
+    hint: str | None = None  # `axis_hint`: the seed looks drawn along another axis
 
 
 def seed_prompt(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, axis: Axis, request: RangeRequest,
@@ -301,9 +362,9 @@ def seed_prompt(seed_xyz: np.ndarray, seed_grid: Grid, image_grid: Grid, axis: A
     values_by_name = {n: v for v, n in (names or {}).items()}
     label_ranges = parse_label_ranges(request.specs, num_slices, values_by_name) if request.specs else {}
     seeds = seeds_from_label(seed_xyz, seed_grid, image_grid, axis, SliceRange(0, num_slices - 1), labels, locked, names)
-    slice_range = range_for_labels(label_ranges, default_range, seeds.labels, names)
+    slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, seeds.labels, names)
     check_seeds_in_range(seeds, default_range, label_ranges, names)
-    return SeedPrompt(seeds, slice_range, label_ranges, locked_voxels(seed_xyz, seed_grid, image_grid, locked))
+    return SeedPrompt(seeds, slice_range, own_ranges, locked_voxels(seed_xyz, seed_grid, image_grid, locked), axis_hint(seeds))
 
 
 @dataclass(frozen=True)

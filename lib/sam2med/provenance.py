@@ -10,8 +10,10 @@ from importlib import metadata
 from pathlib import Path
 
 import sam2med
+from sam2med.checkpoints import read_sidecar
 
-RANDOM_WEIGHTS_KEY = "sam2med_random_weights"  # set in checkpoints built by `download --random-weights`
+RANDOM_WEIGHTS_KEY = "sam2med_random_weights"  # set in checkpoints built by `download --random-weights` and fine-tuned from one
+RANDOM_WEIGHTS_NOTE = "note: RANDOM weights (a placeholder checkpoint): the results show the plumbing, not segmentation quality"
 
 
 @functools.lru_cache(maxsize=64)
@@ -53,9 +55,13 @@ def _random_marker(path: str, size: int, mtime_ns: int) -> bool:
 
 
 def has_random_weights(checkpoint: str | os.PathLike) -> bool:
-    """True for a checkpoint built with random weights (its marker, or 'RANDOM-WEIGHTS' in its file name)."""
+    """True for a checkpoint built with random weights, or fine-tuned from one: its marker, its sidecar's
+    "random_weights", or 'RANDOM-WEIGHTS' in its file name."""
     path = Path(checkpoint)
     if re.search(r"random[-_.]?weights", path.name, re.IGNORECASE):
+        return True
+    sidecar = read_sidecar(path)
+    if sidecar is not None and sidecar.extra.get("random_weights") is True:
         return True
     stat = path.stat()
     return _random_marker(str(path.resolve()), stat.st_size, stat.st_mtime_ns)

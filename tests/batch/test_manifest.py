@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from sam2med.batch.manifest import range_groups, read_manifest
+from sam2med.batch.manifest import read_manifest
+from sam2med.prompts import range_groups
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
 from sam2med.prompts import RangeRequest

@@ -62,6 +62,28 @@ def test_finetune_trains_validates_and_writes_a_loadable_checkpoint(pairs, rando
 
     engine = Propagator(checkpoint=out, device="cpu")  # model and input size from the sidecar (the registry's reading)
     assert engine.model_name == "tiny" and engine.image_size == TEST_IMAGE_SIZE
+    # trained from RANDOM weights: the checkpoint, its sidecar and every output of it say so
+    import torch
+
+    from sam2med.provenance import RANDOM_WEIGHTS_KEY, model_provenance
+
+    assert torch.load(out, weights_only=True)[RANDOM_WEIGHTS_KEY] is True and sidecar["random_weights"] is True
+    assert model_provenance(engine)["random_weights"] is True
+    seed = tmp_path / "seed.nii.gz"
+    label = sitk.ReadImage(str(root / "labels" / "ct.nii.gz"))
+    spleen = sitk.GetArrayFromImage(label) == 1  # (z, y, x)
+    z = int(np.argmax(spleen.sum(axis=(1, 2))))
+    seed_array = np.zeros(spleen.shape, np.uint8)
+    seed_array[z] = spleen[z]
+    seed_image = sitk.GetImageFromArray(seed_array)
+    seed_image.CopyInformation(label)
+    sitk.WriteImage(seed_image, str(seed))
+    done = subprocess.run([sys.executable, str(REPO / "main.py"), "propagate", str(root / "images" / "ct.nii.gz"), "--seed", str(seed),
+                           "--range", str(z), str(z + 1), "--checkpoint", str(out), "--device", "cpu", "-o", str(tmp_path / "p.nii.gz"),
+                           "--scores", str(tmp_path / "p.json")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "note: RANDOM weights" in done.stdout
+    assert json.loads((tmp_path / "p.json").read_text())["provenance"]["random_weights"] is True
 
 
 def _synthetic_pair(folder, single_slice: bool):

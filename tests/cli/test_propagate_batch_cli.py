@@ -198,3 +198,26 @@ def test_the_local_path_never_imports_ray():
             "sys.exit('ray' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")])}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0
+
+
+def test_a_rows_plain_range_bounds_its_labels_without_their_own(shared_data, random_checkpoint, tmp_path):
+    """range "START-END LABEL:START-END" and labels by name: the spleen (no range of its own) stays inside START-END."""
+    d = shared_data / "totalsegmentator"
+    segmentation = nib.load(str(d / "example_seg.nii.gz"))
+    truth = np.asarray(segmentation.dataobj).astype(np.uint8)
+    z = int(np.argmax((truth == 5).sum(axis=(0, 1))))
+    seed = np.zeros_like(truth)
+    seed[..., z] = np.where(np.isin(truth[..., z], [1, 5]), truth[..., z], 0)
+    nib.save(nib.Nifti1Image(seed, segmentation.affine, segmentation.header), str(tmp_path / "seed.nii.gz"))
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text(f'image,seed,range,labels,output\n{d / CT},seed.nii.gz,{z}-{z + 1} liver:{z - 2}-{z + 1},"liver,spleen",ct.nii.gz\n')
+    out = tmp_path / "labels"
+    code = main(batch_args(manifest, out, random_checkpoint, "--labels-map", f"{d / 'labels.json'}:total"))
+    line, = records(out)
+    assert code == 0, line
+    label = np.asarray(nib.load(str(out / "ct.nii.gz")).dataobj)
+    spleen = set(np.flatnonzero((label == 1).any(axis=(0, 1))))
+    assert z in spleen and spleen <= {z, z + 1}, f"the spleen is written on slices {sorted(spleen)}"
+    assert not label[..., : z - 2].any() and not label[..., z + 2:].any()
+    labels = line["report"]["labels"]
+    assert labels["1"]["slice_range"] == [z, z + 1] and labels["5"]["slice_range"] == [z - 2, z + 1]

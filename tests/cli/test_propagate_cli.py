@@ -297,3 +297,52 @@ def test_overlap_and_lock_options_are_checked_before_any_work(ct_case, random_ch
     for expected, argv in cases.items():
         assert expected in _error_line(capsys, argv), expected
     assert not out.exists()
+def test_plain_range_bounds_every_label_without_its_own(ct_case, random_checkpoint, tmp_path, capsys, shared_data):
+    """--range START END with a label's own range: the other labels stay inside START..END (written voxels, --scores)."""
+    image, seed, z, _ = ct_case
+    out, scores = tmp_path / "out.nii.gz", tmp_path / "scores.json"
+    code = main(["propagate", str(image), "--seed", str(seed), "--range", f"liver:{z - 2}-{z + 1}", "--range", str(z), str(z + 1),
+                 "--labels-map", f"{shared_data}/totalsegmentator/labels.json:total", "--checkpoint", str(random_checkpoint),
+                 "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE), "-o", str(out), "--scores", str(scores)])
+    assert code == 0, capsys.readouterr().err
+    label = np.asarray(nib.load(str(out)).dataobj)
+    spleen_slices = set(np.flatnonzero((label == 1).any(axis=(0, 1))))
+    assert spleen_slices <= {z, z + 1} and z in spleen_slices, f"the spleen (no range of its own) is on {sorted(spleen_slices)}"
+    assert not (label == 5)[..., z + 2:].any() and not label[..., : z - 2].any()
+    report = json.loads(scores.read_text())
+    assert report["labels"]["1"]["slice_range"] == [z, z + 1] and report["labels"]["5"]["slice_range"] == [z - 2, z + 1]
+    assert [s["slice"] for s in report["labels"]["1"]["slices"]] == [z, z + 1]
+
+
+def test_labels_by_name_and_start_end_in_one_token(ct_case, random_checkpoint, tmp_path, capsys, shared_data):
+    """--labels liver (a --labels-map name) and --range START-END, as manifests and the server take them."""
+    image, seed, z, _ = ct_case
+    out, scores = tmp_path / "out.nii.gz", tmp_path / "scores.json"
+    code = main(["propagate", str(image), "--seed", str(seed), "--labels", "liver", "--range", f"{z}-{z + 1}",
+                 "--labels-map", f"{shared_data}/totalsegmentator/labels.json:total", "--checkpoint", str(random_checkpoint),
+                 "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE), "-o", str(out), "--scores", str(scores)])
+    assert code == 0, capsys.readouterr().err
+    label = np.asarray(nib.load(str(out)).dataobj)
+    assert set(np.unique(label)) == {0, 5}, "only the liver is propagated"
+    assert set(np.flatnonzero(label.any(axis=(0, 1)))) <= {z, z + 1}
+    report = json.loads(scores.read_text())
+    assert list(report["labels"]) == ["5"] and report["slice_range"] == [z, z + 1]
+    line = _error_line(capsys, ["propagate", str(image), "--seed", str(seed), "--labels", "kidney", "-o", str(tmp_path / "x.nii.gz"),
+                                "--labels-map", f"{shared_data}/totalsegmentator/labels.json:total"])
+    assert "unknown label name 'kidney'" in line and "liver=5" in line and not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_seed_drawn_along_another_axis_gets_a_one_line_hint(random_checkpoint, tmp_path, capsys):
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    image = np.random.default_rng(0).normal(0, 100, (24, 24, 6)).astype(np.int16)
+    seed = np.zeros(image.shape, np.uint8)
+    seed[6:14, 8:12, 3] = 1  # drawn on axial slice 3: four coronal slices (y 8..11), each holding one line
+    nib.save(nib.Nifti1Image(image, affine), str(tmp_path / "image.nii.gz"))
+    nib.save(nib.Nifti1Image(seed, affine), str(tmp_path / "seed.nii.gz"))
+    code = main(["propagate", str(tmp_path / "image.nii.gz"), "--seed", str(tmp_path / "seed.nii.gz"), "--axis", "coronal",
+                 "--range", "8", "11", "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE),
+                 "-o", str(tmp_path / "out.nii.gz")])
+    printed = capsys.readouterr().out
+    assert code == 0
+    hints = [line for line in printed.splitlines() if "did you mean" in line]
+    assert hints == ["note: the seed lies on 1 axial slice (3) but on 4 coronal slices, a line on each: did you mean axis axial?"]

@@ -19,7 +19,7 @@ from sam2med.io import load_label
 SHAPE = (40, 36, 4)
 
 
-def test_cli_sam2_runs_end_to_end(tmp_path, random_checkpoint):
+def test_cli_sam2_runs_end_to_end(tmp_path, random_checkpoint, capsys):
     volume, label = moving_disc_case(shape=SHAPE, slices=(1, 2))
     write_case(tmp_path / "images", tmp_path / "labels", "tiny", volume, label, image_name="tiny_0000")
     out = tmp_path / "out"
@@ -39,6 +39,7 @@ def test_cli_sam2_runs_end_to_end(tmp_path, random_checkpoint):
     predicted = load_label(out / "predictions" / "tiny.nii.gz").array
     seed_slice = int(row["seed_slices"])
     np.testing.assert_array_equal(predicted[..., seed_slice] == 1, label[..., seed_slice] == 1)
+    assert "note: RANDOM weights" in capsys.readouterr().out, "the console says the weights are random, as summary.md does"
 
 
 def test_sam2_click_protocol_through_the_runner(tmp_path, propagator):

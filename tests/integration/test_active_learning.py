@@ -11,10 +11,13 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from monailabel.client import MONAILabelClient
 
 from live_server import running_server, small_server_args
 from test_server import _seed_file
+from sam2med.checkpoints import sidecar_path
+from sam2med.provenance import RANDOM_WEIGHTS_KEY
 from sam2med.uncertainty import image_uncertainty
 
 pytestmark = pytest.mark.integration
@@ -113,6 +116,10 @@ def test_train_on_submitted_labels_publishes_a_model_the_next_infer_uses(server,
 
     _, params = client.infer("sam2_propagate", "mr", {"slice_range": list(RANGES["mr"])}, label_in=str(server["seeds"]["mr"]))
     assert params["model_version"] == new_version  # the next request, no restart
+    # trained from RANDOM weights: the published checkpoint and its sidecar keep the mark, and the answer says so
+    assert torch.load(checkpoint, weights_only=True)[RANDOM_WEIGHTS_KEY] is True
+    assert json.loads(sidecar_path(checkpoint).read_text())["random_weights"] is True
+    assert params["provenance"]["random_weights"] is True and params["provenance"]["checkpoint"]["file"] == checkpoint.name
     start, end = RANGES["mr"]  # the first test propagated these slices with the old weights: none is reused
     assert params["cache"]["request_hit_slices"] == 0 and params["cache"]["request_miss_slices"] == end - start + 1
     assert client.info()["sam2med"]["model_version"] == new_version

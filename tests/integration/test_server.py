@@ -162,6 +162,20 @@ def test_per_label_ranges(client, server):
     assert status == 422 and "kidney" in json.loads(body)["detail"]
 
 
+def test_plain_range_bounds_the_labels_without_their_own(client, server):
+    """slice_range "START-END; LABEL:START-END": the liver over its own range, the spleen over START-END only."""
+    spleen_range = (CT_SLICE, CT_SLICE + 1)
+    ranges = f"{spleen_range[0]}-{spleen_range[1]}; liver:{CT_RANGE[0]}-{CT_RANGE[1]}"
+    out, params = client.infer("sam2_propagate", "ct", {"slice_range": ranges}, label_in=str(server["ct_seed"]))
+    label, _ = _read_xyz(out)
+    spleen = set(np.flatnonzero((label == 1).any(axis=(0, 1))))
+    assert CT_SLICE in spleen and spleen <= set(spleen_range), sorted(spleen)
+    assert not label[..., : CT_RANGE[0]].any() and not label[..., CT_RANGE[1] + 1 :].any()
+    assert params["slice_range"] == list(CT_RANGE) and params["labels"]["1"]["slice_range"] == list(spleen_range)
+    assert params["labels"]["5"]["slice_range"] == list(CT_RANGE)
+    assert [s["slice"] for s in params["labels"]["1"]["slices"]] == list(spleen_range)
+
+
 def test_auto_range_and_selective_memory(client, server):
     options = {"slice_range": "auto", "max_slices": "2", "absent_slices": 50, "min_object_score": "0", "memory": "selective"}
     out, params = client.infer("sam2_propagate", "ct", options, label_in=str(server["ct_seed"]))
@@ -210,6 +224,9 @@ def test_next_sample_strategies(client, server):
     assert ordered["id"] == "ct2" and "after 'ct'" in ordered["reason"]
     assert client.next_sample("first", {})["id"] == "ct2"
     assert client.next_sample("random", {})["id"] in {"ct2", "ct3", "mr"}
+    for strategy in ("ordered", "first", "random", "uncertain"):
+        answer = client.next_sample(strategy, {})
+        assert "path" not in answer and str(server["studies"]) not in json.dumps(answer), "no server path in the answer"
 
 
 def test_points_task_as_ohif_sends_it(client, server):

@@ -13,7 +13,7 @@ from sam2med.batch.manifest import BatchRow
 from sam2med.engine.policies import AutoRange, SelectiveMemory
 from sam2med.errors import Sam2MedError
 from sam2med.geometry import Grid
-from sam2med.io import Volume, load_label, load_volume, read_grid
+from sam2med.io import Volume, check_file, load_label, load_volume, read_grid
 from sam2med.labelnames import label_name
 from sam2med.prompts import seed_prompt
 
@@ -79,8 +79,10 @@ class RowRunner:
         start = time.perf_counter()
         try:
             image = self._load_image(row.image)
-            seed = load_label(row.seed)
+            seed = load_label(check_file(row.seed, "seed label"))
             prompt = seed_prompt(seed.array, seed.grid, image.grid, row.axis, row.range, row.labels, self.names)
+            if prompt.hint:
+                logger.warning("row %d: %s", row.number, prompt.hint)
             result = self.propagator.propagate(image, prompt.seeds, prompt.slice_range, window=row.window,
                                                label_ranges=prompt.label_ranges, memory=self.memory,
                                                auto=self.auto if row.range.auto else None)

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from sam2med.errors import InputError, Sam2MedError
 from sam2med.geometry import Axis
 from sam2med.io import IMAGE_SUFFIXES, LABEL_SUFFIXES
-from sam2med.prompts import AUTO_RANGE, RangeRequest, parse_labels
+from sam2med.prompts import RangeRequest, parse_labels
 from sam2med.windowing import Window
 
 COLUMNS = ("image", "seed", "range", "axis", "window", "labels", "output")
 REQUIRED = ("image", "seed")
-_START_END = re.compile(r"^(\d+)-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -39,24 +38,6 @@ class BatchRow:
 
     def to_json(self) -> dict:
         return {"row": self.number, "image": str(self.image), "seed": str(self.seed), "output": str(self.output)}
-
-
-def range_groups(cell: str) -> list[list[str]]:
-    """The range cell as --range token groups: "10-40" -> [["10", "40"]], "auto" -> [["auto"]], per-label
-    items ("5:10-40 2:3-9") and a JSON object as they are."""
-    if cell.strip().startswith("{"):
-        return [[cell]]  # per-label ranges as a JSON object
-    groups: list[list[str]] = []
-    specs: list[str] = []
-    for token in cell.split():
-        plain = _START_END.match(token)
-        if plain:
-            groups.append([plain.group(1), plain.group(2)])
-        elif token.lower() == AUTO_RANGE:
-            groups.append([AUTO_RANGE])
-        else:
-            specs.append(token)
-    return groups + ([specs] if specs else [])
 
 
 def _read_records(path: Path) -> list[dict]:
@@ -115,7 +96,7 @@ def _default_output(image: Path) -> str:
     return f"{name}_label.nii.gz"
 
 
-def _row(record: dict, number: int, base: Path, out_dir: Path) -> BatchRow:
+def _row(record: dict, number: int, base: Path, out_dir: Path, values_by_name: Mapping[str, int]) -> BatchRow:
     cells = {k: record.get(k, "").strip() for k in COLUMNS}
     for column in REQUIRED:
         if not cells[column]:
@@ -129,13 +110,14 @@ def _row(record: dict, number: int, base: Path, out_dir: Path) -> BatchRow:
     Window.parse(cells["window"] or "auto", "CT")
     return BatchRow(
         number=number, image=image, seed=(base / cells["seed"]).absolute(), output=(out_dir / output_name).absolute(),
-        range=RangeRequest.from_groups(range_groups(cells["range"]), option="range"),
-        axis=Axis.parse(cells["axis"] or "axial"), window=cells["window"] or "auto", labels=parse_labels(cells["labels"] or None),
+        range=RangeRequest.from_text(cells["range"], option="range"),
+        axis=Axis.parse(cells["axis"] or "axial"), window=cells["window"] or "auto", labels=parse_labels(cells["labels"] or None, values_by_name),
     )
 
 
-def read_manifest(path: str | Path, out_dir: str | Path) -> list[BatchRow]:
-    """Every row of the manifest at `path`, checked; outputs go under `out_dir`. One bad row fails the whole manifest."""
+def read_manifest(path: str | Path, out_dir: str | Path, names: Mapping[int, str] | None = None) -> list[BatchRow]:
+    """Every row of the manifest at `path`, checked; outputs go under `out_dir`; `names` ({value: name}) lets the labels
+    cell name labels. One bad row fails the whole manifest."""
     path = Path(path)
     records = _read_records(path)
     unknown = sorted({k for record in records for k in record} - set(COLUMNS))
@@ -146,7 +128,7 @@ def read_manifest(path: str | Path, out_dir: str | Path) -> list[BatchRow]:
     rows = []
     for number, record in enumerate(records, 1):
         try:
-            rows.append(_row(record, number, path.parent.absolute(), Path(out_dir)))
+            rows.append(_row(record, number, path.parent.absolute(), Path(out_dir), {n: v for v, n in (names or {}).items()}))
         except Sam2MedError as err:
             raise InputError(f"{path}: row {number}: {err}") from None
     seen: dict[Path, int] = {}

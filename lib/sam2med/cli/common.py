@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sam2med.checkpoints import MODELS, choose_model
 from sam2med.engine.threads import default_threads
-from sam2med.errors import InputError
+from sam2med.errors import CheckpointError, InputError
+from sam2med.io import check_file
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,8 @@ def check_model_arguments(args: argparse.Namespace) -> None:
     device = str(args.device).strip().lower()
     if device not in ("auto", "cpu") and not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise InputError(f"--device {args.device!r}: use auto, cpu, cuda or cuda:N")
+    if args.checkpoint:  # last: the other options' errors come first whatever the checkpoint
+        check_file(Path(args.checkpoint).expanduser(), "checkpoint", CheckpointError)
 
 
 def cpu_advice(device: str, image_size: int) -> str | None:
@@ -54,7 +57,9 @@ def propagator_kwargs(args: argparse.Namespace, absolute: bool = False) -> dict:
 
 
 def make_output_folder(out: Path) -> Path:
-    """`out`, created when missing; a place that cannot be created is an `InputError`."""
+    """`out`, created when missing; a file there or a place that cannot be created is an `InputError`."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; give an output folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

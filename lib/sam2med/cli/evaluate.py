@@ -16,6 +16,7 @@ from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.engine.threads import compute_threads
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
+from sam2med.provenance import RANDOM_WEIGHTS_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +264,8 @@ def print_results(summary: dict, cases: int, out: Path, model: dict | None) -> i
         dice = part["overall"]["dice"]
         if dice["mean"] is not None:
             print(f"reference {name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (median {dice['median']:.3f}) over {part['overall']['n']} target(s)")
+    if model and model.get("random_weights"):
+        print(RANDOM_WEIGHTS_NOTE)
     advice = cpu_advice(model["device"].split(":")[0], model["input_size"]) if model else None
     if advice:
         print(advice)

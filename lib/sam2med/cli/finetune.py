@@ -11,6 +11,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sam2med.cli.common import add_model_arguments, check_model_arguments
 from sam2med.errors import InputError
+from sam2med.io import check_parent_folder
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,9 @@ def _check(args: argparse.Namespace) -> None:
     if out.suffix != ".pt":
         raise InputError(f"-o {out}: the checkpoint must end in .pt")
     for path in (out, Path(args.json)):
-        if not path.parent.is_dir():
-            raise InputError(f"{path}: folder {path.parent} does not exist")
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder; give a file")
+        check_parent_folder(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from sam2med.cli.common import add_model_arguments, check_model_arguments, cpu_a
 from sam2med.engine.policies import MEMORY_POLICIES
 from sam2med.errors import InputError
 from sam2med.images2d import Image2D, list_images, mask_name, read_image2d, read_label2d, save_mask2d, window_image2d
-from sam2med.io import check_output_path, write_json_atomic
+from sam2med.io import check_folder, check_output_path, write_json_atomic
 from sam2med.progress import StageBars
 from sam2med.provenance import describe_file, file_sha256, provenance
 from sam2med.windowing import Preprocessing, Window
@@ -95,14 +95,13 @@ class ImageEntry:
 def _check_inputs(args: argparse.Namespace) -> tuple[Path, Path, Image2D, Image2D]:
     """The folders, the prompt image and the seed; any problem is an error before anything is written."""
     images_dir, out = Path(args.images), Path(args.output)
-    if not images_dir.is_dir():
-        raise InputError(f"{images_dir}: images folder does not exist")
+    check_folder(images_dir, "images")
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; give an output folder")
+        raise InputError(f"{out}: is a file; give an output folder")
     if out.resolve() == images_dir.resolve():
         raise InputError(f"{out}: is the images folder; the masks would overwrite the images: give another folder")
     if not out.parent.resolve().is_dir():
-        raise InputError(f"{out.parent}: the output folder's parent does not exist")
+        raise InputError(f"{out}: folder {out.parent} does not exist; create it first")
     check_model_arguments(args)
     Window.parse(args.window, "CT")
     prompt = read_image2d(args.prompt)

@@ -10,11 +10,11 @@ from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.engine.overlap import OVERLAP_POLICIES, parse_overlap
 from sam2med.evaluation.labelmap import read_labels_map, resolve_labels
 from sam2med.geometry import Axis
-from sam2med.io import LABEL_SUFFIXES, check_output_path, load_label, load_volume, save_label, write_json_atomic
+from sam2med.io import LABEL_SUFFIXES, check_file, check_output_path, load_label, load_volume, save_label, write_json_atomic
 from sam2med.labelnames import keyed_by_name, label_name
 from sam2med.progress import StageBars
 from sam2med.prompts import RangeRequest, parse_labels, seed_prompt
-from sam2med.provenance import describe_file, provenance
+from sam2med.provenance import RANDOM_WEIGHTS_NOTE, describe_file, provenance
 from sam2med.windowing import Window
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "direction, after --absent-slices slices without it. Default: the whole volume")
     parser.add_argument("--axis", default="axial", choices=["axial", "coronal", "sagittal"],
                         help="slicing axis: axial = third voxel axis, coronal = second, sagittal = first")
-    parser.add_argument("--labels", default=None, metavar="L1,L2", help="propagate only these label values of SEED")
+    parser.add_argument("--labels", default=None, metavar="L1,L2",
+                        help="propagate only these labels of SEED: values, or names of --labels-map (e.g. liver,2)")
     parser.add_argument("--labels-map", metavar="FILE[:KEY]", default=None,
                         help='names of the seed\'s label values, reported by name: {"liver": 5} or {"5": "liver"} JSON, '
                              "or one map of a file of maps by KEY")
@@ -119,18 +120,22 @@ def run(args: argparse.Namespace) -> int:
     output = check_output_path(args.output)  # before any work: a folder or a read-only place fails now, not at the end
     if args.scores:
         check_output_path(args.scores, suffixes=None)
-    check_model_arguments(args)
     Window.parse(args.window, "CT")  # a bad window fails before anything is loaded
     names = read_labels_map(args.labels_map) if args.labels_map else {}
     overlap = parse_overlap(args.overlap, "--overlap")
     locked = resolve_labels(args.lock, names, "--lock") or []
     request = RangeRequest.from_groups(args.range)
     policies = policy_options(args, request.auto)
+    check_model_arguments(args)
+    check_file(args.seed, "seed label")
     image = load_volume(args.image)
     seed = load_label(args.seed)
     axis = Axis.parse(args.axis)
-    prompt = seed_prompt(seed.array, seed.grid, image.grid, axis, request, parse_labels(args.labels), names, locked)
+    prompt = seed_prompt(seed.array, seed.grid, image.grid, axis, request, parse_labels(args.labels, {n: v for v, n in names.items()}),
+                         names, locked)
     seeds = prompt.seeds
+    if prompt.hint:
+        print(f"note: {prompt.hint}", flush=True)
     propagator = Propagator(**propagator_kwargs(args))
 
     bars = StageBars("slice")
@@ -151,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     for line in summary_lines(report, names):
         print(line)
     if report["provenance"]["random_weights"]:
-        print("note: RANDOM weights (a placeholder checkpoint): the label shows the plumbing, not segmentation quality")
+        print(RANDOM_WEIGHTS_NOTE)
     advice = cpu_advice(propagator.device.type, propagator.image_size)
     if advice:
         print(advice)

@@ -24,11 +24,12 @@ skipped), seconds and the per-label, per-slice confidence of `propagate --scores
 manifest: a .csv with a header line, or a .jsonl file with one JSON object per line. Columns:
   image   image file or DICOM series folder (required)
   seed    seed label volume on the image's grid (required); see 'propagate --help'
-  range   START-END (inclusive slices), auto, per-label items LABEL:START-END separated by spaces,
-          a JSON object {"5": [10, 40]}; empty: the whole volume
+  range   START-END (inclusive slices), auto, per-label items LABEL:START-END separated by spaces or ';'
+          (with START-END: the range of the labels without their own), a JSON object {"5": [10, 40]};
+          empty: the whole volume
   axis    axial (default), coronal or sagittal
   window  intensity window, as propagate --window (default auto)
-  labels  the seed's label values to propagate, e.g. 1,5 (default: all)
+  labels  the seed's labels to propagate, e.g. 1,5 or liver,5 with --labels-map (default: all)
   output  output file name inside OUTDIR (default: IMAGE_label.nii.gz)
 Relative paths are relative to the manifest's folder.
 
@@ -61,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, metavar="FILE", help="the rows: a .csv with a header line or a .jsonl file")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     parser.add_argument("--labels-map", metavar="FILE[:KEY]", default=None,
-                        help="label names, so that a range cell may name labels (liver:10-40); as in propagate")
+                        help="label names, so that range and labels cells may name labels (liver:10-40, liver); as in propagate")
     add_ray_arguments(parser)
     add_policy_arguments(parser)
     add_model_arguments(parser)
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output).absolute()
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: is a file; give an output folder")
-    rows = read_manifest(args.manifest, out_dir)
     names = read_labels_map(args.labels_map) if args.labels_map else {}
+    rows = read_manifest(args.manifest, out_dir, names)
     policies = policy_options(args, any(row.range.auto for row in rows))
     runner_args = (propagator_kwargs(args, absolute=True), policies["auto"], policies["memory"], names)
     make_output_folder(out_dir)

@@ -10,12 +10,14 @@ from pathlib import Path
 from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.cli.common import add_model_arguments, check_model_arguments
 from sam2med.errors import InputError
+from sam2med.provenance import RANDOM_WEIGHTS_NOTE, has_random_weights
+from sam2med.cli.samples import SAMPLES_FOLDER
 
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_APP = REPO / "apps" / "sam2med"
-DEFAULT_STUDIES = REPO / "sample-datasets"
+DEFAULT_STUDIES = Path(SAMPLES_FOLDER)  # of the current folder, where `samples` writes it
 
 HELP = "start the MONAI Label server (OHIF at /ohif/, 3D Slicer plugin, REST API)"
 DESCRIPTION = """\
@@ -38,7 +40,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--studies", default=None, metavar="DIR_OR_URL",
-                        help=f"studies folder or DICOMweb URL (default: {DEFAULT_STUDIES.name}/ of this checkout)")
+                        help=f"studies folder or DICOMweb URL (default: {DEFAULT_STUDIES}/ of the current folder, built by 'samples')")
     parser.add_argument("--dicomweb", default=None, metavar="URL",
                         help="DICOMweb root to serve (e.g. http://127.0.0.1:8042/dicom-web); same as --studies URL")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; other than loopback only on purpose")
@@ -107,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or conf.get("checkpoint") or None
     model = choose_model(args.model or conf.get("model") or None, checkpoint).model
     checkpoint = resolve_checkpoint(model, checkpoint, download=True)  # fail before the server starts
+    if has_random_weights(checkpoint):
+        print(RANDOM_WEIGHTS_NOTE, flush=True)
     _warn_if_exposed(args.host)
     logger.info("MONAI Label on http://%s:%d (OHIF at /ohif/), studies %s, model %s from %s",
                 args.host, args.port, studies, model, checkpoint)

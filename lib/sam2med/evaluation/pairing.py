@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sam2med.errors import InputError
 from sam2med.images2d import IMAGE2D_SUFFIXES, LABEL2D_SUFFIXES
-from sam2med.io import IMAGE_SUFFIXES, LABEL_SUFFIXES
+from sam2med.io import IMAGE_SUFFIXES, LABEL_SUFFIXES, check_folder
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,7 @@ def _strip_suffix(name: str, suffixes: tuple[str, ...]) -> str | None:
 
 
 def _entries(folder: Path, what: str) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: {what} folder does not exist")
+    check_folder(folder, what)
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if not entries:
         raise InputError(f"{folder}: {what} folder is empty")

@@ -18,7 +18,8 @@ from sam2med.engine.policies import AutoRange, SelectiveMemory, parse_memory
 from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
 from sam2med.labelnames import LabelMapping, label_name, name_key, parse_label_info
-from sam2med.prompts import ClickPrompt, ClickSeeds, SliceRange, parse_labels
+from sam2med.prompts import (ClickPrompt, ClickSeeds, RangeRequest, SliceRange, is_label_range_spec, parse_label_ranges, parse_labels,
+                             range_groups)
 from sam2med.windowing import Window
 
 DEFAULT_SEED_TAG = "final"
@@ -97,6 +98,21 @@ def parse_slice_range(value: Any, num_slices: int) -> SliceRange:
 def is_range_missing(value: Any) -> bool:
     """No slice_range given at all (absent, empty text or list), as opposed to "all" for every slice."""
     return value is None or value == [] or (isinstance(value, str) and not value.strip().strip("[]()").strip())
+
+
+def parse_label_slice_ranges(value: Any, num_slices: int, label_names: Mapping[str, int]) -> tuple[SliceRange, dict[int, SliceRange]]:
+    """A `slice_range` as (the range of every label without its own, the labels' own ranges): a plain range;
+    per-label ranges ({"5": [10, 40]}, "5:10-40; liver:12-30"), the others over the whole volume; or both in one
+    text ("16-26; liver:14-29"), the others over the plain range."""
+    if isinstance(value, str) and not value.strip().startswith("{"):
+        groups = range_groups(value)
+        if len(groups) > 1 and all(len(g) == 2 and g[0].isdigit() for g in groups[:-1]):  # START-END with LABEL:START-END items
+            request = RangeRequest.from_groups(groups, "slice_range")
+            return (SliceRange.parse(request.plain, num_slices, either_order=True),
+                    parse_label_ranges(request.specs, num_slices, label_names, either_order=True))
+    if is_label_range_spec(value):
+        return SliceRange.parse(None, num_slices), parse_label_ranges(value, num_slices, label_names, either_order=True)
+    return parse_slice_range(value, num_slices), {}
 
 
 def is_auto_range(value: Any) -> bool:

@@ -8,6 +8,7 @@ by the app itself when `monailabel start_server` serves MONAI Label's app, so ev
   when the request ends. A `session_id` must name an existing session. Params are checked JSON.
 - `PUT /datastore/label`, `PUT /datastore/image`, `PUT /session/`: MONAI Label's handlers, with their
   upload files removed when the request ends, also when it is refused.
+- `POST /activelearning/{strategy}`: MONAI Label's answer without the image's server `path`.
 - `GET /logs/`, `GET /logs/gpu`: refused (403). The log names server paths and other clients' uploads,
   and MONAI Label serves it to anyone who can reach the port.
 """
@@ -29,6 +30,7 @@ from fastapi.routing import APIRoute
 from monailabel.config import RBAC_ADMIN, RBAC_ANNOTATOR, RBAC_USER, settings
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
+from monailabel.endpoints import activelearning as ml_activelearning
 from monailabel.endpoints import datastore as ml_datastore
 from monailabel.endpoints import session as ml_session
 from monailabel.endpoints.infer import ResultType, run_inference
@@ -232,6 +234,12 @@ def create_session(
         _now(tasks)
 
 
+def next_sample(strategy: str, params: Optional[dict] = None, user: User = _user()):
+    """MONAI Label's next sample without the image's `path` on the server: clients fetch the image by its id."""
+    result = _http(ml_activelearning.sample, strategy, params, user.username)
+    return {k: v for k, v in result.items() if k != "path"}
+
+
 def refuse_logs():
     raise HTTPException(status_code=403, detail=LOGS_REFUSED)
 
@@ -242,6 +250,7 @@ ROUTES: list[tuple[str, str, Callable[..., Any], str]] = [
     ("PUT", f"{API}/datastore/image", add_image, f"{RBAC_ANNOTATOR}Upload new Image"),
     ("PUT", f"{API}/datastore/", add_image, f"{RBAC_ANNOTATOR}Upload new Image"),
     ("PUT", f"{API}/session/", create_session, f"{RBAC_USER}Create new session with Image"),
+    ("POST", f"{API}/activelearning/{{strategy}}", next_sample, f"{RBAC_USER}Next sample to label (no server path)"),
     ("GET", f"{API}/logs/", refuse_logs, f"{RBAC_ADMIN}Server log: not served (names server files)"),
     ("GET", f"{API}/logs/gpu", refuse_logs, f"{RBAC_ADMIN}GPU info: not served"),
 ]

@@ -32,6 +32,7 @@ from sam2med.monailabel.params import (
     describe_labels,
     is_auto_range,
     is_range_missing,
+    parse_label_slice_ranges,
     parse_points,
     parse_policies,
     parse_propagate,
@@ -43,8 +44,7 @@ from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import track_result
 from sam2med.monailabel.strategies import SCORES_KEY
 from sam2med.labelnames import LabelMapping, keyed_by_name, label_name, parse_label_info, relabel
-from sam2med.prompts import (SliceRange, check_seeds_in_range, is_label_range_spec, locked_voxels, parse_label_ranges,
-                             range_for_labels, seeds_from_label)
+from sam2med.prompts import SliceRange, check_seeds_in_range, locked_voxels, resolve_label_ranges, seeds_from_label
 from sam2med.provenance import describe_file, provenance
 from sam2med.uncertainty import review_slices, score_record
 from sam2med.windowing import CT_PRESETS
@@ -243,13 +243,8 @@ class Sam2PropagateTask(_Sam2Task):
         names = {**params.names, **({v: n for n, v in mapping.server.items()} if mapping else {})}
         num_slices = image.grid.num_slices(params.axis)
         whole = SliceRange(0, num_slices - 1)
-        if auto:
-            default_range, label_ranges = whole, {}
-        elif is_label_range_spec(params.slice_range):  # {"5": [10, 40], "liver": "12-30"} or "5:10-40;1:12-30"
-            default_range, label_ranges = whole, parse_label_ranges(params.slice_range, num_slices,
-                                                                    {n: v for v, n in names.items()}, either_order=True)
-        else:
-            default_range, label_ranges = parse_slice_range(params.slice_range, num_slices), {}
+        default_range, label_ranges = (whole, {}) if auto else parse_label_slice_ranges(
+            params.slice_range, num_slices, {**self.label_names, **{n: v for v, n in names.items()}})
         state = None
         if self.corrections is not None and request.get("image_id") and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
             state = self.corrections.load(str(request["image_id"]), image.fingerprint(), params.axis)
@@ -258,13 +253,13 @@ class Sam2PropagateTask(_Sam2Task):
         if state is not None:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
             seeds, correction = select_corrected_seeds(seeds, state)
             extra["correction"] = correction.to_json()
-        slice_range = range_for_labels(label_ranges, default_range, seeds.labels, names)
+        slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, seeds.labels, names)
         check_seeds_in_range(seeds, default_range, label_ranges, names)
         extra["seed_slices"] = seeds.slices
         extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
         load_seconds = time.perf_counter() - start
         locked = locked_voxels(seed_array, seed.grid, image.grid, params.locked)
-        result, propagator = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=label_ranges,
+        result, propagator = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=own_ranges,
                                              overlap=params.overlap, locked=locked, **policies)
         self._remember(request, image, seeds.masks, result)
         inputs = {"image": self._image_file(request), "seed": seed_file}

@@ -17,7 +17,7 @@ from sam2med.engine.model import resolve_device
 from sam2med.errors import InputError
 from sam2med.evaluation.pairing import Case
 from sam2med.geometry import Axis
-from sam2med.provenance import file_sha256
+from sam2med.provenance import file_sha256, has_random_weights
 from sam2med.training.model import build_training_model, save_finetuned
 from sam2med.training.sampler import ClipSampler, TrainingVolume
 from sam2med.training.step import EncoderFeatures, clip_loss, make_loss
@@ -173,6 +173,6 @@ def finetune(config: FineTuneConfig, train: list[TrainingVolume], val_cases: lis
         **{k: v for k, v in stats.items() if k != "image_size"},
         **config.extra_sidecar,
     }
-    save_finetuned(state, config.out, sidecar)
+    save_finetuned(state, config.out, sidecar, random_weights=has_random_weights(config.checkpoint))
     logger.info("wrote %s after %d step(s): loss %s -> %s", config.out, len(losses), stats["loss_first"], stats["loss_last"])
     return stats

@@ -10,6 +10,7 @@ from sam2med.checkpoints import model_spec, sidecar_path
 from sam2med.engine.model import size_overrides
 from sam2med.errors import CheckpointError
 from sam2med.io import write_atomically, write_json_atomic
+from sam2med.provenance import RANDOM_WEIGHTS_KEY
 
 TRAIN_TARGET = "training.model.sam2.SAM2Train"
 MODES = ("heads", "full")
@@ -53,8 +54,11 @@ def load_state_dict(checkpoint: Path) -> dict:
     return content["model"]
 
 
-def save_finetuned(state_dict: dict, path: Path, sidecar: dict) -> Path:
+def save_finetuned(state_dict: dict, path: Path, sidecar: dict, random_weights: bool = False) -> Path:
     """Write `{"model": state_dict}` and its sidecar (`checkpoints.sidecar_path`), each through a temporary file renamed into place.
+
+    `random_weights` (trained from a RANDOM-weights checkpoint) keeps the marker in the checkpoint and the sidecar,
+    so that every output of the fine-tuned model still says so.
 
     The checkpoint is renamed into place before the sidecar is written, so a reader never sees a
     half-written checkpoint, and a sidecar never describes a checkpoint that is not there.
@@ -62,6 +66,7 @@ def save_finetuned(state_dict: dict, path: Path, sidecar: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cpu_state = {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
-    write_atomically(path, lambda tmp: torch.save({"model": cpu_state}, tmp))
-    write_json_atomic(sidecar, sidecar_path(path))
+    content = {"model": cpu_state, **({RANDOM_WEIGHTS_KEY: True} if random_weights else {})}
+    write_atomically(path, lambda tmp: torch.save(content, tmp))
+    write_json_atomic({**sidecar, "random_weights": True} if random_weights else sidecar, sidecar_path(path))
     return path
