@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sam2med.errors import InputError
-from sam2med.io import as_label_values, check_complete, check_pixel_count, check_regular_file, label_dtype, write_atomically
+from sam2med.io import as_label_values, check_image_file, check_regular_file, label_dtype, write_atomically
 from sam2med.windowing import Preprocessing, Window, guess_modality
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,10 @@ def _read_pil(path: Path, kind: str, label: bool) -> Image2D:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:  # reads the header only
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below says it in one line
+            image = Image.open(path)  # reads the header only
+        with image:
             width, height = image.size
             if width * height > MAX_PIXELS_2D:
                 raise InputError(f"{path}: declares {width}x{height} = {width * height} pixels, over the {MAX_PIXELS_2D} "
@@ -123,8 +127,7 @@ def _read_pil(path: Path, kind: str, label: bool) -> Image2D:
 
 def _read_sitk(path: Path, kind: str) -> Image2D:
     try:
-        check_complete(path)
-        check_pixel_count(path, MAX_PIXELS_2D)
+        check_image_file(path, MAX_PIXELS_2D)
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         raise InputError(f"{path}: cannot read it as {'DICOM' if kind == DICOM else 'NIfTI'} ({_first_line(err)})") from None

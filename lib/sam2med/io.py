@@ -164,13 +164,41 @@ def check_pixel_count(path: str | os.PathLike, limit: int, reader: sitk.ImageFil
     if pixels > limit:
         raise InputError(f"{path}: declares {'x'.join(map(str, reader.GetSize()))}{f' x {count} files' if count > 1 else ''} "
                          f"= {pixels} pixels, over the {limit} this program reads")
-    keys = set(reader.GetMetaDataKeys())
-    if "0002|0010" in keys and reader.GetMetaData("0002|0010").strip("\x00 ") in _UNCOMPRESSED_DICOM and "0028|0100" in keys:
-        bits = int(reader.GetMetaData("0028|0100").strip() or 0)
-        needed = int(np.prod([int(s) for s in reader.GetSize()], dtype=np.int64)) * bits // 8
-        if os.path.getsize(path) < needed:
-            raise InputError(f"{path}: is truncated: its pixels need {needed} bytes, the file holds {os.path.getsize(path)}")
+    with open(path, "rb") as handle:
+        is_dicom = handle.read(132)[128:132] == b"DICM"
+    if is_dicom:
+        _check_dicom_pixel_bytes(path)
     return reader
+
+
+def _check_dicom_pixel_bytes(path: str | os.PathLike) -> None:
+    """Refuse an uncompressed DICOM file whose pixel data is shorter than its rows x columns x frames need
+    (GDCM reads the missing pixels as zeros)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), defer_size=256, force=True)  # pixel data left on disk
+        syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
+        element = ds.get_item("PixelData") if "PixelData" in ds else None
+        needed = (int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "NumberOfFrames", 1) or 1)
+                  * int(getattr(ds, "SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated) // 8)
+    except Exception as err:  # an odd header: SimpleITK's own reading decides
+        logger.debug("%s: DICOM pixel length not checked (%s)", path, err)
+        return
+    if syntax in _UNCOMPRESSED_DICOM and element is not None and 0 <= element.length < needed:
+        raise InputError(f"{path}: is truncated: its pixels need {needed} bytes, the file holds {element.length}")
+
+
+def check_image_file(path: str | os.PathLike, limit: int) -> None:
+    """Before decoding: a regular file, whose header declares at most `limit` pixels, holding all its bytes."""
+    check_regular_file(path, "image file")
+    try:
+        reader = header_of(path)
+    except RuntimeError:
+        check_complete(path)  # names a cut or damaged file better than ITK does
+        raise
+    check_pixel_count(path, limit, reader)
+    check_complete(path)
 
 
 def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
@@ -203,9 +231,7 @@ def _read_any(path: Path) -> tuple[sitk.Image, str | None]:
         if path.is_dir():
             image, modality = _read_dicom_series(path)
         else:
-            check_regular_file(path, "image file")
-            check_complete(path)  # streams the file (a cut gzip is named as such); no pixels are kept
-            check_pixel_count(path, MAX_VOXELS)
+            check_image_file(path, MAX_VOXELS)
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         first_line = next((line.strip() for line in str(err).splitlines() if line.strip() and "Exception" not in line), "unreadable")

@@ -219,14 +219,18 @@ def create_session(
 
 
 def remove_image(id: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
-    return _http(ml_datastore.remove_image, id, user.username)
+    answer = _http(ml_datastore.remove_image, id, user.username)
+    services = getattr(app_instance(), "services", None)
+    if services is not None:
+        services.forget_image(id)
+    return answer
 
 
 def remove_label(id: str, tag: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
     return _http(ml_datastore.remove_label, id, tag, user.username)
 
 
-def refuse_reload():
+def refuse_reload(user: User = _user()):
     raise HTTPException(status_code=403, detail=RELOAD_REFUSED)
 
 
