@@ -242,9 +242,10 @@ def test_progress_ids_are_issued_by_the_server_and_bound_to_one_request(server):
     assert reused.status_code == 409 and "already used" in _detail(reused)
 
 
-def _wait_for_stage(url: str, progress_id: str, timeout: float = 300) -> None:
+def _wait_for_stage(url: str, progress_id: str, results: dict, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
+        assert "response" not in results, results["response"].text[:300]
         entry = requests.get(f"{url}/sam2med/progress/{progress_id}", timeout=30).json()
         if entry.get("stage") in ("encode", "track"):
             return
@@ -260,7 +261,7 @@ def _start_infer(server, image_id: str, results: dict) -> tuple[threading.Thread
         with open(server["seed"], "rb") as seed:
             results["response"] = requests.post(
                 f"{url}/infer/sam2_propagate", params={"image": image_id, "output": "json"},
-                data={"params": json.dumps({"slice_range": [0, 60], "progress_id": progress_id})},
+                data={"params": json.dumps({"slice_range": [0, 29], "progress_id": progress_id})},
                 files={"label": ("seed.nii.gz", seed)}, timeout=900)
 
     thread = threading.Thread(target=run)
@@ -268,8 +269,12 @@ def _start_infer(server, image_id: str, results: dict) -> tuple[threading.Thread
     return thread, progress_id
 
 
-def _no_results_left(server) -> set[str]:
-    return {p.name for p in server["tmp"].rglob("*") if p.name.startswith(("sam2med_", "tmp"))}
+def _left_behind(server, before: set[Path]) -> set[str]:
+    """Files in the server's temp dir that were not there `before` (after its clean-up tasks have run)."""
+    deadline = time.time() + 5
+    while _files(server["tmp"]) - before and time.time() < deadline:
+        time.sleep(0.1)
+    return {str(p) for p in _files(server["tmp"]) - before}
 
 
 def test_image_replaced_mid_infer_is_a_409_never_a_label_of_the_other_version(server):
@@ -280,8 +285,9 @@ def test_image_replaced_mid_infer_is_a_409_never_a_label_of_the_other_version(se
     image = sitk.ReadImage(str(server["ts"] / "example_ct_sm.nii.gz"))
     sitk.WriteImage(sitk.Cast(image, sitk.sitkFloat32) * -1.0 + 200.0, str(replacement))
     results: dict = {}
+    before = _files(server["tmp"])
     thread, progress_id = _start_infer(server, "swap", results)
-    _wait_for_stage(url, progress_id)
+    _wait_for_stage(url, progress_id, results)
     with open(replacement, "rb") as upload:
         put = requests.put(f"{url}/datastore/image", params={"image": "swap"},
                            files={"file": ("swap.nii.gz", upload)}, timeout=120)
@@ -289,7 +295,7 @@ def test_image_replaced_mid_infer_is_a_409_never_a_label_of_the_other_version(se
     thread.join()
     response = results["response"]
     assert response.status_code == 409 and "'swap' was replaced while it was being segmented" in _detail(response)
-    assert not _no_results_left(server), _no_results_left(server)
+    assert not _left_behind(server, before)
     again = requests.post(f"{url}/infer/sam2_propagate", params={"image": "swap", "output": "json"},
                           data={"params": json.dumps({"slice_range": [CT_SLICE - 1, CT_SLICE + 1]})},
                           files={"label": ("seed.nii.gz", server["seed"].read_bytes())}, timeout=600)
@@ -305,15 +311,16 @@ def test_image_deleted_mid_infer_is_a_409_and_its_state_goes(server):
     url = server["url"]
     state = server["studies"] / ".sam2med" / "corrections" / f"{hashlib.sha256(b'gone').hexdigest()[:24]}.json"
     results: dict = {}
+    before = _files(server["tmp"])
     thread, progress_id = _start_infer(server, "gone", results)
-    _wait_for_stage(url, progress_id)
+    _wait_for_stage(url, progress_id, results)
     assert requests.delete(f"{url}/datastore/image", params={"id": "gone"}, timeout=60).status_code == 200
     thread.join()
     response = results["response"]
     assert response.status_code == 409 and "'gone' was removed while it was being segmented" in _detail(response)
     assert str(server["root"]) not in response.text
     assert not state.exists(), "the removed image's correction state was left behind"
-    assert not _no_results_left(server)
+    assert not _left_behind(server, before)
     missing = requests.post(f"{url}/infer/sam2_propagate", params={"image": "gone"}, timeout=60)
     assert missing.status_code == 404
 

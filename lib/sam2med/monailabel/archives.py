@@ -91,8 +91,9 @@ def _copy(source: IO[bytes], destination: Path, budget: _Budget) -> None:
 
 def _zip_members(archive: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, bool]]:
     for info in archive.infolist():
-        mode = info.external_attr >> 16
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        mode = info.external_attr >> 16  # Unix mode when a Unix zip wrote it; no file type bits: a plain file
+        member_path(info.filename, Path("."))
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
             kind = "a link" if stat.S_ISLNK(mode) else "not a plain file"
             raise ArchiveError(f"archive member {info.filename[:120]!r} is {kind}; only files and folders are unpacked")
         yield info, info.is_dir()
