@@ -160,8 +160,10 @@ class AppServices:
             if http is None:
                 raise
             raw = str(err) if isinstance(err, Sam2MedError) else str(http.detail or "")  # before any generic scrub
-            http.detail = scrub_paths(raw.splitlines()[0] if raw else "", self._path_names(
-                image, label, session, datastore, sessions_root))
+            names = self._path_names(image, label, session, datastore, sessions_root)
+            if snapshot is not None:  # the task read the request's private copy of the image
+                names[snapshot.path] = f"image {snapshot.image_id!r}"
+            http.detail = scrub_paths(raw.splitlines()[0] if raw else "", names)
             logger.info("infer %s on %r rejected (%d): %s", request.get("model"), image, http.status_code, http.detail)
             raise http from None
         finally:
