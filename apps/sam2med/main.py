@@ -71,7 +71,7 @@ class Sam2MedApp(MONAILabelApp):
             request = {**request, "save_label": True}
         sessions = self.sessions()
         return self.services.guarded_infer(request, datastore or self.datastore(), sessions.store_path if sessions else None,
-                                           lambda checked: super(Sam2MedApp, self).infer(checked, datastore))
+                                           lambda checked, store: super(Sam2MedApp, self).infer(checked, store))
 
     def next_sample(self, request):
         self.services.check_strategy(request, self._strategies)

@@ -137,6 +137,10 @@ class CorrectionStore:
             return None
         return state
 
+    def remove(self, image_id: str) -> None:
+        """Forget the state of `image_id` (the image was removed)."""
+        self._path(image_id).unlink(missing_ok=True)
+
     def save(self, state: CorrectionState) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         return write_json_atomic(state.to_json(), self._path(state.image_id))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sam2med.errors import InputError
-from sam2med.io import as_label_values, check_complete, label_dtype, write_atomically
+from sam2med.io import as_label_values, check_image_file, check_regular_file, label_dtype, write_atomically
 from sam2med.windowing import Preprocessing, Window, guess_modality
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 PNG, JPEG, NIFTI, DICOM = "png", "jpeg", "nifti", "dicom"
 IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii.gz", ".nii", ".dcm")
 LABEL2D_SUFFIXES = (".png", ".nii.gz", ".nii")
+MAX_PIXELS_2D = 2**26  # 8192 x 8192: over any radiograph or mammogram; a larger header is refused before decoding
 # An 8-bit PNG/JPEG is already display-windowed: its 0..255 map linearly to [0, 1].
 EIGHT_BIT_WINDOW = Window(level=127.5, width=255.0)
 
@@ -96,7 +98,14 @@ def _read_pil(path: Path, kind: str, label: bool) -> Image2D:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below says it in one line
+            image = Image.open(path)  # reads the header only
+        with image:
+            width, height = image.size
+            if width * height > MAX_PIXELS_2D:
+                raise InputError(f"{path}: declares {width}x{height} = {width * height} pixels, over the {MAX_PIXELS_2D} "
+                                 "this program reads")
             image.load()
             if getattr(image, "n_frames", 1) > 1:
                 raise InputError(f"{path}: holds {image.n_frames} frames; one-prompt takes single 2D images")
@@ -109,7 +118,7 @@ def _read_pil(path: Path, kind: str, label: bool) -> Image2D:
                 raise InputError(f"{path}: a {mode} colour label; save the label values as a grey (8/16-bit) or palette PNG")
             else:  # 1, P, RGB, RGBA, LA, CMYK, ...: to luminance (SAM2 sees one channel repeated, as for CT/MR)
                 array, eight_bit = np.asarray(image.convert("L")), True
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as err:
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise InputError(f"{path}: cannot read it as {kind.upper()} ({_first_line(err)})") from None
     if array.ndim != 2:
         raise InputError(f"{path}: is not a single-channel 2D image (shape {array.shape})")
@@ -118,7 +127,7 @@ def _read_pil(path: Path, kind: str, label: bool) -> Image2D:
 
 def _read_sitk(path: Path, kind: str) -> Image2D:
     try:
-        check_complete(path)
+        check_image_file(path, MAX_PIXELS_2D)
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         raise InputError(f"{path}: cannot read it as {'DICOM' if kind == DICOM else 'NIfTI'} ({_first_line(err)})") from None
@@ -145,9 +154,7 @@ def _read_sitk(path: Path, kind: str) -> Image2D:
 def read_image2d(path: str | os.PathLike, label: bool = False) -> Image2D:
     """Read a 2D PNG/JPEG, NIfTI or single-file DICOM image; an `InputError` names what is wrong with it.
     `label`: a label map (palette PNG indices kept, colour refused)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; a 2D image file is needed")
+    path = check_regular_file(path, "2D image file")
     try:
         kind = file_kind(path)
     except OSError as err:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import logging
 import os
+import stat
 import struct
 import uuid
 import zlib
@@ -22,6 +23,8 @@ from sam2med.geometry import Grid
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+MAX_VOXELS = 2**30  # 1024^3 voxels (4 GiB as float32): over any CT/MR volume; a larger header is refused unread
+_UNCOMPRESSED_DICOM = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
@@ -73,6 +76,9 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, str | None]:
     if len(series_ids) > 1:
         logger.warning("%s holds %d DICOM series; reading %r (%d files)", folder, len(series_ids), series_id, len(files_per_series[series_id]))
     files = files_per_series[series_id]  # sorted by slice position by GDCM
+    for file in files:
+        check_regular_file(file, "DICOM file")
+    check_pixel_count(files[0], MAX_VOXELS, count=len(files))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -141,6 +147,76 @@ def check_complete(path: str | os.PathLike) -> None:
         raise InputError(f"{path}: is truncated: it holds {size} bytes of the {needed} its NIfTI header announces")
 
 
+def header_of(path: str | os.PathLike) -> sitk.ImageFileReader:
+    """An image file's header read by SimpleITK (size, pixel type, meta data), no pixels decoded."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
+
+
+def check_pixel_count(path: str | os.PathLike, limit: int, reader: sitk.ImageFileReader | None = None,
+                      count: int = 1) -> sitk.ImageFileReader:
+    """Refuse, from its header alone, a file declaring over `limit` pixels (`count` such files: a DICOM series),
+    or an uncompressed DICOM file holding fewer bytes than its pixels need (its header is returned)."""
+    reader = reader or header_of(path)
+    pixels = int(np.prod([int(s) for s in reader.GetSize()], dtype=np.int64)) * count
+    if pixels > limit:
+        raise InputError(f"{path}: declares {'x'.join(map(str, reader.GetSize()))}{f' x {count} files' if count > 1 else ''} "
+                         f"= {pixels} pixels, over the {limit} this program reads")
+    with open(path, "rb") as handle:
+        is_dicom = handle.read(132)[128:132] == b"DICM"
+    if is_dicom:
+        _check_dicom_pixel_bytes(path)
+    return reader
+
+
+def _check_dicom_pixel_bytes(path: str | os.PathLike) -> None:
+    """Refuse an uncompressed DICOM file whose pixel data is shorter than its rows x columns x frames need
+    (GDCM reads the missing pixels as zeros)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), defer_size=256, force=True)  # pixel data left on disk
+        syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
+        element = ds.get_item("PixelData") if "PixelData" in ds else None
+        needed = (int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "NumberOfFrames", 1) or 1)
+                  * int(getattr(ds, "SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated) // 8)
+    except Exception as err:  # an odd header: SimpleITK's own reading decides
+        logger.debug("%s: DICOM pixel length not checked (%s)", path, err)
+        return
+    if syntax in _UNCOMPRESSED_DICOM and element is not None and 0 <= element.length < needed:
+        raise InputError(f"{path}: is truncated: its pixels need {needed} bytes, the file holds {element.length}")
+
+
+def check_image_file(path: str | os.PathLike, limit: int) -> None:
+    """Before decoding: a regular file, whose header declares at most `limit` pixels, holding all its bytes."""
+    check_regular_file(path, "image file")
+    try:
+        reader = header_of(path)
+    except RuntimeError:
+        check_complete(path)  # names a cut or damaged file better than ITK does
+        raise
+    check_pixel_count(path, limit, reader)
+    check_complete(path)
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """Refuse a path that is not a regular file (a FIFO, a device, a link to /dev/zero) before anything reads it."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode  # follows links: a link to a regular file is fine
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot open it ({err.strerror or err})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        raise InputError(f"{path}: is {kind}; a regular {what} is needed")
+    return path
+
+
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read an image file or DICOM series folder as a 3D scalar SimpleITK image."""
     image, _ = _read_any(Path(path))
@@ -155,7 +231,7 @@ def _read_any(path: Path) -> tuple[sitk.Image, str | None]:
         if path.is_dir():
             image, modality = _read_dicom_series(path)
         else:
-            check_complete(path)
+            check_image_file(path, MAX_VOXELS)
             image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         first_line = next((line.strip() for line in str(err).splitlines() if line.strip() and "Exception" not in line), "unreadable")

@@ -29,25 +29,29 @@ def small_server_args(studies: Path, checkpoint: Path, labels: str) -> list[str]
 
 
 @contextmanager
-def running_server(args: Sequence[str], log_path: Path, env: Mapping[str, str], timeout: float = 180) -> Iterator[str]:
-    """`main.py serve ARGS --port <free>` with `env` over this environment; yields its URL once /info/ answers."""
+def running_server(args: Sequence[str], log_path: Path, env: Mapping[str, str], timeout: float = 180,
+                   ready_path: str = "/info/", process: dict | None = None) -> Iterator[str]:
+    """`main.py serve ARGS --port <free>` with `env` over this environment; yields its URL once `ready_path`
+    answers 200 (/info/; a server with auth on answers it only with a token). `process` gets the server's "pid"."""
     port = free_port()
     cmd = [sys.executable, str(REPO / "main.py"), "serve", *args, "--port", str(port)]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
+        if process is not None:
+            process["pid"] = proc.pid
         try:
             deadline = time.time() + timeout
             while True:
                 try:
-                    with urllib.request.urlopen(f"{url}/info/", timeout=5) as response:
+                    with urllib.request.urlopen(f"{url}{ready_path}", timeout=5) as response:
                         if response.status == 200:
                             break
                 except OSError:
                     pass
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"server did not answer /info/: {log_path.read_text()[-3000:]}")
+                    raise RuntimeError(f"server did not answer {ready_path}: {log_path.read_text()[-3000:]}")
                 time.sleep(1)
             yield url
         finally:

@@ -453,7 +453,7 @@ def test_ohif_routes_serve_the_extension_grid_and_progress(server):
     missing = requests.get(f"{url}/sam2med/grid", params={"image": "nope"}, timeout=30)
     assert missing.status_code == 404 and "nope" in missing.json()["detail"] and str(server["root"]) not in missing.text
 
-    progress_id = "pytest-progress-0001"
+    progress_id = requests.post(f"{url}/sam2med/progress", timeout=30).json()["progress_id"]
     with open(server["ct_seed"], "rb") as seed:
         answer = requests.post(f"{url}/infer/sam2_propagate", params={"image": "ct", "output": "json"},
                                data={"params": json.dumps({"slice_range": list(CT_RANGE), "progress_id": progress_id})},

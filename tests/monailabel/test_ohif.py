@@ -12,6 +12,7 @@ from sam2med.monailabel.dicomweb import result_description
 from sam2med.monailabel.ohif import (BUNDLED_OHIF_VERSION, EXTENSION_DIR, EXTENSION_URL, MODE_URL, OHIF_DIR,
                                      app_config_js, bundled_ohif_version, check_bundled_ohif)
 from sam2med.monailabel.progress import ProgressBoard
+from sam2med.monailabel.safety import ConflictError, NotFoundError
 
 
 def test_bundled_ohif_is_the_build_the_extension_was_written_for():
@@ -46,18 +47,35 @@ def test_extension_modules_import_only_each_other():
             assert target.startswith("./") and (EXTENSION_DIR / target[2:]).is_file(), (module.name, target)
 
 
-def test_progress_board_reports_stages_and_forgets_the_oldest():
+def test_progress_board_reports_stages_and_forgets_the_oldest_finished():
     board = ProgressBoard(max_entries=2)
-    report = board.reporter("request-0001")
-    assert board.get("request-0001") == {**board.get("request-0001"), "stage": "queued", "done": 0, "total": 0}
+    first = board.issue()
+    report = board.reporter(first)
+    assert board.get(first) == {**board.get(first), "stage": "queued", "done": 0, "total": 0}
     report(3, 20, "encode")
-    assert {k: board.get("request-0001")[k] for k in ("stage", "done", "total")} == {"stage": "encode", "done": 3, "total": 20}
-    board.finish("request-0001")
-    assert board.get("request-0001")["stage"] == "done"
-    board.reporter("request-0002")
-    board.reporter("request-0003")
-    assert board.get("request-0001") is None and board.get("request-0003") is not None
+    assert {k: board.get(first)[k] for k in ("stage", "done", "total")} == {"stage": "encode", "done": 3, "total": 20}
+    running = board.issue()
+    board.reporter(running)
+    board.finish(first)
+    assert board.get(first)["stage"] == "done"
+    third = board.issue()
+    assert board.get(first) is None and board.get(running)["stage"] == "queued" and board.get(third)["stage"] == "issued"
+    for _ in range(300):  # issue 22.10: a flood of ids never evicts a running propagation's entry
+        board.issue()
+    assert board.get(running)["stage"] == "queued"
     assert board.reporter(None) is None
+
+
+def test_progress_ids_are_server_issued_and_bound_to_one_request():
+    """Issue 22.10: ids were client-chosen (Date.now() + a small random number), readable and reusable by anyone."""
+    board = ProgressBoard()
+    with pytest.raises(NotFoundError, match="not issued"):
+        board.reporter("ohif-1733330000000-123456")
+    issued = board.issue()
+    assert len(issued) >= 32 and issued != board.issue()
+    board.reporter(issued)
+    with pytest.raises(ConflictError, match="already used"):
+        board.reporter(issued)
 
 
 @pytest.mark.parametrize("bad", ["short", "has space 123", "../../etc/passwd", "x" * 65, 12345678])

@@ -160,8 +160,9 @@ class Sam2medController {
       const images = this.labelmapImages(seg);
       const key = `${seg.segmentationId}|${displaySet.SeriesInstanceUID}`;
       const { grid: seedGrid, data, seeds } = this.seedVolume(images, key);
+      const { progress_id } = await (await this.fetchChecked(`${this.serverUrl}/sam2med/progress`, { method: 'POST' })).json();
       const params = { axis: this.state.axis, window: this.state.window, result_extension: '.nrrd', result_compress: true,
-        progress_id: `ohif-${Date.now()}-${Math.floor(Math.random() * 1e6)}` };
+        progress_id };
       const range = this.rangeParam();
       if (range) params.slice_range = range;
       const form = new FormData();

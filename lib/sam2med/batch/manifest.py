@@ -15,11 +15,12 @@ from typing import Mapping
 
 from sam2med.errors import InputError, Sam2MedError
 from sam2med.geometry import Axis
-from sam2med.io import IMAGE_SUFFIXES, LABEL_SUFFIXES
+from sam2med.io import IMAGE_SUFFIXES, LABEL_SUFFIXES, check_regular_file
 from sam2med.prompts import RangeRequest, parse_labels
 from sam2med.windowing import Window
 
 COLUMNS = ("image", "seed", "range", "axis", "window", "labels", "output")
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # about 100,000 rows; checked before the manifest is parsed
 REQUIRED = ("image", "seed")
 
 
@@ -42,6 +43,13 @@ class BatchRow:
 
 def _read_records(path: Path) -> list[dict]:
     """The manifest's rows as dicts of text: CSV with a header line, or one JSON object per line."""
+    if not path.exists() and not path.is_symlink():
+        raise InputError(f"{path}: no such manifest")
+    check_regular_file(path, "manifest file")  # a FIFO or a link to /dev/zero would never end
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise InputError(f"{path}: the manifest is {size / 2**20:.0f} MiB, over the {MAX_MANIFEST_BYTES / 2**20:.0f} MiB "
+                         "limit; split it into several batches")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -137,4 +145,31 @@ def read_manifest(path: str | Path, out_dir: str | Path, names: Mapping[int, str
             raise InputError(f"{path}: rows {seen[row.output]} and {row.number} both write {row.output.name}; "
                              "give each an output name")
         seen[row.output] = row.number
+    check_outputs_are_not_inputs(rows, path)
     return rows
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path after links are resolved, or the same inode (a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def check_outputs_are_not_inputs(rows: list[BatchRow], manifest: Path) -> None:
+    """Refuse a manifest where a row's output would overwrite the image or seed of any row (its own or another's):
+    the input would be replaced by a label, and later rows would run on it."""
+    inputs = [(row, kind, getattr(row, kind)) for row in rows for kind in ("image", "seed")]
+    resolved = {p.resolve(): (row, kind) for row, kind, p in reversed(inputs)}
+    for row in rows:
+        hit = resolved.get(row.output.resolve())
+        if hit is None and row.output.exists():
+            hit = next(((r, k) for r, k, p in inputs if _same_file(row.output, p)), None)
+        if hit is not None:
+            other, kind = hit
+            whose = "its own" if other.number == row.number else f"row {other.number}'s"
+            raise InputError(f"{manifest}: row {row.number}: output {row.output.name} is {whose} {kind} file; "
+                             "give an output name or -o folder that no row reads from")

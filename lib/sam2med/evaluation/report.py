@@ -42,12 +42,23 @@ def write_text_atomic(text: str, path: Path) -> Path:
     return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula (`=HYPERLINK(...)`, `@SUM`, `-2+3`) prefixed with `'`;
+    numbers are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_results_csv(results: list[TargetResult], path: Path) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for result in results:
-        writer.writerow(result.row())
+        writer.writerow({key: csv_safe(value) for key, value in result.row().items()})
     return write_text_atomic(buffer.getvalue(), path)
 
 

@@ -6,12 +6,15 @@ from fastapi import HTTPException
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from sam2med.errors import CheckpointError, DeviceError, InputError, PromptError, Sam2MedError
-from sam2med.monailabel.safety import AccessError, NotFoundError, TooLargeError, scrub_paths
+from sam2med.monailabel.safety import (AccessError, ConflictError, NotFoundError, StorageError, TooLargeError, scrub_paths,
+                                       storage_error)
 
 STATUS: dict[type, int] = {
     AccessError: 403,
     NotFoundError: 404,
     TooLargeError: 413,
+    ConflictError: 409,
+    StorageError: 507,
     PromptError: 422,
     InputError: 400,
     CheckpointError: 503,
@@ -30,6 +33,9 @@ def to_http(err: Exception) -> HTTPException | None:
     """The HTTP answer for a user-facing error, None for anything else (a server fault, left to be a 500)."""
     if isinstance(err, HTTPException):
         return err
+    storage = storage_error(err)
+    if storage is not None:
+        return HTTPException(status_code=507, detail=str(storage))
     if isinstance(err, Sam2MedError):
         return HTTPException(status_code=status_of(err), detail=scrub_paths(str(err)))
     if isinstance(err, MONAILabelException) and err.error == MONAILabelError.INVALID_INPUT:

@@ -7,7 +7,9 @@ named by URL in `window.config` at run time, so this module serves:
 - `/ohif/sam2med/<file>.js`: the plain ES modules in `apps/sam2med/ohif/` (no build step);
 - `/sam2med/grid?image=ID`: the image's voxel grid, so the panel maps OHIF's slices to server slices by
   patient position rather than by list order;
-- `/sam2med/progress/{id}`: how far a running propagation is (encode / track, done / total).
+- `POST /sam2med/progress`: a new unguessable progress id for one infer request (progress.py);
+  `/sam2med/progress/{id}`: how far that propagation is (encode / track, done / total).
+- `/ohif/{path}`: the bundled OHIF's files, never outside its folder (MONAI Label's version answers 500 for `..`).
 
 `routes.install_routes` puts them before MONAI Label's `/ohif/{path}` catch-all; everything else of the bundled OHIF is served
 as shipped. The extension reaches into the bundle's internals (React through webpack's chunk loader), so
@@ -16,6 +18,7 @@ as shipped. The extension reaches into the bundle's internals (React through web
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
 from pathlib import Path
@@ -27,6 +30,7 @@ from fastapi.responses import FileResponse, Response
 from monailabel.interfaces.utils.app import app_instance
 
 from sam2med.errors import Sam2MedError
+from sam2med.monailabel.auth import user_role
 from sam2med.monailabel.http import to_http
 from sam2med.monailabel.progress import PROGRESS
 from sam2med.monailabel.safety import NotFoundError, check_image_id
@@ -36,7 +40,8 @@ OHIF_DIR = Path(monailabel.__file__).resolve().parent / "endpoints" / "static" /
 EXTENSION_DIR = Path(__file__).resolve().parents[3] / "apps" / "sam2med" / "ohif"
 EXTENSION_URL = "/ohif/sam2med/sam2med-extension.js"
 MODE_URL = "/ohif/sam2med/sam2med-mode.js"
-_MODULE_NAME = re.compile(r"^[a-z0-9-]+\.js$")
+_MODULE_NAME = re.compile(r"^[a-z0-9-]{1,64}\.js$")
+_MAX_PATH_CHARS = 1024
 
 
 def bundled_ohif_version(ohif_dir: Path = OHIF_DIR) -> str:
@@ -95,14 +100,38 @@ def _extension_module(name: str) -> FileResponse:
     return FileResponse(path, media_type="application/javascript", headers={"Cache-Control": "no-cache"})
 
 
-def _grid(image: str = "") -> dict[str, Any]:
+def bundled_file(path: str, ohif_dir: Path = OHIF_DIR) -> Path:
+    """The bundled OHIF file a `/ohif/{path}` request names; index.html for an app route (OHIF routes in the
+    browser); 404 for a path that leaves the OHIF folder, is too long or names a folder."""
+    if len(path) > _MAX_PATH_CHARS or "\x00" in path:
+        raise HTTPException(status_code=404, detail="no such OHIF file")
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise HTTPException(status_code=404, detail="no such OHIF file ('..' is not served)")
+    candidate = ohif_dir.joinpath(*parts) if parts else ohif_dir / "index.html"
+    try:
+        if candidate.resolve().is_relative_to(ohif_dir.resolve()) and candidate.is_file():
+            return candidate
+        if candidate.exists():  # a folder of the bundle
+            raise HTTPException(status_code=404, detail="no such OHIF file")
+    except OSError:  # a name too long for the file system
+        raise HTTPException(status_code=404, detail="no such OHIF file") from None
+    return ohif_dir / "index.html"
+
+
+def _ohif_file(path: str, user: Any = user_role()) -> FileResponse:
+    file = bundled_file(path)
+    return FileResponse(file, media_type=mimetypes.guess_type(file.name)[0] or "application/octet-stream")
+
+
+def _grid(image: str = "", user: Any = user_role()) -> dict[str, Any]:
     try:
         return image_grid_json(image)
     except Sam2MedError as err:
         raise to_http(err) from None
 
 
-def _progress(progress_id: str) -> dict[str, Any]:
+def _progress(progress_id: str, user: Any = user_role()) -> dict[str, Any]:
     try:
         entry = PROGRESS.get(progress_id)
     except Sam2MedError as err:
@@ -112,13 +141,19 @@ def _progress(progress_id: str) -> dict[str, Any]:
     return entry
 
 
+def _new_progress(user: Any = user_role()) -> dict[str, str]:
+    return {"progress_id": PROGRESS.issue()}
+
+
 def ohif_routes() -> list[tuple[str, str, Callable[..., Any], str]]:
     """The OHIF extension's routes, as (method, path, endpoint, summary), for `routes.install_routes` to put in
     front of MONAI Label's `/ohif/{path}` catch-all; refused over another bundled OHIF build."""
     check_bundled_ohif()
-    return [
+    return [  # installed in front one by one: the catch-all first, so that it ends up behind the others
+        ("GET", "/ohif/{path:path}", _ohif_file, "A file of the bundled OHIF (index.html for OHIF's own routes)"),
         ("GET", "/ohif/app-config.js", _app_config, "OHIF config: the bundled one plus the sam2med extension and mode"),
         ("GET", "/ohif/sam2med/{name}", _extension_module, "A module of the sam2med OHIF extension"),
         ("GET", "/sam2med/grid", _grid, "Voxel grid of an image"),
         ("GET", "/sam2med/progress/{progress_id}", _progress, "Progress of a running propagation"),
+        ("POST", "/sam2med/progress", _new_progress, "A new progress id, for one infer request"),
     ]

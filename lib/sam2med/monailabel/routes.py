@@ -6,8 +6,10 @@ by the app itself when `monailabel start_server` serves MONAI Label's app, so ev
 - `POST /infer/{model}`: uploads go to a private folder of this request and are registered as the
   request's uploads (`safety.registered_uploads`); only they are read as uploads and deleted, always,
   when the request ends. A `session_id` must name an existing session. Params are checked JSON.
-- `PUT /datastore/label`, `PUT /datastore/image`, `PUT /session/`: MONAI Label's handlers, with their
-  upload files removed when the request ends, also when it is refused.
+- `PUT /datastore/label`, `PUT /datastore/image`, `DELETE /datastore/...`: MONAI Label's handlers, with their
+  upload files removed when the request ends, also when it is refused, and a full or read-only disk a 507.
+- `PUT /session/`: sessions.py (archives unpacked member by member within the upload limit, nothing left on failure).
+- `POST /reload`: refused (403). It re-initialises the whole app on every call, without a token.
 - `POST /activelearning/{strategy}`: MONAI Label's answer without the image's server `path`.
 - `GET /logs/`, `GET /logs/gpu`: refused (403). The log names server paths and other clients' uploads,
   and MONAI Label serves it to anyone who can reach the port.
@@ -20,9 +22,7 @@ import logging
 import math
 import os
 import shutil
-import tarfile
 import tempfile
-import zipfile
 from typing import Any, Callable, List, Optional
 
 from fastapi import BackgroundTasks, Depends, File, Form, HTTPException, UploadFile
@@ -38,6 +38,9 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.utils.app import app_instance
 
+from sam2med.monailabel import sessions as sam2med_sessions
+from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB
+from sam2med.monailabel.auth import install_token_check
 from sam2med.monailabel.http import to_http
 from sam2med.monailabel.ohif import ohif_routes
 from sam2med.monailabel.safety import (
@@ -54,6 +57,7 @@ API = settings.MONAI_LABEL_API_STR
 RESERVED_PARAMS = ("image", "label", "file", "image_id", "session", "model")
 SEGMENT_PARAM = "segment"  # a params "label" text (3D Slicer's SmartEdit: the clicked segment's name) is kept here
 MAX_PARAMS_CHARS = 1_000_000
+RELOAD_REFUSED = "POST /reload is not served: it re-initialises the app (model, threads) on every call; restart the server instead"
 LOGS_REFUSED = "the server log is not served over HTTP (it names server files); read logs/app.log in the app folder on the server"
 
 
@@ -202,21 +206,9 @@ def add_image(
         _now(tasks)
 
 
-def _is_archive(upload: UploadFile) -> bool:
-    """A zip or tar file whose content matches its name (shutil unpacks by the name's extension)."""
-    name = (upload.filename or "").lower()
-    formats = {fmt: tuple(exts) for fmt, exts, _ in shutil.get_unpack_formats()}
-    try:
-        if name.endswith(formats.get("zip", (".zip",))):
-            return zipfile.is_zipfile(upload.file)
-        if name.endswith(tuple(ext for fmt, exts in formats.items() if fmt != "zip" for ext in exts)):
-            with tarfile.open(fileobj=upload.file) as archive:
-                return bool(archive.getmembers())
-        return False
-    except (tarfile.TarError, EOFError, OSError):
-        return False
-    finally:
-        upload.file.seek(0)
+def _upload_limit(instance: Any) -> int:
+    config = getattr(getattr(instance, "services", None), "config", None)
+    return int(getattr(config, "max_upload_bytes", DEFAULT_MAX_UPLOAD_MB * 1e6))
 
 
 def create_session(
@@ -225,13 +217,27 @@ def create_session(
     files: List[UploadFile] = File(...),
     user: User = _user(),
 ):
-    if uncompress and (len(files) != 1 or not _is_archive(files[0])):
-        raise HTTPException(status_code=400, detail="uncompress needs one .zip or .tar(.gz) archive")
-    tasks = BackgroundTasks()
-    try:
-        return _http(ml_session.create_session, tasks, uncompress, expiry, files)
-    finally:
-        _now(tasks)
+    instance = app_instance()
+    sessions = instance.sessions()
+    if sessions is None:
+        raise HTTPException(status_code=406, detail="sessions are not enabled on this server")
+    return _http(sam2med_sessions.create_session, sessions, files, uncompress, expiry, _upload_limit(instance))
+
+
+def remove_image(id: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+    answer = _http(ml_datastore.remove_image, id, user.username)
+    services = getattr(app_instance(), "services", None)
+    if services is not None:
+        services.forget_image(id)
+    return answer
+
+
+def remove_label(id: str, tag: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+    return _http(ml_datastore.remove_label, id, tag, user.username)
+
+
+def refuse_reload(user: User = _user()):
+    raise HTTPException(status_code=403, detail=RELOAD_REFUSED)
 
 
 def next_sample(strategy: str, params: Optional[dict] = None, user: User = _user()):
@@ -251,6 +257,10 @@ ROUTES: list[tuple[str, str, Callable[..., Any], str]] = [
     ("PUT", f"{API}/datastore/", add_image, f"{RBAC_ANNOTATOR}Upload new Image"),
     ("PUT", f"{API}/session/", create_session, f"{RBAC_USER}Create new session with Image"),
     ("POST", f"{API}/activelearning/{{strategy}}", next_sample, f"{RBAC_USER}Next sample to label (no server path)"),
+    ("DELETE", f"{API}/datastore/image", remove_image, f"{RBAC_ADMIN}Remove Image and corresponding labels"),
+    ("DELETE", f"{API}/datastore/", remove_image, f"{RBAC_ADMIN}Remove Image and corresponding labels"),
+    ("DELETE", f"{API}/datastore/label", remove_label, f"{RBAC_ADMIN}Remove Label"),
+    ("POST", "/reload", refuse_reload, "App reload: not served (re-initialises the app on every call)"),
     ("GET", f"{API}/logs/", refuse_logs, f"{RBAC_ADMIN}Server log: not served (names server files)"),
     ("GET", f"{API}/logs/gpu", refuse_logs, f"{RBAC_ADMIN}GPU info: not served"),
 ]
@@ -261,6 +271,7 @@ def install_routes(app) -> None:
     if getattr(app.state, "sam2med_routes", False):
         return
     app.state.sam2med_routes = True
+    install_token_check()
     for method, path, endpoint, summary in [*ROUTES, *ohif_routes()]:
         app.router.routes[:] = [r for r in app.router.routes
                                 if not (isinstance(r, APIRoute) and r.path == path and method in r.methods)]

@@ -8,6 +8,7 @@ A file counts as an upload only if the route that received it registered it for 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -39,6 +40,25 @@ class NotFoundError(Sam2MedError):
 
 class TooLargeError(Sam2MedError):
     """An upload over the size limit (HTTP 413)."""
+
+
+class StorageError(Sam2MedError):
+    """The server's storage is full or read-only (HTTP 507): the request wrote nothing that stays."""
+
+
+class ConflictError(Sam2MedError):
+    """A request whose image was replaced or removed while it ran (HTTP 409)."""
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota", errno.EFBIG: "refuses a file this large",
+                   errno.EROFS: "is read-only", errno.EACCES: "is not writable", errno.EPERM: "is not writable"}
+
+
+def storage_error(err: BaseException) -> StorageError | None:
+    """The 507 answer for a failed write to the server's storage (full, quota, read-only); None for other errors."""
+    if isinstance(err, OSError) and err.errno in _STORAGE_ERRNOS:
+        return StorageError(f"the server's storage {_STORAGE_ERRNOS[err.errno]}: nothing was saved")
+    return None
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from monailabel.app import app
 
 from sam2med.errors import Sam2MedError
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_ENV
+from sam2med.monailabel.auth import install_token_check
 from sam2med.monailabel.http import status_of
 from sam2med.monailabel.routes import install_routes
 from sam2med.monailabel.safety import scrub_paths
@@ -84,6 +85,7 @@ class BodyLimit:
 
 
 def _install() -> None:
+    install_token_check()
     limit_mb = float(os.environ.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD_MB)
     app.add_middleware(BodyLimit, limit_bytes=int(limit_mb * 1e6))
     install_routes(app)

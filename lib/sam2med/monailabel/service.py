@@ -26,6 +26,7 @@ from sam2med.monailabel.http import to_http
 from sam2med.monailabel.routes import install_routes
 from sam2med.monailabel.safety import (
     AccessError,
+    ConflictError,
     check_image_reference,
     check_upload_size,
     is_upload,
@@ -34,6 +35,7 @@ from sam2med.monailabel.safety import (
     scrub_paths,
 )
 from sam2med.monailabel.scoring import SCORING_METHODS
+from sam2med.monailabel.snapshot import ImageSnapshot, SnapshotDatastore, take_snapshot
 from sam2med.monailabel.strategies import STRATEGIES
 from sam2med.monailabel.tasks import TASKS
 from sam2med.monailabel.warmup import WarmUp
@@ -62,6 +64,7 @@ class AppServices:
         self.description = read_app_json(app_dir)
         self.config = AppConfig.from_conf(conf or {}, studies, self.description)
         self.engine = SharedEngine(self.config)
+        self.corrections = CorrectionStore(Path(self.config.state_dir) / "corrections") if self.config.state_dir else None
         self.warmup: WarmUp | None = WarmUp(self.engine) if self._warmup_enabled() else None
 
     def _warmup_enabled(self) -> bool:
@@ -80,8 +83,13 @@ class AppServices:
         )
 
     def infers(self, datastore: Callable[[], Datastore]) -> Dict[str, InferTask]:
-        corrections = CorrectionStore(Path(self.config.state_dir) / "corrections") if self.config.state_dir else None
+        corrections = self.corrections
         return {name: TASKS[name](self.engine, datastore, self.config.labels, corrections) for name in self.config.tasks}
+
+    def forget_image(self, image_id: str) -> None:
+        """Drop what the app keeps of a removed image (its correction state)."""
+        if self.corrections is not None:
+            self.corrections.remove(image_id)
 
     def strategies(self) -> Dict[str, Strategy]:
         return {name: STRATEGIES[name]() for name in self.config.strategies}
@@ -113,17 +121,20 @@ class AppServices:
             logger.error("%s could not be loaded at start: %s; requests will retry and report it", self.engine.model_title, err)
 
     def guarded_infer(self, request: Dict[str, Any], datastore: Datastore, sessions_root: str | None,
-                      infer: Callable[[Dict[str, Any]], Dict[str, Any]]) -> Dict[str, Any]:
+                      infer: Callable[[Dict[str, Any], Datastore], Dict[str, Any]]) -> Dict[str, Any]:
         """Check what the request points at, run `infer`, turn user errors into 4xx, always remove uploads.
 
         A path is read only if this request uploaded it (`request_uploads`) or it is the image of the
         session the request named; error details name the image id or "the uploaded seed", never a path.
+        A datastore image is read once into a private snapshot (snapshot.py): replaced or removed while the
+        request runs, the request is a 409 and its result is not kept.
         """
         image, label = request.get("image"), request.get("label")
         session = request.get("session") if isinstance(request.get("session"), dict) else None
         if session and not (sessions_root and isinstance(session.get("image"), str)
                             and is_within(session["image"], [sessions_root])):
             session = None  # a session's image lives in the session store, whatever a request claims
+        snapshot: ImageSnapshot | None = None
         try:
             local = isinstance(datastore, LocalDatastore)
             check_image_reference(image, (lambda i: bool(datastore.get_image_uri(i))) if local else (lambda i: True),
@@ -134,18 +145,44 @@ class AppServices:
             check_upload_size(label, self.config.max_upload_bytes, "label")
             request = dict(request)
             request["image_id"] = image if not os.path.isabs(str(image)) else None
-            return infer(request)
+            if local and request["image_id"]:
+                snapshot = take_snapshot(str(image), datastore.get_image_uri(image))
+            result = infer(request, SnapshotDatastore(datastore, snapshot) if snapshot else datastore)
+            if snapshot is not None and snapshot.changed():
+                if result.get("file"):
+                    Path(result["file"]).unlink(missing_ok=True)
+                self._check_snapshot(snapshot)
+            return result
         except Exception as err:
+            if snapshot is not None and not isinstance(err, ConflictError) and snapshot.changed():
+                err = self._conflict(snapshot)  # the failure came from the image changing under the request
             http = to_http(err)
             if http is None:
                 raise
             raw = str(err) if isinstance(err, Sam2MedError) else str(http.detail or "")  # before any generic scrub
-            http.detail = scrub_paths(raw.splitlines()[0] if raw else "", self._path_names(
-                image, label, session, datastore, sessions_root))
+            names = self._path_names(image, label, session, datastore, sessions_root)
+            if snapshot is not None:  # the task read the request's private copy of the image
+                names[snapshot.path] = f"image {snapshot.image_id!r}"
+            http.detail = scrub_paths(raw.splitlines()[0] if raw else "", names)
             logger.info("infer %s on %r rejected (%d): %s", request.get("model"), image, http.status_code, http.detail)
             raise http from None
         finally:
             remove_uploads(image, label)
+            if snapshot is not None:
+                snapshot.remove()
+
+    def _conflict(self, snapshot: ImageSnapshot) -> ConflictError:
+        try:
+            self._check_snapshot(snapshot)
+        except ConflictError as err:
+            return err
+        return ConflictError(f"image {snapshot.image_id!r} changed while it was being segmented")
+
+    def _check_snapshot(self, snapshot: ImageSnapshot) -> None:
+        """Raise the 409 of a changed image; a removed image's correction state (written by the run) goes too."""
+        if snapshot.changed() == "removed":
+            self.forget_image(snapshot.image_id)
+        snapshot.check_unchanged()
 
     @staticmethod
     def _path_names(image: Any, label: Any, session: Dict[str, Any] | None, datastore: Datastore,
