@@ -235,6 +235,18 @@ def test_publish_rescores_uncertain_and_rollback_restores_the_previous_model(ser
     assert "sam2med_reviewed" not in ct["image"]["info"] and "final" not in ct.get("labels", {})
 
 
+def test_a_server_fault_answers_json_not_plain_text(server):
+    """MONAI Label's /scoring/ echoes its request: a NaN in it cannot be rendered as JSON (a fault, not a user error
+    we check there); the answer is still {"detail": one line}."""
+    status, answer = _http(f"{server['url']}/scoring/sam2_confidence", "POST", b'{"max_seconds": NaN}')
+    assert status == 500 and list(answer) == ["detail"] and "\n" not in answer["detail"]
+    assert answer["detail"].startswith("internal server error: ValueError: Out of range float values")
+    deadline = time.time() + 120
+    while _http(f"{server['url']}/scoring/?check_if_running=true")[0] == 200:  # the job refuses the NaN and ends
+        assert time.time() < deadline
+        time.sleep(1)
+
+
 def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "serve", *args, "--port", str(port)], cwd=REPO,

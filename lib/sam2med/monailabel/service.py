@@ -38,7 +38,7 @@ from sam2med.monailabel.safety import (
 from sam2med.monailabel.scoring import SCORING_METHODS
 from sam2med.monailabel.strategies import STRATEGIES
 from sam2med.monailabel.tasks import TASKS
-from sam2med.monailabel.train_routes import recover_after_restart
+from sam2med.monailabel.loop_routes import recover_after_restart
 from sam2med.monailabel.warmup import WarmUp
 
 logger = logging.getLogger(__name__)

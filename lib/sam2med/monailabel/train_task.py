@@ -1,7 +1,7 @@
 """`sam2_finetune`: MONAI Label train task on the datastore's submitted labels, and the guarded publishing of its model.
 
 MONAI Label runs a train request in its own subprocess (`POST /train/sam2_finetune`, stopped by
-`DELETE /train/`; train_routes.py checks the request before it starts). The task fine-tunes from the
+`DELETE /train/`; loop_routes.py checks the request before it starts). The task fine-tunes from the
 model the server uses now into a new file, and publishes it (publishing.py: `models/current.json` moves
 in one atomic rename, the model it replaces stays as `previous` for `rollback`) only if
 
