@@ -4,6 +4,8 @@ MONAI Label runs them as child processes of the server. The server records its p
 the children inherit; a child asks Linux to kill it when its parent dies (prctl PR_SET_PDEATHSIG), so a
 `kill -9` of the server leaves no training behind that could publish a model later. A restarted server
 also finds a training its predecessor left running (`train_stats.json` names its pid) and stops it.
+(Linux sends the signal when the *thread* that started the child ends: MONAI Label starts jobs from its
+job-executor thread, which lives as long as the server.)
 """
 
 from __future__ import annotations

@@ -107,6 +107,9 @@ def _submit(model: str, params: Dict[str, Any]) -> dict:
         if running is not None:
             raise HTTPException(status_code=429, detail=f"a training is already running (task {running['id']}, "
                                                         f"{running['status']}); stop it with DELETE /train/ or wait")
+        state_dir = _state_dir()
+        if state_dir:  # until the job says "running": a stop or crash before then is not read as the last run's end
+            write_stats(state_dir, {"status": "submitted", "params": params, "submitted": _now()})
         task = run_background_task({"model": model, **params}, TRAIN, callback=finish)
     logger.info("training %s submitted: task %s, %s", model, task["id"], params)
     return task
@@ -172,7 +175,7 @@ def stop_training(user: User = _admin()):
     if task is None:
         return None
     finish(task, stopped_by="DELETE /train/")
-    return task
+    return _public(task)
 
 
 def training_status(all: bool = False, check_if_running: bool = False, user: User = _user()):
@@ -216,7 +219,7 @@ def recover_after_restart(state_dir: str | None) -> None:
     if not state_dir:
         return
     stats = read_stats(state_dir)
-    if stats.get("status") == "running":
+    if stats.get("status") in ("submitted", "running"):
         pid = stats.get("pid")
         killed = isinstance(pid, int) and stop_job(pid)
         reason = ("the server stopped during this training; its process (pid %d) was still running and was stopped" % pid

@@ -4,7 +4,8 @@ Files in `<state_dir>/models/`:
 - `current.json`: {"checkpoint": file name here, or null for the server's own checkpoint, "version", "stats",
   "previous": {"checkpoint", "version"} or null}. The server loads what it names on the next request.
 - `sam2_finetune-<time>.pt`: the published model and the previous one; nothing else is kept.
-- `train_stats.json`: the last (or running) training: "status" running / published / refused / failed / stopped,
+- `train_stats.json`: the last (or running) training: "status" submitted / running / published / refused / failed /
+  stopped,
   "reason" when not published.
 - `train_history.json`: every finished training, newest last (kept across restarts).
 Every file is written through a temporary file renamed into place (`io.write_json_atomic`); a temporary

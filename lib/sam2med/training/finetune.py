@@ -141,6 +141,9 @@ def finetune(config: FineTuneConfig, train: list[TrainingVolume], val_cases: lis
         clip = sampler.sample()
         loss = clip_loss(model, loss_fn, train[clip.volume], clip, features, dtype)
         value = float(loss.detach())
+        if not math.isfinite(value) and step == 1:  # no update yet: the learning rate is not the cause
+            raise TrainingDiverged(f"the loss is {value} at step 1, before any update: the starting checkpoint "
+                                   f"{Path(config.checkpoint).name} gives non-finite outputs")
         if not math.isfinite(value):
             raise TrainingDiverged(f"the loss became {value} at step {step} (clip {clip}, lr {config.lr:g}): "
                                    f"lower the learning rate")
