@@ -33,6 +33,8 @@ class Sam2MedApp(MONAILabelApp):
         description = self.services.description
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name=description["name"],
                          description=description["description"], version=description["version"])
+        # no scoring job per /activelearning/ call, train or start: `uncertain` re-scores what a new model made stale
+        self._auto_update_scoring = False
 
     def init_datastore(self) -> Datastore:
         if is_url(self.studies):  # DICOMweb (or another remote store): MONAI Label's own handling

@@ -47,7 +47,7 @@ def test_uncertain_picks_the_less_confident_propagation_and_its_review_slices(se
     assert "uncertain" in info["strategies"] and "sam2_confidence" in info["scoring"]
 
     nothing_scored = client.next_sample("uncertain", {})
-    assert nothing_scored["id"] == "ct" and nothing_scored["reason"].startswith("no unreviewed image has SAM2 scores yet")
+    assert nothing_scored["id"] == "ct" and nothing_scored["reason"].startswith("no unreviewed image has SAM2 scores of the current model yet")
     assert nothing_scored["uncertainty"] is None and nothing_scored["review_slices"] == []
 
     responses = {}

@@ -85,7 +85,7 @@ def test_uncertain_picks_the_least_confident_unreviewed_image_else_ordered(store
 
     strategy = Uncertain()
     fallback = strategy({}, store)
-    assert fallback["id"] == "case1" and fallback["reason"].startswith("no unreviewed image has SAM2 scores yet; ordered:")
+    assert fallback["id"] == "case1" and fallback["reason"].startswith("no unreviewed image has SAM2 scores of the current model yet; ordered:")
     assert fallback["uncertainty"] is None and fallback["review_slices"] == []
     _scores(store, "case3", 0.9)
     _scores(store, "case10", 0.6)  # less confident
@@ -97,14 +97,54 @@ def test_uncertain_picks_the_least_confident_unreviewed_image_else_ordered(store
     assert store.get_image_info("case10")["sam2med_reviewed"]["ts"] > 0
     assert strategy({}, store)["id"] == "case3"
     store.save_label("case3", str(_image(tmp_path / "label.nii.gz")), "final", {})
-    assert strategy({}, store)["reason"].startswith("no unreviewed image has SAM2 scores yet")
+    assert strategy({}, store)["reason"].startswith("no unreviewed image has SAM2 scores of the current model yet")
 
 
-def test_sam2_confidence_scoring_writes_the_uncertainty_into_image_info(store):
-    from sam2med.monailabel.scoring import CONFIDENCE_KEY, Sam2Confidence
+class _Versions:
+    """A rescorer that knows the current version and re-scores nothing (the live-server tests run the real one)."""
 
-    _scores(store, "case2", 0.6)
-    result = Sam2Confidence()({}, store)
-    assert result == {"case2": {"uncertainty": pytest.approx(0.46), "model_version": "tiny:test"}}
-    assert store.get_image_info("case2")[CONFIDENCE_KEY]["uncertainty"] == pytest.approx(0.46)
-    assert CONFIDENCE_KEY not in store.get_image_info("case1")
+    def __init__(self, version):
+        self.version = version
+
+    def current_version(self):
+        return self.version
+
+    def rescore_stale(self, image_ids, datastore, budget_seconds, is_stale):
+        return [], [i for i in image_ids if is_stale(i)]
+
+
+def test_uncertain_ranks_only_scores_of_the_current_model(store):
+    from sam2med.monailabel.strategies import Uncertain
+
+    _scores(store, "case3", 0.9)
+    _scores(store, "case10", 0.1)  # far less confident, but scored by a model that is no longer served
+    store.update_image_info("case10", {"sam2med_scores": {**store.get_image_info("case10")["sam2med_scores"],
+                                                          "model_version": "tiny:old"}})
+    picked = Uncertain(_Versions("tiny:test"))({}, store)
+    assert picked["id"] == "case3" and "least confident of 1" in picked["reason"]
+    assert "1 image(s) scored by an older model could not be re-scored yet" in picked["reason"]
+
+
+def test_deleting_the_final_label_clears_reviewed(store, tmp_path):
+    store.save_label("case2", str(_image(tmp_path / "label.nii.gz")), "final", {})
+    assert "sam2med_reviewed" in store.get_image_info("case2")
+    store.remove_label("case2", "final")
+    assert "sam2med_reviewed" not in store.get_image_info("case2")
+    assert "case2" in store.get_unlabeled_images("final")
+
+
+def test_nan_in_the_datastore_file_reads_as_missing_and_is_never_written(store, tmp_path):
+    import json
+
+    store.update_image_info("case2", {"sam2med_scores": {"uncertainty": float("nan"), "x": [float("inf"), 1.0]}})
+    written = (tmp_path / ".monailabel" / "datastore_v2.json").read_text() if (tmp_path / ".monailabel").is_dir() else \
+        next(tmp_path.rglob("datastore_v2.json")).read_text()
+    assert "NaN" not in written and "Infinity" not in written
+    path = next(tmp_path.rglob("datastore_v2.json"))
+    data = json.loads(path.read_text())
+    data["objects"]["case3"]["image"]["info"]["sam2med_scores"] = {"uncertainty": float("nan")}
+    path.write_text(json.dumps(data))  # NaN written by an older version
+    reread = GuardedLocalDatastore(str(tmp_path), extensions=["*.nii.gz"], auto_reload=False)
+    assert reread.get_image_info("case3")["sam2med_scores"] == {"uncertainty": None}
+    assert reread.get_image_info("case2")["sam2med_scores"] == {"uncertainty": None, "x": [None, 1.0]}
+    json.dumps(reread.json(), allow_nan=False)  # what /datastore/?output=all serves

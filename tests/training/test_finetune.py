@@ -85,3 +85,24 @@ def test_checkpoint_round_trip_is_strict(heads_model, random_checkpoint, tmp_pat
         build_training_model("tiny", tmp_path / "extra.pt", TEST_IMAGE_SIZE, torch.device("cpu"), "heads")
     with pytest.raises(CheckpointError, match="does not fit"):
         Propagator(checkpoint=tmp_path / "extra.pt", device="cpu", image_size=TEST_IMAGE_SIZE)
+
+
+def test_an_inf_or_huge_learning_rate_never_yields_a_servable_checkpoint(spleen, random_checkpoint, shared_data, tmp_path):
+    """lr inf: the weights are non-finite after step 1 -> refused, nothing written. lr 1e30: the weights stay finite
+    (~1e30) but the smoke inference the server runs before publishing gives non-finite scores."""
+    from sam2med.training.finetune import FineTuneConfig, TrainingDiverged, finetune
+    from sam2med.training.validation import smoke_inference
+
+    def config(lr, out):
+        return FineTuneConfig(model="tiny", checkpoint=random_checkpoint, out=out, steps=1, image_size=TEST_IMAGE_SIZE,
+                              lr=lr, device="cpu", labels=[1])
+
+    with pytest.raises(TrainingDiverged, match="non-finite at step 1"):
+        finetune(config(float("inf"), tmp_path / "inf.pt"), [spleen], [])
+    assert list(tmp_path.iterdir()) == []
+    finetune(config(1e30, tmp_path / "huge.pt"), [spleen], [])
+    d = shared_data / "totalsegmentator"
+    volume, label = load_volume(d / "example_ct_sm.nii.gz"), load_label(d / "example_seg.nii.gz")
+    assert smoke_inference(tmp_path / "huge.pt", "tiny", TEST_IMAGE_SIZE, "cpu", volume, label.array, 1) == \
+        "smoke inference gave non-finite scores"
+    assert smoke_inference(random_checkpoint, "tiny", TEST_IMAGE_SIZE, "cpu", volume, label.array, 1) is None

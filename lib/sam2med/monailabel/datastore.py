@@ -1,4 +1,4 @@
-"""`GuardedLocalDatastore`: MONAI Label's local datastore with ids and tags that cannot leave its folder."""
+"""`GuardedLocalDatastore`: MONAI Label's local datastore with ids and tags that cannot leave its folder, and no NaN."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sam2med.errors import Sam2MedError
 from sam2med.labelnames import parse_label_info
 from sam2med.monailabel.http import to_http
 from sam2med.monailabel.params import parse_seed_tag
+from sam2med.monailabel.rescoring import without_non_finite
 from sam2med.monailabel.results import raw_label_to_nifti
 from sam2med.monailabel.safety import check_image_id
 from sam2med.monailabel.strategies import REVIEWED_KEY
@@ -63,4 +64,18 @@ class GuardedLocalDatastore(LocalDatastore):
         _checked(parse_seed_tag, label_tag)
         if not self.get_label_uri(label_id, label_tag):
             raise HTTPException(status_code=404, detail=f"image {label_id[:255]!r} has no label tagged {label_tag!r}")
+        obj = self._datastore.objects.get(label_id)
+        if label_tag == DefaultLabelTag.FINAL.value and obj is not None and REVIEWED_KEY in obj.image.info:
+            obj.image.info.pop(REVIEWED_KEY)  # no submitted label any more: not reviewed
+            self._update_datastore_file()
         super().remove_label(label_id, label_tag)
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        super().update_image_info(image_id, without_non_finite(info))  # NaN / inf never reach the JSON file
+
+    def _init_from_datastore_file(self, throw_exception=False):
+        super()._init_from_datastore_file(throw_exception)
+        for obj in getattr(getattr(self, "_datastore", None), "objects", {}).values():  # NaN / inf already in the file: missing
+            obj.image.info = without_non_finite(obj.image.info)
+            for label in obj.labels.values():
+                label.info = without_non_finite(label.info)

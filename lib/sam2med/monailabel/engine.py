@@ -42,22 +42,28 @@ class SharedEngine:
     def loaded(self) -> bool:
         return self._propagator is not None
 
-    def _published(self) -> tuple[str, dict] | None:
-        """(checkpoint path, pointer) of the model `sam2_finetune` published last, if any."""
-        from sam2med.monailabel.train_task import published_checkpoint
+    def _wanted(self) -> str | None:
+        """The checkpoint requests should use now: the one `sam2_finetune` published (or rolled back to), else the app's."""
+        from sam2med.monailabel.publishing import published_checkpoint
 
         found = published_checkpoint(self.config.state_dir)
-        return (str(found[0]), found[1]) if found else None
+        return str(found[0]) if found else self.config.checkpoint
+
+    def current_version(self) -> str | None:
+        """The version the next request will use: the published pointer's, else the loaded model's."""
+        from sam2med.monailabel.publishing import read_pointer
+
+        pointer = read_pointer(self.config.state_dir)
+        return (pointer or {}).get("version") or self.version
 
     def get(self, reason: str = "first request") -> Propagator:
-        """The shared propagator, loading the model now if it is not loaded yet, or if a newer one was published."""
-        published = self._published()
-        wanted = published[0] if published else self.config.checkpoint
-        if self._propagator is None or (published and wanted != self._checkpoint):
+        """The shared propagator, loading the model now if it is not loaded yet, or if another one was published."""
+        wanted = self._wanted()
+        if self._propagator is None or wanted != self._checkpoint:
             with self._lock:
-                if self._propagator is None or (published and wanted != self._checkpoint):
+                if self._propagator is None or wanted != self._checkpoint:
                     start = time.perf_counter()
-                    why = reason if self._propagator is None else f"published by sam2_finetune: {Path(wanted).name}"
+                    why = reason if self._propagator is None else f"published: {Path(wanted).name if wanted else 'the app checkpoint'}"
                     logger.info("loading %s (%s) on %s ...", self.model_title, why, self.config.device)
                     # A new propagator brings a new feature cache: entries of the previous weights are never reused.
                     self._propagator = Propagator(

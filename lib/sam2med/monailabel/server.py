@@ -4,7 +4,8 @@
 2. sam2med's routes (routes.py) go first: `POST /infer/{model}` runs in FastAPI's worker threads
    (MONAI Label's version blocks the event loop), so concurrent requests proceed side by side and
    `/info/` answers while a propagation runs; uploads are the request's own; `/logs/` is not served.
-3. Any `Sam2MedError` that escapes a route becomes its 4xx answer; a malformed request is a one-line 422.
+3. Any `Sam2MedError` that escapes a route becomes its 4xx answer; a malformed request is a one-line 422; any
+   other fault a 500 `{"detail": one line}` (never plain text).
 
 `monailabel start_server` without `--uvicorn_app sam2med.monailabel.server:app` serves MONAI Label's app;
 the sam2med app installs the same routes there when it starts (service.py), without the body limit.
@@ -97,6 +98,12 @@ def _install() -> None:
     @app.exception_handler(RequestValidationError)
     async def _malformed(request: Request, err: RequestValidationError):
         return JSONResponse({"detail": validation_detail(err)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _fault(request: Request, err: Exception):  # a server fault: JSON like every other answer (logged by uvicorn)
+        text = scrub_paths(str(err).splitlines()[0] if str(err) else "")[:200]
+        return JSONResponse({"detail": f"internal server error: {type(err).__name__}{': ' + text if text else ''}"},
+                            status_code=500)
 
     logger.info("sam2med server app: infer runs in worker threads; uploads limited to %.0f MB", limit_mb)
 

@@ -23,6 +23,8 @@ from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.datastore import GuardedLocalDatastore
 from sam2med.monailabel.engine import SharedEngine
 from sam2med.monailabel.http import to_http
+from sam2med.monailabel.lifetime import mark_server_process
+from sam2med.monailabel.rescoring import PromptStore, Rescorer
 from sam2med.monailabel.routes import install_routes
 from sam2med.monailabel.safety import (
     AccessError,
@@ -38,6 +40,7 @@ from sam2med.monailabel.scoring import SCORING_METHODS
 from sam2med.monailabel.snapshot import ImageSnapshot, SnapshotDatastore, take_snapshot
 from sam2med.monailabel.strategies import STRATEGIES
 from sam2med.monailabel.tasks import TASKS
+from sam2med.monailabel.loop_routes import recover_after_restart
 from sam2med.monailabel.warmup import WarmUp
 
 logger = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ class AppServices:
         self.config = AppConfig.from_conf(conf or {}, studies, self.description)
         self.engine = SharedEngine(self.config)
         self.corrections = CorrectionStore(Path(self.config.state_dir) / "corrections") if self.config.state_dir else None
+        self.rescorer = Rescorer(self.engine, PromptStore(Path(self.config.state_dir) / "prompts") if self.config.state_dir else None)
         self.warmup: WarmUp | None = WarmUp(self.engine) if self._warmup_enabled() else None
 
     def _warmup_enabled(self) -> bool:
@@ -83,8 +87,10 @@ class AppServices:
         )
 
     def infers(self, datastore: Callable[[], Datastore]) -> Dict[str, InferTask]:
-        corrections = self.corrections
-        return {name: TASKS[name](self.engine, datastore, self.config.labels, corrections) for name in self.config.tasks}
+        tasks = {name: TASKS[name](self.engine, datastore, self.config.labels, self.corrections) for name in self.config.tasks}
+        for task in tasks.values():
+            task.prompts = self.rescorer.prompts
+        return tasks
 
     def forget_image(self, image_id: str) -> None:
         """Drop what the app keeps of a removed image (its correction state)."""
@@ -92,7 +98,7 @@ class AppServices:
             self.corrections.remove(image_id)
 
     def strategies(self) -> Dict[str, Strategy]:
-        return {name: STRATEGIES[name]() for name in self.config.strategies}
+        return {name: STRATEGIES[name](self.rescorer) for name in self.config.strategies}
 
     def trainers(self) -> Dict[str, Any]:
         from sam2med.monailabel.train_task import Sam2FinetuneTask
@@ -100,10 +106,10 @@ class AppServices:
         return {"sam2_finetune": Sam2FinetuneTask(self)} if "sam2_finetune" in self.description.get("trainers", []) else {}
 
     def scoring_methods(self) -> Dict[str, ScoringMethod]:
-        return {name: SCORING_METHODS[name]() for name in self.description.get("scoring", [])}
+        return {name: SCORING_METHODS[name](self.rescorer) for name in self.description.get("scoring", [])}
 
     def info(self) -> Dict[str, Any]:
-        return {"model": self.engine.model_name, "model_title": self.engine.model_title, "model_version": self.engine.version,
+        return {"model": self.engine.model_name, "model_title": self.engine.model_title, "model_version": self.engine.current_version(),
                 "loaded": self.engine.loaded, "device": self.config.device, "image_size": self.engine.image_size,
                 "warmup": self.warmup is not None}
 
@@ -112,6 +118,8 @@ class AppServices:
         from monailabel.app import app as served_app  # the FastAPI app uvicorn serves, whichever launch
 
         install_routes(served_app)
+        mark_server_process()
+        recover_after_restart(self.config.state_dir)
         if not self.config.preload:
             logger.info("%s loads lazily, on the first request (--conf preload false)", self.engine.model_title)
             return

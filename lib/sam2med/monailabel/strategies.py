@@ -11,10 +11,12 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+from sam2med.monailabel.rescoring import SCORES_KEY, Rescorer
+
 logger = logging.getLogger(__name__)
 
-SCORES_KEY = "sam2med_scores"  # image info: the last propagation's per-slice scores (sam2med.uncertainty.score_record)
-REVIEWED_KEY = "sam2med_reviewed"  # image info: set when a `final` label is submitted
+REVIEWED_KEY = "sam2med_reviewed"  # image info: set when a `final` label is submitted, cleared when it is deleted
+RESCORE_SECONDS = 60.0  # how long one `uncertain` request may spend re-scoring images scored by an older model
 
 
 def natural_key(name: str) -> list[Any]:
@@ -55,37 +57,58 @@ class Ordered(Strategy):
 
 
 class Uncertain(Strategy):
-    """The unreviewed image whose last propagation SAM2 was least sure of (sam2med.uncertainty has the formula).
+    """The unreviewed image whose propagation by the current model SAM2 was least sure of (sam2med.uncertainty).
 
-    Reviewed images (with a submitted `final` label) are skipped; when no unreviewed image has scores,
-    the answer is `ordered`'s. The answer carries `reason`, `uncertainty`, `model_version` and
-    `review_slices` (the slices most worth a look).
+    Images with a submitted `final` label are skipped. Only scores of the model the server uses now are
+    ranked: an image scored by an older model is re-scored first (the current model on its recorded
+    prompts, `rescoring.Rescorer`), for at most `budget_seconds` per request; images left stale are not
+    ranked and the answer says how many. When no unreviewed image has current scores, the answer is
+    `ordered`'s. The answer carries `reason`, `uncertainty`, `model_version` and `review_slices`.
     """
 
-    def __init__(self) -> None:
-        super().__init__("Unreviewed image whose last SAM2 propagation was least confident (else: ordered)")
+    def __init__(self, rescorer: Rescorer | None = None, budget_seconds: float | None = RESCORE_SECONDS) -> None:
+        super().__init__("Unreviewed image whose SAM2 propagation with the current model was least confident (else: ordered)")
+        self.rescorer = rescorer
+        self.budget_seconds = budget_seconds
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any] | None:
         tag = request.get("label_tag") or DefaultLabelTag.FINAL.value
+        candidates = sorted(datastore.get_unlabeled_images(tag, request.get("labels")), key=natural_key)
+        current = self.rescorer.current_version() if self.rescorer is not None else None
+
+        def record_of(image_id: str) -> dict:
+            record = datastore.get_image_info(image_id).get(SCORES_KEY)
+            return record if isinstance(record, dict) else {}
+
+        def is_stale(image_id: str) -> bool:
+            record = record_of(image_id)
+            return bool(record) and current is not None and record.get("model_version") != current
+
+        stale: list[str] = []
+        if self.rescorer is not None:
+            _, stale = self.rescorer.rescore_stale(candidates, datastore, self.budget_seconds, is_stale)
         scored = []
-        for image_id in datastore.get_unlabeled_images(tag, request.get("labels")):
-            info = datastore.get_image_info(image_id)
-            record = info.get(SCORES_KEY) or {}
-            if record.get("uncertainty") is not None and not info.get(REVIEWED_KEY):
-                scored.append((float(record["uncertainty"]), image_id, record))
+        for image_id in candidates:
+            record = record_of(image_id)
+            uncertainty = record.get("uncertainty")
+            if isinstance(uncertainty, (int, float)) and not is_stale(image_id):
+                scored.append((float(uncertainty), image_id, record))
+        note = (f"; {len(stale)} image(s) scored by an older model could not be re-scored yet, not ranked"
+                if stale else "")
         if not scored:
             answer = Ordered()(request, datastore)
             if answer:
-                answer.update(reason=f"no unreviewed image has SAM2 scores yet; ordered: {answer['reason']}",
-                              uncertainty=None, review_slices=[])
+                answer.update(reason=f"no unreviewed image has SAM2 scores of the current model yet{note}; "
+                                     f"ordered: {answer['reason']}", uncertainty=None, review_slices=[])
             return answer
         scored.sort(key=lambda item: (-item[0], natural_key(item[1])))
         uncertainty, chosen, record = scored[0]
         reason = (f"least confident of {len(scored)} scored unreviewed image(s): uncertainty {uncertainty:.4f} "
-                  f"(model {record.get('model_version') or '?'})")
+                  f"(model {record.get('model_version') or '?'}){note}")
         logger.info("uncertain: %s -> %s", reason, chosen)
         return {"id": chosen, "reason": reason, "uncertainty": uncertainty, "model_version": record.get("model_version"),
                 "review_slices": record.get("review_slices", [])}
 
 
-STRATEGIES: Dict[str, Callable[[], Strategy]] = {"random": Random, "first": First, "ordered": Ordered, "uncertain": Uncertain}
+STRATEGIES: Dict[str, Callable[[Rescorer | None], Strategy]] = {  # (the app's rescorer)
+    "random": lambda _: Random(), "first": lambda _: First(), "ordered": lambda _: Ordered(), "uncertain": Uncertain}

@@ -42,11 +42,12 @@ from sam2med.monailabel.params import (
 )
 from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import track_result
+from sam2med.monailabel.rescoring import PromptStore, record_scores
 from sam2med.monailabel.strategies import SCORES_KEY
 from sam2med.labelnames import LabelMapping, keyed_by_name, label_name, parse_label_info, relabel
 from sam2med.prompts import SliceRange, check_seeds_in_range, locked_voxels, resolve_label_ranges, seeds_from_label
 from sam2med.provenance import describe_file, provenance
-from sam2med.uncertainty import review_slices, score_record
+from sam2med.uncertainty import review_slices
 from sam2med.windowing import CT_PRESETS
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class _Sam2Task(InferTask):
         self.datastore = datastore
         self.label_names = dict(labels)
         self.corrections = corrections
+        self.prompts: PromptStore | None = None  # set by the app when it keeps per-image state
 
     def _remember(self, request: Dict[str, Any], image: Volume, seed_slices: Dict[int, list], result: PropagationResult) -> None:
         """Keep the conditioning slices and the result's slice digests of a datastore image for its next correction."""
@@ -86,11 +88,23 @@ class _Sam2Task(InferTask):
         image_id = request.get("image_id")
         if not image_id:
             return
-        record = score_record(scores, version, axis.name.lower(), int(time.time()))
         try:
-            self.datastore().update_image_info(str(image_id), {SCORES_KEY: record})
+            record_scores(self.datastore(), str(image_id), scores, version, axis)
         except Exception as err:  # a remote store may not keep image info; the result is still good
             logger.warning("cannot record the SAM2 scores of %r: %s", image_id, err)
+
+    def _record_prompts(self, request: Dict[str, Any], image: Volume, seeds: Any, window: Any,
+                        result: PropagationResult) -> None:
+        """Keep a datastore image's prompts, so that a newer model can re-score it (rescoring.Rescorer)."""
+        image_id = request.get("image_id")
+        if self.prompts is None or not image_id or not result.scores:
+            return
+        ranges = {label: SliceRange(min(s.slice for s in scores), max(s.slice for s in scores))
+                  for label, scores in result.scores.items() if scores}
+        try:
+            self.prompts.save(str(image_id), image.fingerprint(), seeds, window, ranges)
+        except OSError as err:  # the result is still good; only re-scoring with a newer model loses this image
+            logger.warning("cannot keep the prompts of %r: %s", image_id, err)
 
     def is_valid(self) -> bool:
         return True
@@ -114,6 +128,7 @@ class _Sam2Task(InferTask):
             PROGRESS.finish(progress_id, "failed")
             raise
         PROGRESS.finish(progress_id)
+        self._record_prompts(request, image, seeds, window, result)
         return result, propagator
 
     @staticmethod

@@ -1,18 +1,26 @@
-"""`sam2_finetune`: MONAI Label train task on the datastore's submitted labels, and the published model it leaves.
+"""`sam2_finetune`: MONAI Label train task on the datastore's submitted labels, and the guarded publishing of its model.
 
 MONAI Label runs a train request in its own subprocess (`POST /train/sam2_finetune`, stopped by
-`DELETE /train/`). The task fine-tunes from the model the server uses now, writes the new checkpoint
-under a new name (`models/sam2_finetune-<time>.pt`, through a temporary file), then points
-`models/current.json` at it (also an atomic rename): the server's `SharedEngine` sees the pointer change
-and loads the new weights for the next request. The server never reads a half-written checkpoint, and the
-old model's feature-cache entries are not reused (the new model gets a new cache).
+`DELETE /train/`; loop_routes.py checks the request before it starts). The task fine-tunes from the
+model the server uses now into a new file, and publishes it (publishing.py: `models/current.json` moves
+in one atomic rename, the model it replaces stays as `previous` for `rollback`) only if
+
+1. the loss was finite at every step and every weight is finite after every step (training.finetune),
+2. the written checkpoint loads as the server loads it and a smoke propagation gives finite scores,
+3. its held-out Dice is not worse than the current model's by more than `HELD_OUT_MARGIN`
+   (held-out images exist when `val_fraction` > 0 and 2+ images have a final label).
+
+Otherwise the new file is removed and `train_stats` says "refused" (or "failed") with the reason; the
+job exits non-zero (MONAI Label's status ERROR). The server never reads a half-written checkpoint and
+never reuses the old model's feature-cache entries (a new model gets a new cache).
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
+import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,37 +30,85 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
 from sam2med.errors import InputError, PromptError
-from sam2med.io import write_json_atomic
 from sam2med.labelnames import LabelMapping, label_name, parse_label_info, relabel
+from sam2med.monailabel.lifetime import die_with_server
+from sam2med.training.model import MODES
+from sam2med.monailabel.publishing import (
+    models_dir,
+    publish,
+    read_pointer,
+    read_stats,
+    remove_leftovers,
+    write_stats,
+)
 
 logger = logging.getLogger(__name__)
 
-CURRENT = "current.json"  # {"checkpoint": file name in the models folder, "version": ..., "stats": ...}
-STATS = "train_stats.json"
+MAX_EPOCHS_CAP = 10_000  # steps; a larger request is a typo
+MAX_CLIP_SLICES = 64
+HELD_OUT_MARGIN = 0.05  # a new model whose held-out Dice is lower than the current model's by more is refused
+DEFAULTS: Dict[str, Any] = {"max_epochs": 20, "mode": None, "clip_slices": 4, "val_fraction": 0.2, "lr": 1e-4, "seed": 0}
+PASSED_THROUGH = ("model", "client_id", "gpus", "local_rank", "bundle_path")  # set by MONAI Label or its clients
 
 
-def models_dir(state_dir: str | Path) -> Path:
-    return Path(state_dir) / "models"
+class TrainingRefused(InputError):
+    """The trained model failed a publishing check: nothing was published."""
 
 
-def published_checkpoint(state_dir: str | Path | None) -> tuple[Path, dict] | None:
-    """(checkpoint, pointer) of the last published fine-tuned model, or None."""
-    if not state_dir:
-        return None
-    pointer = models_dir(state_dir) / CURRENT
-    try:
-        data = json.loads(pointer.read_text())
-    except (OSError, ValueError):
-        return None
-    path = models_dir(state_dir) / str(data.get("checkpoint", ""))
-    return (path, data) if path.is_file() and path.parent == models_dir(state_dir) else None
+def _integer(params: Dict[str, Any], key: str, low: int, high: int | None = None) -> int:
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"train option {key!r} must be an integer, got {str(value)[:40]!r}")
+    if value < low or (high is not None and value > high):
+        raise InputError(f"train option {key!r} must be in [{low}, {high}], got {value}" if high is not None
+                         else f"train option {key!r} must be >= {low}, got {value}")
+    return value
 
 
-def _number(request: Dict[str, Any], key: str, default: float, cast=int) -> Any:
-    try:
-        return cast(request.get(key, default))
-    except (TypeError, ValueError):
-        raise InputError(f"train option {key!r} must be a number, got {request.get(key)!r}") from None
+def _real(params: Dict[str, Any], key: str) -> float:
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"train option {key!r} must be a number, got {str(value)[:40]!r}")
+    if not math.isfinite(value):
+        raise InputError(f"train option {key!r} must be a finite number, got {value}")
+    return float(value)
+
+
+def validate_train_params(request: Dict[str, Any]) -> Dict[str, Any]:
+    """The train options of a request over `DEFAULTS`, checked: types, finite numbers, ranges; unknown keys refused.
+
+    Raises InputError naming the first bad key. Keys MONAI Label or its client add (`PASSED_THROUGH`) are dropped.
+    """
+    if not isinstance(request, dict):
+        raise InputError("train options must be a JSON object")
+    unknown = [k for k in request if k not in DEFAULTS and k not in PASSED_THROUGH]
+    if unknown:
+        raise InputError(f"unknown train option {str(unknown[0])[:60]!r}; known: {', '.join(DEFAULTS)}")
+    params = {**DEFAULTS, **{k: v for k, v in request.items() if k in DEFAULTS}}
+    checked: Dict[str, Any] = {
+        "max_epochs": _integer(params, "max_epochs", 1, MAX_EPOCHS_CAP),
+        "clip_slices": _integer(params, "clip_slices", 2, MAX_CLIP_SLICES),
+        "seed": _integer(params, "seed", 0, 2**32 - 1),
+        "lr": _real(params, "lr"),
+        "val_fraction": _real(params, "val_fraction"),
+        "mode": params["mode"],
+    }
+    if not 0 < checked["lr"] <= 1:
+        raise InputError(f"train option 'lr' must be in (0, 1], got {checked['lr']:g}")
+    if not 0 <= checked["val_fraction"] < 1:
+        raise InputError(f"train option 'val_fraction' must be in [0, 1), got {checked['val_fraction']:g}")
+    if checked["mode"] is not None and checked["mode"] not in MODES:  # None: 'heads' on CPU, 'full' on GPU
+        raise InputError(f"train option 'mode' must be one of {', '.join(MODES)}, got {str(checked['mode'])[:40]!r}")
+    return checked
+
+
+def publishing_refusal(stats: Dict[str, Any], margin: float = HELD_OUT_MARGIN) -> str | None:
+    """Why a trained model must not be published by its held-out check, or None."""
+    start, end = stats.get("val_dice_start"), stats.get("val_dice_end")
+    if start is not None and end is not None and end < start - margin:
+        return (f"held-out Dice {end:.4f} is worse than the current model's {start:.4f} by more than {margin:g}: "
+                f"not published")
+    return None
 
 
 class _TrainingLabels:
@@ -109,81 +165,110 @@ class _TrainingLabels:
 
 
 class Sam2FinetuneTask(TrainTask):
-    """Fine-tunes SAM2.1 ('heads' on CPU) on every image with a `final` label and publishes the result."""
+    """Fine-tunes SAM2.1 ('heads' on CPU) on every image with a `final` label and publishes the result if it passes."""
 
     def __init__(self, services) -> None:
         super().__init__("Fine-tune SAM2.1 on the submitted (final) labels; the infer tasks use the result on the next request")
         self.services = services
 
     def config(self) -> Dict[str, Any]:
-        return {"max_epochs": 20, "mode": ["heads", "full"], "clip_slices": 4, "val_fraction": 0.2, "lr": 1e-4, "seed": 0}
+        return {**DEFAULTS, "mode": list(MODES)}
 
     def stats(self) -> Dict[str, Any]:
-        state_dir = self.services.config.state_dir
-        try:
-            return json.loads((models_dir(state_dir) / STATS).read_text()) if state_dir else {}
-        except (OSError, ValueError):
-            return {}
+        return read_stats(self.services.config.state_dir)
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
-        from sam2med.checkpoints import model_spec, resolve_checkpoint, sidecar_path
+        die_with_server()
+        config = self.services.config
+        if not config.state_dir:
+            raise InputError("sam2_finetune needs the app's state folder (--conf state_dir)")
+        params = validate_train_params(request)
+        remove_leftovers(config.state_dir)  # temporary files of a killed run
+        start_ts = time.time()
+        stats: Dict[str, Any] = {"status": "running", "pid": os.getpid(), "epoch": 0, "total_epochs": params["max_epochs"],
+                                 "start_ts": int(start_ts), "params": params}
+        write_stats(config.state_dir, stats)
+        candidate: Path | None = None
+        try:
+            candidate = models_dir(config.state_dir) / f"sam2_finetune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}.pt"
+            final = self._train_and_publish(params, datastore, candidate, stats, start_ts)
+        except Exception as err:
+            status = "refused" if isinstance(err, TrainingRefused) else "failed"
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            write_stats(config.state_dir, {**stats, **read_stats(config.state_dir), "status": status, "reason": reason,
+                                           "published": False, "pid": None,
+                                           "total_time": str(datetime.timedelta(seconds=int(time.time() - start_ts)))})
+            if candidate is not None:
+                remove_leftovers(config.state_dir)
+            logger.error("sam2_finetune %s: %s", status, reason)
+            raise
+        return final
+
+    def _train_and_publish(self, params: Dict[str, Any], datastore: Datastore, candidate: Path, stats: Dict[str, Any],
+                           start_ts: float) -> Dict[str, Any]:
+        from sam2med.checkpoints import model_spec, resolve_checkpoint
         from sam2med.evaluation.runner import _load_case  # the evaluation's reading of a pair (label on the image grid)
         from sam2med.geometry import Axis
         from sam2med.monailabel.engine import model_version
         from sam2med.training.finetune import FineTuneConfig, finetune, split_cases
         from sam2med.training.sampler import TrainingVolume
+        from sam2med.training.validation import smoke_inference
         from sam2med.windowing import PREPROCESSING
 
-        config = self.services.config
-        if not config.state_dir:
-            raise InputError("sam2_finetune needs the app's state folder (--conf state_dir)")
-        steps = _number(request, "max_epochs", 20)
-        val_fraction = _number(request, "val_fraction", 0.2, float)
-        seed = _number(request, "seed", 0)
+        config, engine = self.services.config, self.services.engine
         tag = DefaultLabelTag.FINAL.value
         image_ids = sorted(datastore.get_labeled_images(tag))
         if not image_ids:
             raise InputError("no image has a submitted (final) label to train on")
         by_value = _TrainingLabels(config.labels)
         cases = [by_value.case(i, datastore, tag) for i in image_ids]
-        train_cases, val_cases = split_cases(cases, val_fraction, seed)
+        train_cases, val_cases = split_cases(cases, params["val_fraction"], params["seed"])
         labels = by_value.values()
-        preprocessing = PREPROCESSING[model_spec(self.services.engine.model_name).preprocessing]
-        train = []
+        preprocessing = PREPROCESSING[model_spec(engine.model_name).preprocessing]
+        train, smoke_case = [], None
         for case in train_cases:
             volume, truth = _load_case(case)
-            train.append(TrainingVolume.from_arrays(case.name, volume, truth.array, Axis.AXIAL, labels, preprocessing=preprocessing))
-        published = published_checkpoint(config.state_dir)
-        base = published[0] if published else resolve_checkpoint(self.services.engine.model_name, config.checkpoint, download=False)
-        folder = models_dir(config.state_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"sam2_finetune-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}.pt"
-        start_ts = time.time()
+            item = TrainingVolume.from_arrays(case.name, volume, truth.array, Axis.AXIAL, labels, preprocessing=preprocessing)
+            train.append(item)
+            if smoke_case is None and item.objects:
+                smoke_case = (volume, truth.array, min(item.objects))
+        current = read_pointer(config.state_dir)
+        base = (candidate.parent / current["checkpoint"] if current and current.get("checkpoint")
+                else resolve_checkpoint(engine.model_name, config.checkpoint, download=False))
+        base_version = (current or {}).get("version") or model_version(engine.model_name, base)
 
         def on_step(done: int, total: int, loss: float) -> None:
-            write_json_atomic({"epoch": done, "total_epochs": total, "start_ts": int(start_ts), "loss": loss,
-                               "current_time": str(datetime.timedelta(seconds=int(time.time() - start_ts)))}, folder / STATS)
+            write_stats(config.state_dir, {**stats, "epoch": done, "loss": loss,
+                                           "current_time": str(datetime.timedelta(seconds=int(time.time() - start_ts)))})
 
-        ft = FineTuneConfig(model=self.services.engine.model_name, checkpoint=base, out=folder / name, steps=steps,
-                            mode=request.get("mode") or None, image_size=self.services.engine.image_size,
-                            clip_slices=_number(request, "clip_slices", 4), lr=_number(request, "lr", 1e-4, float), seed=seed,
-                            device=config.device, labels=labels)
-        stats = finetune(ft, train, val_cases, on_step)
-        version = model_version(self.services.engine.model_name, folder / name)
-        best = {} if stats["val_dice_end"] is None else {"best_metric": stats["val_dice_end"]}  # a Dice in [0, 1], else none
-        final = {"epoch": stats["steps"], "total_epochs": steps, "start_ts": int(start_ts), **best,
-                 "best_metric_epoch": stats["steps"], "labels": by_value.trained(train), "total_time": str(datetime.timedelta(seconds=int(time.time() - start_ts))),
-                 "model_version": version, "train": {"metrics": {"loss": stats["loss_last"]}, "key_metric_name": "loss"},
-                 "eval": {"metrics": {"dice": stats["val_dice_end"]}, "key_metric_name": "dice", "best_metric": stats["val_dice_end"],
-                          "val_dice_start": stats["val_dice_start"], "copy_dice": stats["copy_dice"]},
-                 "loss_first": stats["loss_first"], "loss_last": stats["loss_last"], "train_ids": stats["train_ids"],
-                 "val_ids": stats["val_ids"]}
-        write_json_atomic({"checkpoint": name, "version": version, "base": str(base.name), "stats": final}, folder / CURRENT)
-        write_json_atomic(final, folder / STATS)
+        ft = FineTuneConfig(model=engine.model_name, checkpoint=base, out=candidate, steps=params["max_epochs"],
+                            mode=params["mode"], image_size=engine.image_size, clip_slices=params["clip_slices"],
+                            lr=params["lr"], seed=params["seed"], device=config.device, labels=labels)
+        result = finetune(ft, train, val_cases, on_step)
         by_value.cleanup()
-        for old in folder.glob("sam2_finetune-*.pt"):  # earlier published models, except the one trained from
-            if old.name != name and old != base:
-                old.unlink(missing_ok=True)
-                sidecar_path(old).unlink(missing_ok=True)
-        logger.info("published %s (%s) after %d step(s)", name, version, stats["steps"])
+        checks = {"finite_loss_and_weights": True}
+        refusal = publishing_refusal(result)
+        checks["held_out"] = ("skipped: no held-out image (val_fraction 0 or one labelled image)"
+                              if result["val_dice_end"] is None else "failed" if refusal else "passed")
+        if refusal is None and smoke_case is not None:
+            refusal = smoke_inference(candidate, engine.model_name, result["image_size"], config.device, *smoke_case)
+            checks["smoke_inference"] = "failed" if refusal else "passed"
+        if refusal:
+            raise TrainingRefused(refusal)
+        version = model_version(engine.model_name, candidate)
+        final = {"status": "published", "published": True, "pid": None, "epoch": result["steps"],
+                 "total_epochs": params["max_epochs"], "start_ts": int(start_ts),
+                 **({} if result["val_dice_end"] is None else {"best_metric": result["val_dice_end"]}),  # a Dice in [0, 1], else none
+                 "best_metric_epoch": result["steps"], "labels": by_value.trained(train),
+                 "total_time": str(datetime.timedelta(seconds=int(time.time() - start_ts))),
+                 "model_version": version, "previous_version": base_version, "checks": checks, "params": params,
+                 "train": {"metrics": {"loss": result["loss_last"]}, "key_metric_name": "loss"},
+                 "eval": {"metrics": {"dice": result["val_dice_end"]}, "key_metric_name": "dice",
+                          "best_metric": result["val_dice_end"], "val_dice_start": result["val_dice_start"],
+                          "copy_dice": result["copy_dice"]},
+                 "loss_first": result["loss_first"], "loss_last": result["loss_last"], "train_ids": result["train_ids"],
+                 "val_ids": result["val_ids"]}
+        publish(config.state_dir, candidate.name, version, base_version, final)
+        write_stats(config.state_dir, final)
+        logger.info("published %s (%s) after %d step(s); previous %s", candidate.name, version, result["steps"], base_version)
         return final

@@ -53,6 +53,22 @@ class FineTuneConfig:
     extra_sidecar: dict = field(default_factory=dict)
 
 
+class TrainingDiverged(InputError):
+    """The loss or the weights became non-finite: no checkpoint is written."""
+
+
+def non_finite_parameters(model: torch.nn.Module, trainable_only: bool = False) -> str | None:
+    """'N non-finite values in NAME, ...' over the model's parameters and buffers; None when all are finite."""
+    tensors = [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
+    if not trainable_only:
+        tensors += [(n, b) for n, b in model.named_buffers() if b.is_floating_point()]
+    bad = [(n, int((~torch.isfinite(t.detach())).sum())) for n, t in tensors if not bool(torch.isfinite(t.detach()).all())]
+    if not bad:
+        return None
+    total = sum(count for _, count in bad)
+    return f"{total} non-finite values in {len(bad)} tensors, first {bad[0][0]}"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -125,12 +141,20 @@ def finetune(config: FineTuneConfig, train: list[TrainingVolume], val_cases: lis
         clip = sampler.sample()
         loss = clip_loss(model, loss_fn, train[clip.volume], clip, features, dtype)
         value = float(loss.detach())
+        if not math.isfinite(value) and step == 1:  # no update yet: the learning rate is not the cause
+            raise TrainingDiverged(f"the loss is {value} at step 1, before any update: the starting checkpoint "
+                                   f"{Path(config.checkpoint).name} gives non-finite outputs")
         if not math.isfinite(value):
-            raise InputError(f"the loss became {value} at step {step} (clip {clip}); lower --lr")
+            raise TrainingDiverged(f"the loss became {value} at step {step} (clip {clip}, lr {config.lr:g}): "
+                                   f"lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
         optimizer.step()
+        bad = non_finite_parameters(model, trainable_only=True)  # the last step's update is checked too
+        if bad:
+            raise TrainingDiverged(f"the weights became non-finite at step {step} (lr {config.lr:g}; {bad}): "
+                                   f"lower the learning rate")
         losses.append(round(value, 5))
         if on_step is not None and on_step(step, config.steps, losses[-1]) is False:
             logger.info("stopped after step %d of %d", step, config.steps)
@@ -138,6 +162,9 @@ def finetune(config: FineTuneConfig, train: list[TrainingVolume], val_cases: lis
     train_seconds = time.perf_counter() - started
 
     model.eval()
+    bad = non_finite_parameters(model)
+    if bad:
+        raise TrainingDiverged(f"the trained weights are not all finite ({bad}): nothing written")
     state = model.state_dict()
     if propagator is not None:
         val_end = validate(propagator, state, val_cases, config.labels, config.axis, config.window)
