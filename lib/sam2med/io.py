@@ -335,9 +335,12 @@ def check_file(path: str | os.PathLike, what: str, error: type[Sam2MedError] = I
     path = Path(path)
     if path.is_dir():
         raise error(f"{path}: is a folder; give a {what} file")
-    if not path.is_file():
+    if not path.exists():
         raise error(f"{path}: {what} file does not exist")
-    return path
+    try:
+        return check_regular_file(path, f"{what} file")  # a FIFO or a device would never end, or never start
+    except InputError as err:
+        raise error(str(err)) from None
 
 
 def check_folder(path: str | os.PathLike, what: str, error: type[Sam2MedError] = InputError) -> Path:

@@ -1,4 +1,4 @@
-"""The active-learning loop's routes: sam2med's versions of MONAI Label's `/train/` and `/activelearning/`, and rollback.
+"""The active-learning loop's routes: sam2med's versions of MONAI Label's `/train/`, and rollback.
 
 - `POST /train/{model}` (and `POST /train/`): the body is checked before anything starts (train_task's
   `validate_train_params`: a 422 naming the bad key; a raw NaN is a 422 too), and a second training while
@@ -8,8 +8,6 @@
   no temporary or unpublished checkpoint.
 - `GET /train/`: MONAI Label's answer, or after a restart the kept history (publishing.HISTORY).
 - `POST /sam2med/rollback`: the previous model becomes current again (refused while a training runs).
-- `POST /activelearning/{strategy}`: MONAI Label's handler, in a worker thread (`uncertain` may re-score
-  images with a new model: the event loop, and so `/info/`, must not wait for it).
 Every finished job (done, refused, failed, stopped) is recorded in the history by `finish`.
 """
 
@@ -24,7 +22,6 @@ from typing import Any, Callable, Dict, Optional
 
 from fastapi import Depends, HTTPException, Request
 from monailabel.config import RBAC_ADMIN, RBAC_USER, settings
-from monailabel.endpoints import activelearning as ml_activelearning
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 from monailabel.utils.async_tasks.utils import processes, run_background_task, stop_background_task, tasks
@@ -209,10 +206,6 @@ def rollback_model(user: User = _admin()):
     return {"model_version": pointer["version"], "rolled_back_from": pointer["rolled_back_from"]}
 
 
-def next_sample(strategy: str, params: Optional[dict] = None, user: User = _user()):
-    return ml_activelearning.sample(strategy, params, user.username)
-
-
 def recover_after_restart(state_dir: str | None) -> None:
     """At server start: a training the last server left (killed with it, or still running) is stopped and recorded
     as failed; temporary and unpublished checkpoints are removed."""
@@ -239,5 +232,4 @@ def loop_routes() -> list[tuple[str, str, Callable[..., Any], str]]:
         ("DELETE", f"{API}/train/", stop_training, f"{RBAC_ADMIN}Stop Training Task"),
         ("GET", f"{API}/train/", training_status, f"{RBAC_USER}Status of the Training Task (history kept across restarts)"),
         ("POST", "/sam2med/rollback", rollback_model, f"{RBAC_ADMIN}Serve the previous model again"),
-        ("POST", f"{API}/activelearning/{{strategy}}", next_sample, f"{RBAC_USER}Next sample of an active-learning strategy"),
     ]

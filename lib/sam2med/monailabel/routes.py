@@ -10,7 +10,8 @@ by the app itself when `monailabel start_server` serves MONAI Label's app, so ev
   upload files removed when the request ends, also when it is refused, and a full or read-only disk a 507.
 - `PUT /session/`: sessions.py (archives unpacked member by member within the upload limit, nothing left on failure).
 - `POST /reload`: refused (403). It re-initialises the whole app on every call, without a token.
-- `POST /activelearning/{strategy}`: MONAI Label's answer without the image's server `path`.
+- `POST /activelearning/{strategy}`: MONAI Label's answer without the image's server `path`, in a worker thread
+  (`uncertain` may re-score images with a new model: the event loop, and so `/info/`, must not wait for it).
 - `GET /logs/`, `GET /logs/gpu`: refused (403). The log names server paths and other clients' uploads,
   and MONAI Label serves it to anyone who can reach the port.
 """
