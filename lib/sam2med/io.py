@@ -185,8 +185,8 @@ def _check_dicom_pixel_bytes(path: str | os.PathLike) -> None:
     except Exception as err:  # an odd header: SimpleITK's own reading decides
         logger.debug("%s: DICOM pixel length not checked (%s)", path, err)
         return
-    if syntax in _UNCOMPRESSED_DICOM and element is not None and 0 <= element.length < needed:
-        raise InputError(f"{path}: is truncated: its pixels need {needed} bytes, the file holds {element.length}")
+    if syntax in _UNCOMPRESSED_DICOM and element is not None and 0 <= getattr(element, "length", len(element.value or b"")) < needed:
+        raise InputError(f"{path}: is truncated: its pixels need {needed} bytes, the file holds {getattr(element, "length", len(element.value or b""))}")
 
 
 def check_image_file(path: str | os.PathLike, limit: int) -> None:
