@@ -185,8 +185,11 @@ def _check_dicom_pixel_bytes(path: str | os.PathLike) -> None:
     except Exception as err:  # an odd header: SimpleITK's own reading decides
         logger.debug("%s: DICOM pixel length not checked (%s)", path, err)
         return
-    if syntax in _UNCOMPRESSED_DICOM and element is not None and 0 <= getattr(element, "length", len(element.value or b"")) < needed:
-        raise InputError(f"{path}: is truncated: its pixels need {needed} bytes, the file holds {getattr(element, "length", len(element.value or b""))}")
+    held = None if element is None else getattr(element, "length", None)
+    if held is None and element is not None:
+        held = len(element.value or b"")  # a decompressed dataset holds its pixels as a plain element
+    if syntax in _UNCOMPRESSED_DICOM and held is not None and 0 <= held < needed:
+        raise InputError(f"{path}: is truncated: its pixels need {needed} bytes, the file holds {held}")
 
 
 def check_image_file(path: str | os.PathLike, limit: int) -> None:
