@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 from fastapi import Depends, HTTPException, Request
 from monailabel.config import RBAC_ADMIN, RBAC_USER, settings
