@@ -9,6 +9,7 @@ import pydicom
 import pytest
 
 from sam2med.dicom.seg import read_seg, save_seg, segment_names, write_seg
+from sam2med.dicom.segments import Algorithm, Code, Segment, describe_segments
 from sam2med.dicom.series import decompress, read_series_files, repair_series, repaired_copy, write_series
 from sam2med.errors import InputError
 from sam2med.io import load_label, load_volume
@@ -103,3 +104,39 @@ def test_monailabel_converter_replacement_writes_seg(series, tmp_path):
     path = nifti_to_dicom_seg(str(folder), str(label), [{"name": "liver", "idx": 1}])
     back, _ = read_seg(path, volume.grid)
     assert np.array_equal(back, np.where(organs == 5, 1, 0)) and segment_names(path) == {1: "liver"}
+
+
+def test_seg_records_given_segments_and_algorithm(series, tmp_path):
+    folder, volume, organs, names = series
+    values = sorted(int(v) for v in np.unique(organs) if v)[:2]
+    label = np.where(np.isin(organs, values), organs, 0)
+    liver = Segment(values[0], "liver QA", (12, 34, 56), category=Code("123037004", "SCT", "Anatomical Structure"),
+                    type=Code("10200004", "SCT", "Liver"))
+    seg = write_seg(label, volume.grid, folder, names, segments={values[0]: liver},
+                    algorithm=Algorithm("sam2med", "sam2.1_hiera_tiny sha256:0123abcd"))
+    seg = pydicom.dcmread(save_seg(seg, tmp_path / "coded.dcm"))
+    items = {int(item.SegmentNumber): item for item in seg.SegmentSequence}
+    assert sorted(items) == values
+    first, second = items[values[0]], items[values[1]]
+    assert first.SegmentLabel == "liver QA"
+    assert first.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"
+    assert first.SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Liver"
+    assert first.SegmentAlgorithmType == "SEMIAUTOMATIC" and first.SegmentAlgorithmName == "sam2med"
+    algorithm = first.SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmVersion == "sam2.1_hiera_tiny sha256:0123abcd"
+    assert algorithm.AlgorithmFamilyCodeSequence[0].CodeValue == "123110"
+    assert second.SegmentLabel == names[values[1]][:64]  # described from the names, default codes
+    assert second.SegmentedPropertyTypeCodeSequence[0].CodeValue == "91723000"
+    # colours are stored as CIELab; the given one differs from the default cycle's
+    assert list(first.RecommendedDisplayCIELabValue) != list(second.RecommendedDisplayCIELabValue)
+    array, _ = read_seg(seg, volume.grid)
+    assert np.array_equal(array, label)
+
+
+def test_segment_descriptions_reject_bad_values():
+    with pytest.raises(InputError, match="colour"):
+        Segment(1, "liver", (0, 0, 300))
+    with pytest.raises(InputError, match="outside"):
+        Segment(0, "liver", (0, 0, 0))
+    with pytest.raises(InputError, match="says value 3"):
+        describe_segments([2], {}, {2: Segment(3, "x", (0, 0, 0))})

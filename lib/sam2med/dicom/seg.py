@@ -19,6 +19,7 @@ import pydicom_seg
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from sam2med.dicom.segments import Algorithm, Segment, describe_segments
 from sam2med.errors import InputError
 from sam2med.geometry import Grid
 from sam2med.io import grid_of, label_image, write_atomically
@@ -27,28 +28,38 @@ logger = logging.getLogger(__name__)
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 DEFAULT_SERIES_DESCRIPTION = "sam2med"
-# A generic colour cycle for segments without a colour of their own.
-_COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255)]
 
-
-def _segment_attributes(values: Sequence[int], names: Mapping[int, str]) -> list[dict]:
+def _segment_attributes(segments: Sequence[Segment], algorithm: Algorithm) -> list[dict]:
     attributes = []
-    for i, value in enumerate(values):
-        name = names.get(value) or f"label {value}"
-        attributes.append({
-            "labelID": int(value),
-            "SegmentLabel": name[:64],
-            "SegmentDescription": name[:64],
-            "SegmentAlgorithmType": "SEMIAUTOMATIC",
-            "SegmentAlgorithmName": "sam2med",
-            "SegmentedPropertyCategoryCodeSequence": {
-                "CodeValue": "123037004", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical Structure"},
-            "SegmentedPropertyTypeCodeSequence": {
-                "CodeValue": "91723000", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical structure"},
-            "recommendedDisplayRGBValue": list(_COLORS[i % len(_COLORS)]),
-        })
+    for segment in segments:
+        item = {
+            "labelID": int(segment.value),
+            "SegmentLabel": segment.name[:64],
+            "SegmentDescription": segment.name[:64],
+            "SegmentAlgorithmType": algorithm.kind,
+            "SegmentedPropertyCategoryCodeSequence": segment.category.to_dcmqi(),
+            "SegmentedPropertyTypeCodeSequence": segment.type.to_dcmqi(),
+            "recommendedDisplayRGBValue": list(segment.color),
+        }
+        if algorithm.kind != "MANUAL":
+            item["SegmentAlgorithmName"] = algorithm.name[:64]
+        attributes.append(item)
     return attributes
+
+
+def _identify_algorithm(seg: Dataset, algorithm: Algorithm) -> None:
+    """Each segment's SegmentationAlgorithmIdentificationSequence: family, name and version of the algorithm."""
+    if algorithm.kind == "MANUAL":
+        return
+    for item in seg.SegmentSequence:
+        identification = Dataset()
+        family = Dataset()
+        family.CodeValue, family.CodingSchemeDesignator = algorithm.family.value, algorithm.family.scheme
+        family.CodeMeaning = algorithm.family.meaning
+        identification.AlgorithmFamilyCodeSequence = [family]
+        identification.AlgorithmName = algorithm.name[:64]
+        identification.AlgorithmVersion = (algorithm.version or "unknown")[:64]
+        item.SegmentationAlgorithmIdentificationSequence = [identification]
 
 
 def _check_source(datasets: Sequence[Dataset]) -> None:
@@ -76,10 +87,13 @@ def write_seg(
     names: Mapping[int, str] | None = None,
     series_description: str = DEFAULT_SERIES_DESCRIPTION,
     series_number: int = 300,
+    segments: Mapping[int, Segment] | None = None,
+    algorithm: Algorithm | None = None,
 ) -> Dataset:
     """A DICOM-SEG dataset for `label_xyz` (on `grid`, the series' own grid) referencing `series`.
 
-    `series` is the DICOM folder or its datasets; `names` maps label values to segment names.
+    `series` is the DICOM folder or its datasets; `segments` describes label values (name, colour, codes),
+    `names` names the others; `algorithm` (default: sam2med, SEMIAUTOMATIC) is recorded per segment.
     """
     datasets = source_datasets(series)
     _check_source(datasets)
@@ -97,7 +111,7 @@ def write_seg(
         "SeriesNumber": str(series_number),
         "InstanceNumber": "1",
         "BodyPartExamined": str(datasets[0].get("BodyPartExamined", "") or ""),
-        "segmentAttributes": [_segment_attributes(values, names or {})],
+        "segmentAttributes": [_segment_attributes(describe_segments(values, names, segments), algorithm or Algorithm())],
         "ContentLabel": "SEGMENTATION",
         "ContentDescription": "sam2med propagation",
         "ClinicalTrialCoordinatingCenterName": "sam2med",
@@ -113,6 +127,7 @@ def write_seg(
     referenced = sum(len(item.ReferencedInstanceSequence) for item in seg.get("ReferencedSeriesSequence", []))
     if referenced == 0:
         raise InputError("the label's grid does not overlap the DICOM series: no slice of the series is referenced")
+    _identify_algorithm(seg, algorithm or Algorithm())
     # pydicom-seg gives the SEG a new frame of reference; it shares the series' one.
     if frame_of_reference:
         seg.FrameOfReferenceUID = frame_of_reference

@@ -1,0 +1,96 @@
+"""What a segment is, as DICOM writers record it: its value, name, colour, coded meaning, and the algorithm
+that made it. One description serves every writer (DICOM-SEG, RTSTRUCT)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sam2med.errors import InputError
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded concept (DICOM code sequence item): value, coding scheme ("SCT" = SNOMED CT), meaning."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+    def __post_init__(self) -> None:
+        for name in ("value", "scheme", "meaning"):
+            if not str(getattr(self, name)).strip():
+                raise InputError(f"a segment code needs a {name}")
+
+    def to_dcmqi(self) -> dict[str, str]:
+        return {"CodeValue": self.value, "CodingSchemeDesignator": self.scheme, "CodeMeaning": self.meaning[:64]}
+
+
+ANATOMICAL_STRUCTURE_CATEGORY = Code("123037004", "SCT", "Anatomical Structure")
+ANATOMICAL_STRUCTURE_TYPE = Code("91723000", "SCT", "Anatomical structure")
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")  # DICOM CID 7162, algorithm family
+
+# A generic colour cycle for segments without a colour of their own.
+DEFAULT_COLORS: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255))
+
+
+def _check_color(color: Sequence[int]) -> tuple[int, int, int]:
+    values = tuple(int(c) for c in color)
+    if len(values) != 3 or any(not 0 <= c <= 255 for c in values):
+        raise InputError(f"a segment colour is three values 0..255 (R, G, B), not {list(color)}")
+    return values  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment: the label value it stands for, its name, display colour (RGB 0..255) and coded meaning."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+    category: Code = ANATOMICAL_STRUCTURE_CATEGORY
+    type: Code = ANATOMICAL_STRUCTURE_TYPE
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.value) <= 65535:
+            raise InputError(f"segment value {self.value} is outside 1..65535")
+        if not str(self.name).strip():
+            raise InputError(f"segment {self.value} needs a name")
+        object.__setattr__(self, "color", _check_color(self.color))
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """The algorithm that made the segments: its name and version (model and checkpoint hash)."""
+
+    name: str = "sam2med"
+    version: str = ""
+    kind: str = "SEMIAUTOMATIC"  # DICOM SegmentAlgorithmType: MANUAL, SEMIAUTOMATIC or AUTOMATIC
+    family: Code = ARTIFICIAL_INTELLIGENCE
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC"):
+            raise InputError(f"algorithm kind {self.kind!r} is not MANUAL, SEMIAUTOMATIC or AUTOMATIC")
+
+
+def describe_segments(
+    values: Sequence[int],
+    names: Mapping[int, str] | None = None,
+    given: Mapping[int, Segment] | None = None,
+) -> list[Segment]:
+    """A `Segment` for each label value: the one `given` for it, else one named from `names` ("label N" when
+    unnamed) with a colour from the default cycle."""
+    names = names or {}
+    given = given or {}
+    segments = []
+    for i, value in enumerate(int(v) for v in values):
+        if value in given:
+            if int(given[value].value) != value:
+                raise InputError(f"segment description for value {value} says value {given[value].value}")
+            segments.append(given[value])
+        else:
+            segments.append(Segment(value, names.get(value) or f"label {value}", DEFAULT_COLORS[i % len(DEFAULT_COLORS)]))
+    return segments
+
