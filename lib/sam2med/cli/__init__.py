@@ -9,8 +9,8 @@ import sys
 
 from sam2med.errors import Sam2MedError
 
-SUBCOMMANDS = ("propagate", "propagate-batch", "one-prompt", "serve", "rollback", "evaluate", "finetune", "bench", "download",
-               "models", "samples")
+SUBCOMMANDS = ("propagate", "propagate-batch", "one-prompt", "export", "serve", "rollback", "evaluate", "finetune", "bench",
+               "download", "models", "samples")
 
 DESCRIPTION = """\
 sam2med: SAM2.1 propagation of seed masks through 3D medical images.
@@ -26,6 +26,7 @@ typical session:
   python main.py propagate IMAGE --seed SEED -o OUT.nii.gz --range 40 80
   python main.py propagate-batch --manifest rows.csv -o LABELS/   # many, resumable; --ray local|auto
   python main.py one-prompt --images DIR --prompt IMG.png --seed MASK.png -o MASKS/   # unordered 2D images
+  python main.py export OUT.nii.gz --reference DICOM_DIR --format rtstruct -o OUT_RT.dcm   # or --format seg; --dicomweb URL
   python main.py serve                                   # MONAI Label server, OHIF at /ohif/
   python main.py rollback --studies DIR                  # the server serves its previous fine-tuned model again
   python main.py evaluate --images DIR --labels DIR --out RESULTS   # add --ray local --workers 2 for Ray

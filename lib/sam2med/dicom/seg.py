@@ -47,6 +47,23 @@ def _segment_attributes(segments: Sequence[Segment], algorithm: Algorithm) -> li
     return attributes
 
 
+def _code_modifiers(seg: Dataset, segments: Sequence[Segment]) -> None:
+    """Each segment's type modifier (e.g. Left) inside its type code item, and its anatomic region (with its
+    modifier inside), as the Segment Description macro nests them."""
+    by_value = {int(segment.value): segment for segment in segments}
+    for item in seg.SegmentSequence:
+        segment = by_value.get(int(item.SegmentNumber))
+        if segment is None:
+            continue
+        if segment.modifier is not None:
+            item.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [segment.modifier.to_dataset()]
+        if segment.region is not None:
+            region = segment.region.to_dataset()
+            if segment.region_modifier is not None:
+                region.AnatomicRegionModifierSequence = [segment.region_modifier.to_dataset()]
+            item.AnatomicRegionSequence = [region]
+
+
 def _identify_algorithm(seg: Dataset, algorithm: Algorithm) -> None:
     """Each segment's SegmentationAlgorithmIdentificationSequence: family, name and version of the algorithm."""
     if algorithm.kind == "MANUAL":
@@ -103,6 +120,7 @@ def write_seg(
     if max(values) > 65535:
         raise InputError(f"label value {max(values)} is too large for a DICOM-SEG segment number")
     image = sitk.Cast(label_image(label_xyz, grid), sitk.sitkUInt16)
+    described = describe_segments(values, names, segments)
     template = pydicom_seg.template.from_dcmqi_metainfo({
         "ContentCreatorName": "sam2med",
         "ClinicalTrialSeriesID": "Session1",
@@ -111,7 +129,7 @@ def write_seg(
         "SeriesNumber": str(series_number),
         "InstanceNumber": "1",
         "BodyPartExamined": str(datasets[0].get("BodyPartExamined", "") or ""),
-        "segmentAttributes": [_segment_attributes(describe_segments(values, names, segments), algorithm or Algorithm())],
+        "segmentAttributes": [_segment_attributes(described, algorithm or Algorithm())],
         "ContentLabel": "SEGMENTATION",
         "ContentDescription": "sam2med propagation",
         "ClinicalTrialCoordinatingCenterName": "sam2med",
@@ -128,6 +146,7 @@ def write_seg(
     if referenced == 0:
         raise InputError("the label's grid does not overlap the DICOM series: no slice of the series is referenced")
     _identify_algorithm(seg, algorithm or Algorithm())
+    _code_modifiers(seg, described)
     # pydicom-seg gives the SEG a new frame of reference; it shares the series' one.
     if frame_of_reference:
         seg.FrameOfReferenceUID = frame_of_reference

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pydicom.dataset import Dataset
+
 from sam2med.errors import InputError
 
 
@@ -24,6 +26,20 @@ class Code:
 
     def to_dcmqi(self) -> dict[str, str]:
         return {"CodeValue": self.value, "CodingSchemeDesignator": self.scheme, "CodeMeaning": self.meaning[:64]}
+
+    def to_dataset(self) -> Dataset:
+        """The code as one item of a DICOM code sequence."""
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = self.value, self.scheme, self.meaning[:64]
+        return item
+
+    @classmethod
+    def parse(cls, text: str, what: str = "code") -> "Code":
+        """A code written as SCHEME:VALUE:MEANING, e.g. "SCT:10200004:Liver"."""
+        parts = [part.strip() for part in str(text).split(":", 2)]
+        if len(parts) != 3 or not all(parts):
+            raise InputError(f"{what} {text!r}: write a code as SCHEME:VALUE:MEANING, e.g. SCT:10200004:Liver")
+        return cls(parts[1], parts[0], parts[2])
 
 
 ANATOMICAL_STRUCTURE_CATEGORY = Code("123037004", "SCT", "Anatomical Structure")
@@ -52,6 +68,9 @@ class Segment:
     color: tuple[int, int, int]
     category: Code = ANATOMICAL_STRUCTURE_CATEGORY
     type: Code = ANATOMICAL_STRUCTURE_TYPE
+    modifier: Code | None = None  # of the type, e.g. SCT 7771000 Left
+    region: Code | None = None  # anatomic region, e.g. Kidney for a kidney cyst
+    region_modifier: Code | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.value) <= 65535:

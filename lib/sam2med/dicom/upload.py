@@ -27,8 +27,17 @@ def upload_series(folder: str, url: str, batch: int = 10, keep_compression: bool
         decompressed = sum(decompress(item) for item in files)
         if decompressed:
             logger.info("decompressed %d of %d files (the server may not transcode them for viewers)", decompressed, len(files))
-    client = DICOMwebClient(url=url.rstrip("/"))
     datasets = [item.dataset for item in files]
+    store_datasets(datasets, url, batch)
+    first = datasets[0]
+    logger.info("uploaded %d files of %s (%s)", len(datasets), folder, report)
+    return {"StudyInstanceUID": str(first.StudyInstanceUID), "SeriesInstanceUID": str(first.SeriesInstanceUID),
+            "files": str(len(datasets))}
+
+
+def store_datasets(datasets: list, url: str, batch: int = 10) -> None:
+    """STOW-RS `datasets` to the DICOMweb server at `url`; a server that cannot be reached or refuses is one `Sam2MedError`."""
+    client = DICOMwebClient(url=url.rstrip("/"))
     try:
         for start in range(0, len(datasets), batch):
             client.store_instances(datasets[start : start + batch])
@@ -39,10 +48,6 @@ def upload_series(folder: str, url: str, batch: int = 10, keep_compression: bool
         raise Sam2MedError(f"{url}: the server refused the upload (HTTP {status})") from None
     except requests.RequestException as err:
         raise Sam2MedError(f"{url}: upload failed ({str(err).splitlines()[0][:160]})") from None
-    first = datasets[0]
-    logger.info("uploaded %d files of %s (%s)", len(datasets), folder, report)
-    return {"StudyInstanceUID": str(first.StudyInstanceUID), "SeriesInstanceUID": str(first.SeriesInstanceUID),
-            "files": str(len(datasets))}
 
 
 def main(argv: list[str] | None = None) -> int:
