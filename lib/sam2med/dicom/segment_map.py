@@ -126,6 +126,8 @@ def _code(raw: Any, field: str, entry: Mapping[str, Any], name: str, where: str)
                          "{\"value\", \"scheme\", \"meaning\"})")
     if not value:
         raise InputError(f"{where}: {field} has no code value")
+    if scheme == "SCT" and not value.isdigit():
+        raise InputError(f"{where}: {field} {value!r} is not a SNOMED CT code value (digits; or SCHEME:VALUE:MEANING)")
     meaning = meaning or {"type": str(entry.get("meaning") or ""), "category": str(entry.get("category_meaning") or "")}.get(field, "")
     meaning = meaning or _known_meanings().get((scheme, value), "")
     if not meaning and field == "type":
@@ -189,7 +191,8 @@ def _from_json(data: Mapping, where: str) -> dict[int, Segment]:
 
 
 def _is_entry(item: Any) -> bool:
-    return isinstance(item, Mapping) and "value" in item
+    """A coded entry ({"value": 5, "type": ...}), not a map of names (a file of maps)."""
+    return isinstance(item, Mapping) and ("value" in item or bool(item) and set(item) <= _ENTRY_KEYS)
 
 
 def _read_json(path: Path, key: str | None) -> dict[int, Segment]:
