@@ -10,9 +10,9 @@ Contours: on every slice, each connected region of a label gives one CLOSED_PLAN
 boundary and each hole in it one more contour along the hole's boundary, all in patient coordinates (mm, the
 series' LPS frame), with the slice's image referenced. Holes are separate contours of the same ROI on the same
 slice, to be combined even-odd (a point inside an odd number of the ROI's contours on a slice is inside the
-ROI): the convention that 3D Slicer (SlicerRT), OHIF/Cornerstone, plastimatch and the common treatment planning
-systems read, and what the standard's "contours of one ROI in one plane" allows; no keyhole (pinhole) cuts are
-made, which would change the region. Boundaries are marching-squares iso-lines at 0.5 through the voxel
+ROI). The standard allows several contours of one ROI in one plane; nested ones read as holes is the common
+convention (rt-utils writes holes so, SlicerRT reads them so; viewers draw each as an outline). No keyhole
+(pinhole) cuts are made: they would add a sliver to the region. Boundaries are marching-squares iso-lines at 0.5 through the voxel
 centres' grid (skimage.measure.find_contours), with collinear points dropped (exact: the polygon is unchanged),
 so that rasterising a contour back (pixel centres inside) gives the voxels it came from.
 
