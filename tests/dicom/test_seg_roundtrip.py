@@ -125,8 +125,8 @@ def test_seg_records_given_segments_and_algorithm(series, tmp_path):
     algorithm = first.SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmVersion == "sam2.1_hiera_tiny sha256:0123abcd"
     assert algorithm.AlgorithmFamilyCodeSequence[0].CodeValue == "123110"
-    assert second.SegmentLabel == names[values[1]][:64]  # described from the names, default codes
-    assert second.SegmentedPropertyTypeCodeSequence[0].CodeValue == "91723000"
+    assert second.SegmentLabel == names[values[1]][:64] == "liver"  # described from the names: a TotalSegmentator
+    assert second.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"  # name gets its SNOMED CT code (Liver)
     # colours are stored as CIELab; the given one differs from the default cycle's
     assert list(first.RecommendedDisplayCIELabValue) != list(second.RecommendedDisplayCIELabValue)
     array, _ = read_seg(seg, volume.grid)
@@ -140,3 +140,6 @@ def test_segment_descriptions_reject_bad_values():
         Segment(0, "liver", (0, 0, 0))
     with pytest.raises(InputError, match="says value 3"):
         describe_segments([2], {}, {2: Segment(3, "x", (0, 0, 0))})
+    generic, coded = describe_segments([4, 5], {4: "my organ", 5: "Liver"})
+    assert generic.type.value == "91723000" and generic.category.value == "123037004"  # not a TotalSegmentator name
+    assert coded.type.value == "10200004" and coded.name == "Liver"

@@ -99,8 +99,11 @@ def describe_segments(
     names: Mapping[int, str] | None = None,
     given: Mapping[int, Segment] | None = None,
 ) -> list[Segment]:
-    """A `Segment` for each label value: the one `given` for it, else one named from `names` ("label N" when
-    unnamed) with a colour from the default cycle."""
+    """A `Segment` for each label value: the one `given` for it, else one named from `names`: a TotalSegmentator
+    structure name gets its SNOMED CT codes and colour (`segment_map.totalsegmentator_segment`), any other name (or
+    "label N" when unnamed) the generic anatomical-structure codes and a colour from the default cycle."""
+    from sam2med.dicom.segment_map import totalsegmentator_segment
+
     names = names or {}
     given = given or {}
     segments = []
@@ -110,6 +113,7 @@ def describe_segments(
                 raise InputError(f"segment description for value {value} says value {given[value].value}")
             segments.append(given[value])
         else:
-            segments.append(Segment(value, names.get(value) or f"label {value}", DEFAULT_COLORS[i % len(DEFAULT_COLORS)]))
+            name = names.get(value) or f"label {value}"
+            segments.append(totalsegmentator_segment(value, name) or Segment(value, name, DEFAULT_COLORS[i % len(DEFAULT_COLORS)]))
     return segments
 
