@@ -160,3 +160,9 @@ def test_diagonal_touching_voxels_and_bad_rtstruct_input(tmp_path):
     with pytest.raises(InputError, match="not an RTSTRUCT"):
         read_rtstruct(folder / "000.dcm", grid)
     assert roi_names(write_rtstruct(label, grid, folder, {1: "dots"})) == {1: "dots"}
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(folder.iterdir())]
+    del headers[1].ImagePositionPatient
+    with pytest.raises(InputError, match="1 file.* without ImagePositionPatient"):
+        write_rtstruct(label, grid, headers)
+    with pytest.raises(InputError, match="does not match the series grid"):
+        write_rtstruct(label[:, :, :1], grid, folder)
