@@ -69,8 +69,9 @@ class Sam2MedApp(MONAILabelApp):
         return {**super().info(), "sam2med": self.services.info()}
 
     def infer(self, request, datastore=None):
-        if is_url(self.studies) and "save_label" not in request:  # DICOMweb: results go back as DICOM-SEG
-            request = {**request, "save_label": True}
+        # A result is stored (DICOM-SEG on a DICOMweb server) only when the request asks: OHIF's Save stores what
+        # the annotator accepted; storing every Run filled studies with series nobody chose to keep.
+        request = {**request, "save_label": self.services.wants_saved_result(request)}
         sessions = self.sessions()
         return self.services.guarded_infer(request, datastore or self.datastore(), sessions.store_path if sessions else None,
                                            lambda checked, store: super(Sam2MedApp, self).infer(checked, store))

@@ -4,7 +4,7 @@ Orthanc (Debian's package, DICOMweb plugin, loopback, private data folder) holds
 uploaded by the repo's script with generated UIDs. `main.py serve --dicomweb` serves the app over it;
 headless Debian Chromium, driven by Playwright, opens the bundled OHIF at /ohif/. A seed label is saved
 for the series (DICOM-SEG on Orthanc), the model is run from the MONAI Label panel, and the propagated
-segmentation must appear: in the viewer and as voxels on slices inside the range. Screenshots go to
+segmentation must appear: in the viewer and as voxels on slices inside the range; the Run stores nothing. Screenshots go to
 test-artifacts/e2e/. Random SAM2 weights: plumbing is checked, not segmentation quality.
 """
 
@@ -71,13 +71,14 @@ def test_seed_segmentation_stored_by_another_tool_is_used(server, orthanc, share
     DICOMwebClient(url=orthanc["url"]).store_instances([seg])
 
     response = requests.post(f"{server}/infer/sam2_propagate", params={"image": orthanc["series"], "output": "json"},
-                             data={"params": json.dumps({"slice_range": [9, 11]})}, timeout=600)
+                             data={"params": json.dumps({"slice_range": [9, 11], "save_label": True})}, timeout=600)
     assert response.status_code == 200, response.text[:500]
     report = response.json()
     assert report["seed"] == "datastore:final" and report["seed_slices"] == [SEED_SLICE]
     assert [s["slice"] for s in report["labels"]["1"]["slices"]] == [9, 10, 11]
     assert all(s["area"] > 0 for s in report["labels"]["1"]["slices"])
-    assert any(d.startswith("sam2med result") and " 9-11 " in d for d in _seg_descriptions(orthanc["url"]))  # back as DICOM-SEG
+    # stored back as DICOM-SEG because this request asked for it (save_label); a Run alone stores nothing
+    assert any(d.startswith("sam2med result") and " 9-11 " in d for d in _seg_descriptions(orthanc["url"]))
 
 
 PAINTED_BY_Z = """() => {
@@ -156,7 +157,8 @@ def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed)
             page.screenshot(path=ARTIFACTS / "03-options.png")
             page.get_by_role("button", name="Confirm").click()
 
-            # Run the model from the panel; the result arrives and is painted into the viewer.
+            # Run the model from the panel; the result arrives and is painted into the viewer, and nothing is stored.
+            stored_before = _seg_descriptions(orthanc["url"])
             with page.expect_response(lambda r: "/infer/sam2_propagate" in r.url, timeout=300_000) as answer:
                 page.locator(".modelSelector button.actionButton").first.click()
             response = answer.value
@@ -191,11 +193,8 @@ def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed)
     changed = _changed_pixels(before, after)
     assert changed > 0.01, f"no segmentation overlay appeared in the viewer ({changed:.2%} of its pixels changed)"
 
-    # The result went back to Orthanc as a DICOM-SEG of the series.
-    descriptions = _seg_descriptions(orthanc["url"])
-    results = [d for d in descriptions if d.startswith("sam2med result")]
-    assert len(results) == 2 and len(set(results)) == 2 and "sam2med label" in descriptions, descriptions
-    assert any(f" {RANGE[0]}-{RANGE[1]} " in d for d in results), results  # named by label, range and time
+    # A Run stores nothing on Orthanc (Save does, or a request that asks with save_label).
+    assert _seg_descriptions(orthanc["url"]) == stored_before
 
 
 def test_point_prompts_reach_the_server_at_the_clicked_position(server, orthanc):

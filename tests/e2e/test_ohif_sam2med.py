@@ -1,5 +1,6 @@
 """The sam2med mode in a real OHIF: paint a seed with the Brush, set Start/End from the viewer, Run,
-correct with the Eraser, Run again, Save as DICOM-SEG. Headless Chromium, real mouse events, Orthanc and
+correct with the Eraser, Run again, Save as DICOM-SEG (written by the server, tests/e2e/test_ohif_save_matrix.py
+checks it voxel for voxel on six series). Headless Chromium, real mouse events, Orthanc and
 the sam2med server (random weights: geometry and plumbing are checked, never segmentation quality).
 
 Slices are compared by patient position (z in mm), never by list index: the example series lists its
@@ -22,6 +23,8 @@ SEED_Z, START_Z, END_Z, ERASE_Z = -784.5, -788.5, -780.5, -782.5  # mm: the seed
 
 LABELMAP_SUMMARY = """() => window.sam2med.labelmapImages(window.sam2med.segmentation(window.sam2med.activeViewport().viewportId))
   .map(im => { let n = 0; for (const v of im.pixels) if (v) n++; return [im.plane.position[2], n]; }).filter(x => x[1] > 0)"""
+SEED_NUMBER = """(z) => { const v = window.sam2med.activeViewport().viewport;
+  return v.getImageIds().findIndex(id => Math.abs(window.cornerstone.metaData.get('imagePlaneModule', id).imagePositionPatient[2] - z) < 0.01) + 1; }"""
 SLICE_PIXELS = """(z) => { const c = window.sam2med; const im = c.labelmapImages(c.segmentation(c.activeViewport().viewportId))
   .find(i => Math.abs(i.plane.position[2] - z) < 0.01); return Array.from(im.pixels).flatMap((v, i) => v ? [i] : []); }"""
 
@@ -145,15 +148,17 @@ def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
             seed_pixels = _paint_seed(page, viewport)
             page.screenshot(path=ARTIFACTS / "sam2med-01-seed.png")
 
-            # A range that misses the seed: the server's 4xx detail in the panel, the drawing untouched.
-            page.locator('[data-testid="sam2med-start"]').fill("0")
-            page.locator('[data-testid="sam2med-end"]').fill("2")
+            # A range that misses the seed: said in OHIF's image numbers before anything is sent, the drawing untouched.
+            page.locator('[data-testid="sam2med-start"]').fill("2")
+            page.locator('[data-testid="sam2med-end"]').fill("1")
             page.locator('[data-testid="sam2med-run"]').click()
-            expect(page.locator('[data-testid="sam2med-error"]')).to_contain_text("outside the slice range 0..2", timeout=120_000)
+            seed_number = page.evaluate(SEED_NUMBER, SEED_Z)
+            expect(page.locator('[data-testid="sam2med-error"]')).to_contain_text(
+                f"'Segment 1' is drawn on image {seed_number}, outside Start..End (image 2 (z ", timeout=120_000)
             assert [z for z, _ in page.evaluate(LABELMAP_SUMMARY)] == [SEED_Z]
             assert page.evaluate(SLICE_PIXELS, SEED_Z) == seed_pixels
             _set_range_from_viewer(page, viewport)
-            expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text("server axial slice")
+            expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text(f"z {END_Z:.1f} mm")
             page.screenshot(path=ARTIFACTS / "sam2med-02-range.png")
 
             first = _run(page)
@@ -177,12 +182,12 @@ def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
             page.screenshot(path=ARTIFACTS / "sam2med-04-rerun.png")
             shown = dict(page.evaluate(LABELMAP_SUMMARY))
 
-            # Save: OHIF asks for a name, then the SEG is stored on Orthanc through MONAI Label's DICOMweb proxy.
+            # Save, under the name typed in the panel: the server writes the SEG and stores it on Orthanc.
+            page.locator('[data-testid="sam2med-save-name"]').fill("sam2med e2e liver")
             page.locator('[data-testid="sam2med-save"]').click()
-            expect(page.get_by_text("Enter the report name")).to_be_visible()  # OHIF's own report dialog
-            page.locator('[data-cy="input-undefined"]').fill("sam2med e2e liver")
-            page.locator("button:not([data-testid])", has_text=re.compile(r"^Save$")).click()
-            expect(page.locator('[data-testid="sam2med-status"]')).to_contain_text("saved", timeout=120_000)
+            expect(page.locator('[data-testid="sam2med-status"]')).to_contain_text(
+                'saved "sam2med e2e liver" as DICOM-SEG of this series', timeout=120_000)
+            expect(page.get_by_text("are not part of the current study")).to_have_count(0)  # no false toast
             page.screenshot(path=ARTIFACTS / "sam2med-05-saved.png")
         finally:
             browser.close()

@@ -1,5 +1,6 @@
 // sam2med OHIF extension: a panel that sends the segmentation painted in OHIF as the seed of a SAM2
-// propagation, paints the 3D result back, keeps corrections as conditioning slices, and saves a DICOM-SEG.
+// propagation, paints the 3D result back, keeps corrections as conditioning slices, and saves exactly what is shown
+// as DICOM-SEG or RTSTRUCT through the server's writers (POST /sam2med/save).
 // Plain ES module, loaded at run time by the OHIF that MONAI Label bundles (no build step). The panel is
 // plain DOM inside one React element; React itself is the bundle's own copy (see findReact).
 import { Grid, decodeNrrd, encodeNrrd, forEachVoxel, gridOfPlanes, pixelMapping, planeOf, sliceOf } from './sam2med-geometry.js';
@@ -9,6 +10,7 @@ const AXES = ['axial', 'coronal', 'sagittal'];
 const AXIS_INDEX = { sagittal: 0, coronal: 1, axial: 2 };
 const BUTTON = 'padding:1px 10px;border:1px solid #5acce6;border-radius:4px;color:#5acce6;margin-right:4px';
 const LOW_CONFIDENCE = 0.5;  // predicted IoU below this marks a slice to check
+const FORMAT_NAMES = { seg: 'DICOM-SEG', rtstruct: 'RTSTRUCT' };
 
 /** The bundle's React, through webpack's chunk loader (the prebuilt OHIF exposes no global React). */
 function findReact() {
@@ -27,7 +29,9 @@ class Sam2medController {
     this.services = servicesManager.services;
     this.commandsManager = commandsManager;
     this.extensionManager = extensionManager;
-    this.state = { start: '', end: '', auto: false, axis: 'axial', window: 'auto', busy: false, key: null, seeds: null, painted: null };
+    this.state = { start: '', end: '', auto: false, axis: 'axial', window: 'auto', overlap: 'keep', format: 'seg', saveName: 'sam2med segmentation',
+      busy: false, key: null, seeds: null, painted: null };
+    this.ready = false;  // the image and its grid are there: the controls are usable
     this.grids = new Map();
     this.view = null;
   }
@@ -108,23 +112,82 @@ class Sam2medController {
     }
   }
 
-  /** The focal point of the active viewport as OHIF's and the server's slice numbers. */
-  async currentSlice() {
+  // -- slices as OHIF numbers them ------------------------------------------------------------------
+  /**
+   * The active viewport's images in OHIF's order (image number = index + 1, as its overlay counts) with their
+   * planes, the server grid, and whether OHIF's images step along the chosen axis (then Start/End and every
+   * slice the panel names are OHIF image numbers; otherwise server slice numbers along that axis).
+   */
+  async numbering() {
     const { viewport, displaySet } = this.activeViewport();
+    const { cornerstone: cs } = this.libs;
     const grid = await this.serverGrid(displaySet.SeriesInstanceUID);
-    const point = viewport.getCamera().focalPoint;
-    const server = sliceOf(grid, point, AXIS_INDEX[this.state.axis]);
-    const ohifIndex = viewport.getCurrentImageIdIndex?.();
-    const total = viewport.getNumberOfSlices?.() ?? viewport.getImageIds?.().length;
-    return { server, ohif: ohifIndex === undefined ? null : ohifIndex + 1, total, count: grid.shape[AXIS_INDEX[this.state.axis]] };
+    const axis = AXIS_INDEX[this.state.axis];
+    const imageIds = viewport.getImageIds?.() || [];
+    const planes = imageIds.map((id) => {
+      const meta = cs.metaData.get('imagePlaneModule', id);
+      return meta && meta.imagePositionPatient ? planeOf(meta) : null;
+    });
+    if (!planes.length || planes.some((p) => !p)) throw new Error('the image is still loading');
+    const step = grid.axes[axis];
+    const along = Math.abs(planes[0].normal[0] * step[0] + planes[0].normal[1] * step[1] + planes[0].normal[2] * step[2]) / grid.spacing[axis];
+    const slices = planes.map((p) => sliceOf(grid, p.position, axis));
+    return { viewport, grid, axis, imageIds, planes, slices, numbered: along > 0.99 };
+  }
+
+  /** "image 12 (z -784.5 mm)" for server slice k, or "slice k" when OHIF's images do not step along the axis. */
+  describeSlice(n, k) {
+    if (!n.numbered) return `${this.state.axis} slice ${k}`;
+    const at = n.slices.indexOf(k);
+    if (at < 0) return `slice ${k} (not an image of this series)`;
+    return `image ${at + 1} (${positionText(n.planes[at])})`;
+  }
+
+  describeSlices(n, list) {
+    const sorted = [...list].sort((a, b) => a - b);
+    if (!n.numbered) return `${this.state.axis} slice(s) ${sorted.join(', ')}`;
+    const numbers = sorted.map((k) => n.slices.indexOf(k) + 1).filter((x) => x > 0).sort((a, b) => a - b);
+    return `image${numbers.length > 1 ? 's' : ''} ${numbers.join(', ')}`;
+  }
+
+  /** The focal point of the active viewport: OHIF's image number, its position, and the server slice. */
+  async currentSlice() {
+    const n = await this.numbering();
+    const point = n.viewport.getCamera().focalPoint;
+    const server = sliceOf(n.grid, point, n.axis);
+    const index = n.viewport.getCurrentImageIdIndex?.();
+    if (index === undefined || index < 0 || index >= n.planes.length) throw new Error('the image is still loading');
+    if (server < 0 || server >= n.grid.shape[n.axis]) throw new Error('the image is still loading');
+    return { n, server, ohif: index + 1, total: n.planes.length, plane: n.planes[index], count: n.grid.shape[n.axis] };
+  }
+
+  // -- segments ----------------------------------------------------------------------------------
+  /** The segments of a segmentation: [{ value, name, color: [r, g, b], locked }], names unique. */
+  segmentsOf(seg, viewportId) {
+    const { segmentationService } = this.services;
+    const seen = new Set();
+    return Object.values(seg.segments || {}).filter((s) => s && s.segmentIndex > 0).map((s) => {
+      let name = String(s.label || `Segment ${s.segmentIndex}`).trim() || `Segment ${s.segmentIndex}`;
+      if (seen.has(name.toLowerCase())) name = `${name} (${s.segmentIndex})`;
+      seen.add(name.toLowerCase());
+      let color = null;
+      try { color = segmentationService.getSegmentColor(viewportId, seg.segmentationId, s.segmentIndex); } catch (err) { /* not shown here */ }
+      return { value: s.segmentIndex, name, color: (color || [128, 128, 128]).slice(0, 3).map(Number), locked: !!s.locked };
+    });
+  }
+
+  nameOf(value) {
+    const found = (this.segmentList || []).find((s) => s.value === Number(value));
+    return found ? `'${found.name}'` : `label ${value}`;
   }
 
   // -- run ---------------------------------------------------------------------------------------
   /**
    * Seed voxels (uint8 on the painted images' own grid): the painted images, or after a run the seeds as
-   * they were sent then and the slices corrected since. `seeds` maps each conditioning image to what was sent.
+   * they were sent then and the slices corrected since; a locked segment is sent wherever it lies, as it is
+   * returned exactly as sent. `seeds` maps each conditioning image to what was sent.
    */
-  seedVolume(images, key) {
+  seedVolume(images, key, locked) {
     const { grid, sorted } = gridOfPlanes(images.map((image) => ({ ...image.plane, image })));
     const data = new Uint8Array(grid.size);
     const plane = grid.shape[0] * grid.shape[1];
@@ -132,38 +195,47 @@ class Sam2medController {
     const seeds = new Map();
     sorted.forEach(({ image }, k) => {
       let pixels = image.pixels;
+      let conditioning = true;
       if (previous && previous.painted) {
         const painted = previous.painted.get(image.imageId);
         const original = previous.seeds.get(image.imageId);
         const changed = painted && !equalArrays(painted, pixels);
         if (original && !changed) pixels = original;
-        else if (!changed && painted) return;  // a propagated slice left as it was: not a seed
+        else if (!changed && painted) conditioning = false;  // a propagated slice left as it was: not a seed
       }
       let any = false;
       for (let i = 0; i < plane; i++) {
-        const v = pixels[i];
-        if (v) { data[k * plane + i] = v; any = true; }
+        const now = image.pixels[i];
+        if (locked.has(now)) { data[k * plane + i] = now; continue; }
+        const v = conditioning ? pixels[i] : 0;
+        if (v && !locked.has(v)) { data[k * plane + i] = v; any = true; }
       }
       if (any) seeds.set(image.imageId, Uint8Array.from(pixels));
     });
-    if (!seeds.size) throw new Error('nothing painted: paint the structure with the Brush on at least one slice');
-    return { grid, data, seeds };
+    if (!seeds.size) throw new Error('nothing painted: paint the structure with the Brush on at least one slice (locked segments are not propagated)');
+    return { grid, data, seeds, sorted };
   }
 
   async run() {
-    if (this.state.busy) return;
+    if (this.state.busy || !this.ready) return;
     this.setBusy(true, 'preparing the seed…');
     const started = performance.now();
     try {
       const { viewportId, displaySet } = this.activeViewport();
       const seg = this.segmentation(viewportId);
       const images = this.labelmapImages(seg);
+      const segments = this.segmentsOf(seg, viewportId);
+      this.segmentList = segments;
+      const locked = new Set(segments.filter((s) => s.locked).map((s) => s.value));
       const key = `${seg.segmentationId}|${displaySet.SeriesInstanceUID}`;
-      const { grid: seedGrid, data, seeds } = this.seedVolume(images, key);
+      const n = await this.numbering();
+      const { grid: seedGrid, data, seeds } = this.seedVolume(images, key, locked);
+      const range = this.rangeParam(n);
+      this.checkSeedsInRange(n, images, seeds, range, locked);
       const { progress_id } = await (await this.fetchChecked(`${this.serverUrl}/sam2med/progress`, { method: 'POST' })).json();
-      const params = { axis: this.state.axis, window: this.state.window, result_extension: '.nrrd', result_compress: true,
-        progress_id };
-      const range = this.rangeParam();
+      const params = { axis: this.state.axis, window: this.state.window, overlap: this.state.overlap, result_extension: '.nrrd',
+        result_compress: true, progress_id, label_names: Object.fromEntries(segments.map((s) => [s.name, s.value])) };
+      if (locked.size) params.locked_labels = [...locked];
       if (range) params.slice_range = range;
       const form = new FormData();
       form.append('params', JSON.stringify(params));
@@ -180,13 +252,13 @@ class Sam2medController {
       const parts = await response.formData();
       const report = JSON.parse(await (parts.get('params').text ? parts.get('params').text() : parts.get('params')));
       const result = await decodeNrrd(await parts.get('image').arrayBuffer());
-      const paintedIds = this.paint(images, result, report);
+      const paintedIds = this.paint(images, result, report, locked);
       this.state.key = key;
       this.state.seeds = seeds;
       this.state.painted = new Map(images.filter((image) => paintedIds.has(image.imageId)).map((image) => [image.imageId, Uint8Array.from(image.pixels)]));
       const { cornerstoneTools: tools } = this.libs;
       tools.segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(seg.segmentationId);
-      this.showReport(report, (performance.now() - started) / 1000, seeds.size);
+      this.showReport(n, report, (performance.now() - started) / 1000, seeds.size);
     } catch (err) {
       this.setMessage('', 'ok');
       this.showError(err);
@@ -195,17 +267,44 @@ class Sam2medController {
     }
   }
 
-  rangeParam() {
+  /** The range as server slices, from Start/End in OHIF image numbers (either order), or null / 'auto'. */
+  rangeParam(n) {
     if (this.state.auto) return 'auto';  // the server stops each label where it ends
     const start = String(this.state.start).trim();
     const end = String(this.state.end).trim();
     if (!start && !end) return null;
-    if (!/^\d+$/.test(start) || !/^\d+$/.test(end)) throw new Error('Start and End must both be slice numbers (or both empty for every slice)');
-    return [Number(start), Number(end)];
+    const what = n.numbered ? 'OHIF image numbers' : `${this.state.axis} slice numbers`;
+    if (!/^\d+$/.test(start) || !/^\d+$/.test(end)) throw new Error(`Start and End must both be ${what} (or both empty for every slice)`);
+    if (!n.numbered) return [Number(start), Number(end)];
+    const toSlice = (text, which) => {
+      const number = Number(text);
+      if (number < 1 || number > n.slices.length) throw new Error(`${which} ${number} is not an image of this series (images 1 to ${n.slices.length})`);
+      return n.slices[number - 1];
+    };
+    return [toSlice(start, 'Start'), toSlice(end, 'End')];
+  }
+
+  /** Every drawn segment inside the range, said in OHIF's numbers before anything is sent. */
+  checkSeedsInRange(n, images, seeds, range, locked) {
+    if (!Array.isArray(range) || !n.numbered) return;
+    const [lo, hi] = [Math.min(...range), Math.max(...range)];
+    const outside = new Map();
+    for (const image of images) {
+      if (!seeds.has(image.imageId)) continue;
+      const k = sliceOf(n.grid, image.plane.position, n.axis);
+      if (k >= lo && k <= hi) continue;
+      for (const v of new Set(seeds.get(image.imageId))) {
+        if (v && !locked.has(v)) outside.set(v, [...(outside.get(v) || []), k]);
+      }
+    }
+    if (!outside.size) return;
+    const [value, slices] = [...outside.entries()][0];
+    throw new Error(`${this.nameOf(value)} is drawn on ${this.describeSlices(n, slices)}, outside Start..End ` +
+      `(${this.describeSlice(n, range[0])} to ${this.describeSlice(n, range[1])}): widen the range or erase that drawing`);
   }
 
   /** Write the result into the labelmap images, by position, inside the range only. Returns the painted image ids. */
-  paint(images, result, report) {
+  paint(images, result, report, locked) {
     const axis = AXIS_INDEX[report.axis] ?? 2;
     const [lo, hi] = report.slice_range;
     const labels = new Set(Object.keys(report.labels || {}).map(Number));
@@ -215,7 +314,7 @@ class Sam2medController {
       const { pixels } = image;
       let touched = false;
       forEachVoxel(pixelMapping(image.plane, grid), image.plane, grid, (at, voxel, xyz) => {
-        if (xyz[axis] < lo || xyz[axis] > hi) return;
+        if (xyz[axis] < lo || xyz[axis] > hi || locked.has(pixels[at])) return;
         touched = true;
         const value = data[voxel];
         if (value) pixels[at] = value;
@@ -236,14 +335,36 @@ class Sam2medController {
   }
 
   // -- save --------------------------------------------------------------------------------------
+  /**
+   * Send the segmentation exactly as shown (every labelmap image, on its own geometry) with its segments to
+   * the server, which writes the DICOM-SEG (or RTSTRUCT) with its own writer and stores it.
+   */
   async save() {
+    if (this.state.busy || !this.ready) return;
     try {
-      const { viewportId } = this.activeViewport();
+      const { viewportId, displaySet } = this.activeViewport();
       const seg = this.segmentation(viewportId);
-      const dataSource = this.extensionManager.getActiveDataSource()[0];
-      this.setBusy(true, 'saving the segmentation as DICOM-SEG…');
-      const report = await this.commandsManager.runCommand('storeSegmentation', { segmentationId: seg.segmentationId, dataSource });
-      this.setMessage(report ? 'saved: the segmentation is stored as a DICOM-SEG of this series' : 'save cancelled', 'ok');
+      const images = this.labelmapImages(seg);
+      const segments = this.segmentsOf(seg, viewportId);
+      this.segmentList = segments;
+      const { grid, sorted } = gridOfPlanes(images.map((image) => ({ ...image.plane, image })));
+      const data = new Uint8Array(grid.size);
+      const plane = grid.shape[0] * grid.shape[1];
+      sorted.forEach(({ image }, k) => data.set(image.pixels.subarray ? image.pixels.subarray(0, plane) : image.pixels.slice(0, plane), k * plane));
+      const key = `${seg.segmentationId}|${displaySet.SeriesInstanceUID}`;
+      const format = this.state.format;
+      const params = { format, description: String(this.state.saveName || '').trim() || 'sam2med segmentation',
+        segments: segments.map(({ value, name, color }) => ({ value, name, color })),
+        model_version: this.state.key === key && this.lastResult ? this.lastResult.model_version : '' };
+      this.setBusy(true, `saving as ${FORMAT_NAMES[format]}…`);
+      const form = new FormData();
+      form.append('params', JSON.stringify(params));
+      form.append('label', new Blob([await encodeNrrd(data, grid)]), 'labelmap.nrrd');
+      const url = `${this.serverUrl}/sam2med/save?image=${encodeURIComponent(displaySet.SeriesInstanceUID)}`;
+      const saved = await (await this.fetchChecked(url, { method: 'POST', body: form })).json();
+      this.lastSave = saved;
+      const what = saved.segments.map((s) => `'${s.name}' ${s.voxels} voxels`).join(', ');
+      this.setMessage(`saved "${saved.description}" as ${FORMAT_NAMES[saved.format]} of this series (${what})`, 'ok');
     } catch (err) {
       this.setMessage('', 'ok');
       this.showError(err);
@@ -257,20 +378,32 @@ class Sam2medController {
     element.innerHTML = `
       <div class="sam2med-panel" data-testid="sam2med-panel" style="padding:8px;color:#ddd;font-size:13px;line-height:1.5">
         <div style="font-weight:600;margin-bottom:4px">SAM2 propagation (sam2med)</div>
-        <div style="font-size:12px;color:#aaa">Paint the structure with the Brush on one or more slices (one segment per
-          structure), set the slice range, then Run. Correct with Brush/Eraser and Run again; Save stores a DICOM-SEG.</div>
-        <div data-testid="sam2med-current" style="margin:6px 0;color:#9cf">current slice: –</div>
+        <div style="font-size:12px;color:#aaa">Paint each structure with the Brush on one or more images (one segment per
+          structure), set Start and End (OHIF image numbers, either order), then Run. Correct with Brush/Eraser and Run
+          again. Run stores nothing; Save stores what you see on the DICOM server.</div>
+        <div data-testid="sam2med-current" style="margin:6px 0;color:#9cf">loading the image…</div>
         <table style="width:100%"><tbody>
           <tr><td>Start</td><td><input data-testid="sam2med-start" size="5" style="color:#000"></td>
-              <td><button data-testid="sam2med-set-start" style="${BUTTON}">current slice</button></td></tr>
+              <td><button data-testid="sam2med-set-start" style="${BUTTON}">current image</button></td></tr>
           <tr><td>End</td><td><input data-testid="sam2med-end" size="5" style="color:#000"></td>
-              <td><button data-testid="sam2med-set-end" style="${BUTTON}">current slice</button></td></tr>
+              <td><button data-testid="sam2med-set-end" style="${BUTTON}">current image</button></td></tr>
+          <tr><td colspan="3" data-testid="sam2med-range" style="font-size:12px;color:#aaa"></td></tr>
           <tr><td colspan="3"><label><input type="checkbox" data-testid="sam2med-auto"> auto range: stop where the structure ends</label></td></tr>
           <tr><td>Axis</td><td colspan="2"><select data-testid="sam2med-axis" style="color:#000">${AXES.map((a) => `<option>${a}</option>`).join('')}</select></td></tr>
           <tr><td>Window</td><td colspan="2"><select data-testid="sam2med-window" style="color:#000"><option>auto</option></select></td></tr>
+          <tr><td>Overlap</td><td colspan="2"><select data-testid="sam2med-overlap" style="color:#000" title="where two segments meet">
+            <option value="keep">keep: drawn and locked voxels stay</option><option value="overwrite">overwrite drawings</option>
+            <option value="confidence">the more confident segment wins</option></select></td></tr>
         </tbody></table>
+        <div style="margin-top:6px">Segments (lock: kept exactly, never tracked or overwritten)</div>
+        <div data-testid="sam2med-segments" style="font-size:12px;margin-bottom:4px">–</div>
         <div style="margin:8px 0">
           <button data-testid="sam2med-run" style="${BUTTON};font-weight:600">Run</button>
+        </div>
+        <div style="border-top:1px solid #444;padding-top:6px">
+          Save what is shown as <select data-testid="sam2med-format" style="color:#000">
+            <option value="seg">${FORMAT_NAMES.seg}</option><option value="rtstruct">${FORMAT_NAMES.rtstruct}</option></select>
+          named <input data-testid="sam2med-save-name" size="22" maxlength="64" style="color:#000">
           <button data-testid="sam2med-save" style="${BUTTON}">Save</button>
         </div>
         <div data-testid="sam2med-status" style="min-height:1.5em"></div>
@@ -278,22 +411,27 @@ class Sam2medController {
         <div data-testid="sam2med-report" style="font-size:12px;white-space:pre-wrap"></div>
       </div>`;
     const q = (id) => element.querySelector(`[data-testid="sam2med-${id}"]`);
-    this.view = { q };
+    this.view = { q, segmentsShown: '' };
     q('start').value = this.state.start;
     q('end').value = this.state.end;
     q('axis').value = this.state.axis;
     q('auto').checked = this.state.auto;
-    const showAuto = () => { q('start').disabled = q('end').disabled = this.state.auto; };
-    q('auto').onchange = () => { this.state.auto = q('auto').checked; showAuto(); };
-    showAuto();
+    q('overlap').value = this.state.overlap;
+    q('format').value = this.state.format;
+    q('save-name').value = this.state.saveName;
+    q('auto').onchange = () => { this.state.auto = q('auto').checked; this.updateControls(); };
     q('start').oninput = () => { this.state.start = q('start').value; };
     q('end').oninput = () => { this.state.end = q('end').value; };
     q('axis').onchange = () => { this.state.axis = q('axis').value; this.refreshCurrent(); };
     q('window').onchange = () => { this.state.window = q('window').value; };
+    q('overlap').onchange = () => { this.state.overlap = q('overlap').value; };
+    q('format').onchange = () => { this.state.format = q('format').value; };
+    q('save-name').oninput = () => { this.state.saveName = q('save-name').value; };
     q('set-start').onclick = () => this.setFromViewer('start');
     q('set-end').onclick = () => this.setFromViewer('end');
     q('run').onclick = () => this.run();
     q('save').onclick = () => this.save();
+    this.updateControls();
     this.loadWindows();
     this.refreshCurrent();
     this.timer = setInterval(() => this.refreshCurrent(), 1000);
@@ -303,6 +441,15 @@ class Sam2medController {
   unmount() {
     clearInterval(this.timer);
     this.view = null;
+  }
+
+  /** Controls are usable only once the image is there and while nothing runs. */
+  updateControls() {
+    if (!this.view) return;
+    const { q } = this.view;
+    const off = !this.ready || this.state.busy;
+    for (const id of ['run', 'save', 'set-start', 'set-end', 'axis', 'overlap', 'format', 'save-name', 'auto']) q(id).disabled = off;
+    q('start').disabled = q('end').disabled = off || this.state.auto;
   }
 
   async loadWindows() {
@@ -320,10 +467,12 @@ class Sam2medController {
   }
 
   async setFromViewer(which) {
+    if (!this.ready) return;
     try {
       const slice = await this.currentSlice();
-      this.state[which] = String(slice.server);
+      this.state[which] = String(slice.n.numbered ? slice.ohif : slice.server);
       if (this.view) this.view.q(which).value = this.state[which];
+      this.refreshCurrent();
     } catch (err) {
       this.showError(err);
     }
@@ -333,18 +482,63 @@ class Sam2medController {
     if (!this.view) return;
     try {
       const s = await this.currentSlice();
-      const ohif = s.ohif ? `OHIF image ${s.ohif}/${s.total}` : 'OHIF view';
-      this.view.q('current').textContent = `current slice: server ${this.state.axis} slice ${s.server} of 0-${s.count - 1} (${ohif})`;
+      const where = s.n.numbered ? `image ${s.ohif}/${s.total} (${positionText(s.plane)})`
+        : `${this.state.axis} slice ${s.server} of 0-${s.count - 1} (server numbering: OHIF's images do not step along ${this.state.axis})`;
+      this.view.q('current').textContent = `current: ${where}`;
+      this.view.q('range').textContent = this.rangeText(s.n);
+      this.showSegments(s.n);
+      if (!this.ready) { this.ready = true; this.updateControls(); }
     } catch (err) {
-      this.view.q('current').textContent = 'current slice: –';
+      this.view.q('current').textContent = 'loading the image…';
+      if (this.ready) { this.ready = false; this.updateControls(); }
+    }
+  }
+
+  rangeText(n) {
+    if (this.state.auto) return '';
+    try {
+      const range = this.rangeParam(n);
+      if (!range) return 'no range: every slice';
+      return `range: ${this.describeSlice(n, Math.min(...range))} to ${this.describeSlice(n, Math.max(...range))}`;
+    } catch (err) {
+      return String(err.message || err);
+    }
+  }
+
+  /** The segments with a lock toggle each (OHIF's own segment lock: the Brush cannot paint over it either). */
+  showSegments() {
+    let list = [];
+    try {
+      const { viewportId } = this.activeViewport();
+      const seg = this.services.segmentationService.getActiveSegmentation?.(viewportId) || this.services.segmentationService.getSegmentations()[0];
+      if (seg) list = this.segmentsOf(seg, viewportId).map((s) => ({ ...s, segmentationId: seg.segmentationId }));
+    } catch (err) { /* no segmentation yet */ }
+    const shown = JSON.stringify(list);
+    if (shown === this.view.segmentsShown) return;
+    this.view.segmentsShown = shown;
+    const box = this.view.q('segments');
+    box.innerHTML = list.length ? '' : 'none yet: add a segmentation in the Segmentation panel';
+    for (const s of list) {
+      const row = document.createElement('label');
+      row.style.display = 'block';
+      row.dataset.testid = `sam2med-segment-${s.value}`;
+      row.innerHTML = `<input type="checkbox" data-testid="sam2med-lock-${s.value}"> <span style="display:inline-block;width:10px;height:10px;background:rgb(${s.color.join(',')})"></span> `;
+      row.append(document.createTextNode(`${s.name} (${s.value})`));
+      const lock = row.querySelector('input');
+      lock.checked = s.locked;
+      lock.title = 'lock: this segment is kept exactly and never overwritten';
+      lock.onchange = () => {
+        this.services.segmentationService.setSegmentLocked(s.segmentationId, s.value, lock.checked);
+        this.refreshCurrent();
+      };
+      box.append(row);
     }
   }
 
   setBusy(busy, text = '') {
     this.state.busy = busy;
     if (!this.view) return;
-    this.view.q('run').disabled = busy;
-    this.view.q('save').disabled = busy;
+    this.updateControls();
     if (busy) {
       this.view.q('status').textContent = `working: ${text}`;
       this.view.q('error').textContent = '';
@@ -361,28 +555,43 @@ class Sam2medController {
     if (this.view) this.view.q('error').textContent = text;
   }
 
-  showReport(report, seconds, seedSlices) {
+  showReport(n, report, seconds, seedSlices) {
     const cache = report.cache || {};
-    const lines = [`done in ${seconds.toFixed(1)} s (server: encode ${report.encode_seconds} s, track ${report.track_seconds} s)`,
-      `slices ${report.slice_range[0]}-${report.slice_range[1]} (${report.axis}), ${seedSlices} conditioning slice(s) sent`,
+    const [lo, hi] = report.slice_range;
+    const count = hi - lo + 1;
+    const perSlice = seconds / Math.max(1, count);
+    const lines = [`done in ${seconds.toFixed(1)} s for ${count} slices: ${perSlice.toFixed(2)} s per slice` +
+      (this.lastPerSlice ? ` (previous run: ${this.lastPerSlice.toFixed(2)} s per slice)` : '') +
+      ` (server: encode ${report.encode_seconds} s, track ${report.track_seconds} s)`,
+      `from ${this.describeSlice(n, lo)} to ${this.describeSlice(n, hi)}, ${seedSlices} drawn or corrected image(s) sent`,
       `feature cache: ${cache.request_hit_slices ?? 0} slices reused, ${cache.request_miss_slices ?? 0} encoded`];
-    if (this.lastSeconds) lines.push(`this run: ${(this.lastSeconds / seconds).toFixed(1)}x the speed of the previous run`);
     for (const [value, label] of Object.entries(report.labels || {})) {
       const low = label.slices.filter((s) => (s.predicted_iou ?? s.iou ?? 1) < LOW_CONFIDENCE && !s.seed).map((s) => s.slice);
-      lines.push(`label ${value}: ${label.voxels} voxels, mean score ${label.mean_object_score}` +
-        (low.length ? `; check slices ${low.join(', ')} (low confidence)` : '; no low-confidence slice'));
+      const kept = (report.kept_slices || {})[label.name] || (report.kept_slices || {})[value] || [];
+      lines.push(`${this.nameOf(value)}: ${label.voxels} voxels, mean score ${label.mean_object_score}` +
+        (kept.length ? `; kept as drawn on ${this.describeSlices(n, kept)}` : '') +
+        (low.length ? `; check ${this.describeSlices(n, low)} (low confidence)` : '; no low-confidence slice'));
       for (const [direction, stop] of Object.entries(label.auto_range || {})) {
-        lines.push(`  auto range ${direction}: ${stop.reason.replace('_', ' ')}, last slice ${stop.last_present ?? '–'}`);
+        const last = stop.last_present === null || stop.last_present === undefined ? '–' : this.describeSlice(n, stop.last_present);
+        lines.push(`  auto range ${direction}: ${stop.reason.replace('_', ' ')}, last slice ${last}`);
       }
     }
-    this.lastSeconds = seconds;
+    for (const name of Object.keys(report.locked_labels || {})) lines.push(`'${name}': locked, kept exactly`);
+    this.lastPerSlice = perSlice;
     this.lastResult = report;
     this.lastReport = lines.join('\n');
     if (this.view) {
       this.view.q('report').textContent = this.lastReport;
-      this.view.q('status').textContent = 'result painted into the segmentation';
+      this.view.q('status').textContent = 'result painted into the segmentation (not stored: Save stores it)';
     }
   }
+}
+
+/** "z -784.5 mm": the patient coordinate an image's normal runs along, and its value there. */
+function positionText(plane) {
+  const n = plane.normal.map(Math.abs);
+  const c = n.indexOf(Math.max(...n));
+  return `${'xyz'[c]} ${plane.position[c].toFixed(1)} mm`;
 }
 
 function equalArrays(a, b) {

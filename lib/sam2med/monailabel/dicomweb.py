@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import SimpleITK as sitk
@@ -31,8 +31,11 @@ from monailabel.datastore.utils.convert import binary_to_image
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
+from sam2med.dicom.rtstruct import write_rtstruct
 from sam2med.dicom.seg import read_seg, save_seg, write_seg
+from sam2med.dicom.segments import Algorithm, Segment
 from sam2med.errors import InputError, Sam2MedError
+from sam2med.geometry import Grid
 from sam2med.monailabel.http import to_http
 from sam2med.monailabel.params import parse_seed_tag
 from sam2med.monailabel.safety import check_image_id
@@ -126,7 +129,7 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
     def _series_dir(self, image_id: str) -> str:
         return os.path.realpath(os.path.join(self._datastore.image_path(), image_id))
 
-    def _image_grid(self, image_id: str):
+    def image_grid(self, image_id: str):
         """The grid of the cached image (NIfTI converted from the series by SimpleITK, or the series folder)."""
         uri = self.get_image_uri(image_id)
         if os.path.isdir(uri):
@@ -142,7 +145,7 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
     def store_seg(self, image_id: str, label_file: str, names: dict[int, str] | None = None,
                   description: str = SEED_DESCRIPTION) -> str:
         """Write `label_file` (on the image's grid) as DICOM-SEG, store it on the server; returns its series UID."""
-        grid = self._image_grid(image_id)
+        grid = self.image_grid(image_id)
         label = load_label(label_file)
         array = seed_on_image_grid(label.array, label.grid, grid)
         all_names = {**self._label_names, **(names or {})}
@@ -150,6 +153,23 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
         self._client.store_instances([seg])
         logger.info("stored DICOM-SEG %s (%s) for series %s", seg.SeriesInstanceUID, description, image_id)
         return str(seg.SeriesInstanceUID)
+
+    def store_segmentation(self, image_id: str, array: np.ndarray, grid: Grid, segments: Mapping[int, Segment],
+                           algorithm: Algorithm, description: str, format: str = "seg") -> str:
+        """An annotator's saved segmentation (on the series' grid): written as DICOM-SEG or RTSTRUCT with its
+        segments and algorithm, stored on the server, and kept as the series' `final` label (a stale local copy
+        would hide it). Returns the stored series' UID."""
+        writer = write_rtstruct if format == "rtstruct" else write_seg
+        dataset = writer(array, grid, self._series_dir(image_id), series_description=description, segments=segments,
+                         algorithm=algorithm)
+        self._client.store_instances([dataset])
+        seg_uid = str(dataset.SeriesInstanceUID)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = save_label(array, grid, Path(tmp) / f"{image_id}.nii.gz")
+            info = {"SeriesInstanceUID": seg_uid, "label_names": {s.name: v for v, s in segments.items()}}
+            LocalDatastore.save_label(self, image_id, str(path), DefaultLabelTag.FINAL, info)
+        logger.info("stored the saved segmentation %s (%s) for series %s", seg_uid, description, image_id)
+        return seg_uid
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
                    label_id: str = "") -> str:
@@ -232,7 +252,7 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
         if not os.path.isdir(label_dir) or not os.listdir(label_dir):
             download_series(self._client, seg_uid, label_dir)
         try:
-            grid = self._image_grid(image_id)
+            grid = self.image_grid(image_id)
             array, _ = read_seg(label_dir, grid)
             if not np.any(array):
                 logger.warning("DICOM-SEG %s has no voxels on the grid of %s", seg_uid, image_id)

@@ -44,6 +44,7 @@ from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB
 from sam2med.monailabel.auth import install_token_check
 from sam2med.monailabel.http import to_http
 from sam2med.monailabel.ohif import ohif_routes
+from sam2med.monailabel.ohif_save import save_routes
 from sam2med.monailabel.safety import (
     check_image_id,
     check_session_id,
@@ -274,7 +275,7 @@ def install_routes(app) -> None:
         return
     app.state.sam2med_routes = True
     install_token_check()
-    for method, path, endpoint, summary in [*ROUTES, *ohif_routes(), *loop_routes()]:
+    for method, path, endpoint, summary in [*ROUTES, *ohif_routes(), *save_routes(), *loop_routes()]:
         app.router.routes[:] = [r for r in app.router.routes
                                 if not (isinstance(r, APIRoute) and r.path == path and method in r.methods)]
         app.add_api_route(path, endpoint, methods=[method], summary=summary, tags=["sam2med"])

@@ -22,6 +22,7 @@ from sam2med.errors import InputError, Sam2MedError
 from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.datastore import GuardedLocalDatastore
 from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.params import parse_bool
 from sam2med.monailabel.http import to_http
 from sam2med.monailabel.lifetime import mark_server_process
 from sam2med.monailabel.rescoring import PromptStore, Rescorer
@@ -112,6 +113,12 @@ class AppServices:
         return {"model": self.engine.model_name, "model_title": self.engine.model_title, "model_version": self.engine.current_version(),
                 "loaded": self.engine.loaded, "device": self.config.device, "image_size": self.engine.image_size,
                 "warmup": self.warmup is not None}
+
+    @staticmethod
+    def wants_saved_result(request: Dict[str, Any]) -> bool:
+        """`save_label` of an infer request (true/false, default false): keep the result in the datastore (as
+        DICOM-SEG on a DICOMweb server) under `label_tag`. A text "false" is false, not a non-empty string."""
+        return parse_bool(request.get("save_label"), "save_label", default=False)
 
     def on_start(self) -> None:
         """Put sam2med's routes into the served app; load the model now (conf preload true) or say that the first request will."""
