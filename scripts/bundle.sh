@@ -49,7 +49,8 @@ ABI="cp${PYVER/./}"
 
 # Which pins of requirements.txt each profile takes. Test tools are never bundled.
 DEV_ONLY="pytest hypothesis playwright"
-ENGINE="torch torchvision sam2 numpy nibabel hydra-core tqdm pillow psutil"
+# (evaluate: monai + scipy for its metrics, matplotlib for its chart)
+ENGINE="torch torchvision sam2 numpy nibabel hydra-core tqdm pillow psutil monai scipy matplotlib"
 # sam2 is installed without its declared dependencies (so that --use-system-torch needs no torchvision from
 # us); this is the rest of them that requirements.txt does not pin.
 SAM2_DEPS="iopath==0.1.10"
@@ -73,10 +74,20 @@ while IFS= read -r line; do
 done <"$REPO/requirements.txt"
 [ -n "$SAM2_PIN" ] || die "requirements.txt pins no sam2"
 for dep in $SAM2_DEPS; do echo "$dep" >>"$REQS"; done
+# With the system's torch, what declares torch as a dependency is installed without its dependencies (else pip would
+# fetch a torch of its own): sam2 (above) and monai, whose other dependency, numpy, is pinned.
+NODEPS="$OUT/requirements-nodeps.txt"
+: >"$NODEPS"
+if [ "$SYSTEM_TORCH" = 1 ]; then
+  [ "$PROFILE" = engine ] || die "--use-system-torch is for the engine profile (MONAI Label's dependencies ask for torch and torchvision of their own)"
+  grep -iE '^monai==' "$REQS" >"$NODEPS" || true
+  grep -viE '^monai==' "$REQS" >"$REQS.tmp" || true
+  mv "$REQS.tmp" "$REQS"
+fi
 if [ "$PROFILE" = engine ]; then
   for name in $ENGINE; do
     [ "$SYSTEM_TORCH" = 1 ] && in_list "$name" "torch torchvision" && continue
-    [ "$name" = sam2 ] || grep -qiE "^${name}==" "$REQS" || die "the engine profile needs a pin of $name in requirements.txt"
+    [ "$name" = sam2 ] || grep -qiE "^${name}==" "$REQS" "$NODEPS" || die "the engine profile needs a pin of $name in requirements.txt"
   done
 fi
 
@@ -114,6 +125,10 @@ for attempt in $(seq 1 20); do
   case "$built" in *-none-any.whl) ;; *) die "$missing ships only as an sdist with compiled code ($built): build its wheel on a $PLATFORM machine with Python $PYVER";; esac
 done
 rm -f "$OUT/download.log"
+if [ -s "$NODEPS" ]; then
+  run_logged "${PIP[@]}" download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp --abi "$ABI" \
+    --abi abi3 --abi none "${PLATFORM_ARGS[@]}" -d "$OUT/wheels" -r "$NODEPS"
+fi
 
 if [ -n "$CHECKPOINTS" ]; then
   for model in ${CHECKPOINTS//,/ }; do

@@ -76,6 +76,8 @@ echo "installing the $(sed -nE 's/.*"profile": "(.*)".*/\1/p' "$BUNDLE/bundle.js
 pip_install -r "$BUNDLE/requirements.txt"
 # sam2 without its declared dependencies: the rest are in requirements.txt, and torchvision is not needed.
 pip_install --no-deps "$BUNDLE"/wheels/sam2-*.whl "$BUNDLE"/wheels/sam2med-*.whl
+# (a bundle for the system's torch: what declares torch as a dependency, without its dependencies)
+if [ -s "$BUNDLE/requirements-nodeps.txt" ]; then pip_install --no-deps -r "$BUNDLE/requirements-nodeps.txt"; fi
 "$VPY" -c "import sam2med.engine" 2>>"$LOG" || die "sam2med does not import in $VENV (see $LOG)"
 
 shopt -s nullglob
