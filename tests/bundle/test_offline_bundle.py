@@ -74,6 +74,22 @@ def server_bundle(tmp_path_factory) -> Path:
     return _bundle(tmp_path_factory.mktemp("bundles") / "server", "--profile", "server")
 
 
+@pytest.fixture(scope="session")
+def torch_only_venv(tmp_path_factory) -> Path:
+    """A venv that holds only torch (what a PyTorch image has), installed before going offline; tests copy it."""
+    venv = tmp_path_factory.mktemp("torch-only") / "venv"
+    subprocess.run([str(PYTHON), "-m", "venv", str(venv)], check=True, timeout=120)
+    torch_pin = next(l for l in (REPO / "requirements.txt").read_text().splitlines() if l.startswith("torch=="))
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", torch_pin], check=True, timeout=600,
+                   capture_output=True)
+    return venv
+
+
+def _venv_copy(venv: Path, dest: Path) -> Path:
+    shutil.copytree(venv, dest, symlinks=True, copy_function=os.link)  # hard links; pip replaces files, never edits them
+    return dest
+
+
 def _wheels(bundle: Path) -> set[str]:
     return {p.name.split("-")[0].lower().replace("_", "-") for p in (bundle / "wheels").glob("*.whl")}
 
@@ -173,14 +189,10 @@ kill %1
     assert "sam2_propagate" in info["models"], info.keys()
 
 
-def test_engine_profile_installs_offline_into_a_torch_only_venv_and_runs_bench(engine_bundle, offline, shared_data, tmp_path):
-    venv, work = tmp_path / "torch-only", tmp_path / "work"
+def test_engine_profile_installs_offline_into_a_torch_only_venv_and_runs_bench(engine_bundle, offline, shared_data,
+                                                                             torch_only_venv, tmp_path):
+    venv, work = _venv_copy(torch_only_venv, tmp_path / "torch-only"), tmp_path / "work"
     work.mkdir()
-    # a venv that holds only torch (what a PyTorch image has), installed before going offline
-    subprocess.run([str(PYTHON), "-m", "venv", str(venv)], check=True, timeout=120)
-    torch_pin = next(l for l in (REPO / "requirements.txt").read_text().splitlines() if l.startswith("torch=="))
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", torch_pin], check=True, timeout=600,
-                   capture_output=True)
     ct = shared_data / "totalsegmentator" / "example_ct_sm.nii.gz"
     seg = nib.load(shared_data / "totalsegmentator" / "example_seg.nii.gz")
     labels = np.asarray(seg.dataobj)
@@ -202,3 +214,27 @@ $S bench {ct} --seed seed.nii.gz --range 10 14 --checkpoint ck/sam2.1_hiera_tiny
     report = json.loads((work / "bench.json").read_text())
     assert report["slices"] == 5, report
     assert report["first_s"] > 0 and report["cached_s"] > 0 and report["stock_s"] > 0
+
+
+def test_gpu_check_runs_end_to_end_offline_on_the_cpu_at_a_reduced_size(engine_bundle, offline, shared_data, torch_only_venv,
+                                                                        tmp_path):
+    venv, out = _venv_copy(torch_only_venv, tmp_path / "torch-only"), tmp_path / "gpu-check"
+    script = f"""
+bash {REPO}/scripts/gpu_check.sh {out} --bundle {engine_bundle} --venv {venv} --device cpu --reduced \
+  --data {shared_data / "totalsegmentator"}
+"""
+    result = offline(script, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["ok"] is True and summary["timed_out"] is False and summary["total_s"] < 480
+    steps = summary["steps"]
+    assert set(steps) == {"bench_30", "bench_60", "peak_90", "oom", "concurrency"}
+    for name in ("bench_30", "bench_60", "peak_90"):
+        report = json.loads((out / steps[name]["file"]).read_text())
+        assert report["slices"] == 5 and report["first_s"] > 0 and report["cached_s"] > 0 and report["peak_mem_mb"] > 0
+    assert json.loads((out / "bench_30.json").read_text())["stock_s"] > 0
+    assert json.loads((out / "peak_90.json").read_text())["stock_s"] is None  # peak memory: no stock run
+    assert steps["oom"]["skipped"].startswith("needs CUDA")
+    concurrency = steps["concurrency"]
+    assert concurrency["requests"] == 8 and concurrency["wrong_labels"] == 0 and concurrency["p95_s"] >= concurrency["p50_s"] > 0
+    assert [r["values"] for r in concurrency["results"]] == [[5], [7]] * 4 and all(r["identical"] for r in concurrency["results"])
