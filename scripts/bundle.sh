@@ -30,6 +30,8 @@ done
 [ -n "$OUT" ] || die "usage: bash scripts/bundle.sh OUT [--profile server|engine] [--python X.Y] [--platform TAG] [--checkpoints tiny,medsam2] [--use-system-torch]"
 case "$PROFILE" in server|engine) ;; *) die "--profile $PROFILE: give server or engine" ;; esac
 if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then die "$OUT exists and is not empty"; fi
+[ "$SYSTEM_TORCH" = 0 ] || [ "$PROFILE" = engine ] \
+  || die "--use-system-torch is for the engine profile (MONAI Label's dependencies ask for torch and torchvision of their own)"
 
 # The builder: the set-up's venv (sam2 is built against its torch, without build isolation, as setup.sh does).
 PY=${PYTHON:-$REPO/.venv/bin/python}
@@ -79,7 +81,6 @@ for dep in $SAM2_DEPS; do echo "$dep" >>"$REQS"; done
 NODEPS="$OUT/requirements-nodeps.txt"
 : >"$NODEPS"
 if [ "$SYSTEM_TORCH" = 1 ]; then
-  [ "$PROFILE" = engine ] || die "--use-system-torch is for the engine profile (MONAI Label's dependencies ask for torch and torchvision of their own)"
   grep -iE '^monai==' "$REQS" >"$NODEPS" || true
   grep -viE '^monai==' "$REQS" >"$REQS.tmp" || true
   mv "$REQS.tmp" "$REQS"
@@ -135,7 +136,7 @@ if [ -n "$CHECKPOINTS" ]; then
     step "checkpoint $model"
     # The real download path (sha256 and loadability checked), into the bundle's cache folder.
     SAM2MED_CHECKPOINT_DIR="$OUT/checkpoints" "$PY" "$REPO/main.py" download --model "$model" >>"$LOG" 2>&1 \
-      || { grep '^error:' "$LOG" | tail -1 >&2; die "checkpoint $model could not be downloaded (full log: $LOG)"; }
+      || die "checkpoint $model: $(grep '^error:' "$LOG" | tail -1 | sed -E 's/^error: //; s/\): .*/)/') (full log: $LOG)"
   done
 fi
 
