@@ -186,7 +186,7 @@ def test_medsam2_download_and_offline_message(served_cache, medsam2_checkpoint):
     with pytest.raises(CheckpointError) as caught:  # not served: the same clear offline message as for SAM2.1
         resolve_checkpoint("medsam2-us-heart")
     message = str(caught.value)
-    assert message.startswith(f"cannot download the MedSAM2 'medsam2-us-heart' checkpoint")
+    assert message.startswith("cannot download the MedSAM2 'medsam2-us-heart' checkpoint")
     assert f"download {url}/MedSAM2_US_Heart.pt and save it as {cache / 'MedSAM2_US_Heart.pt'}" in message
     assert ("--model medsam2-us-heart --random-weights checkpoints/MedSAM2_US_Heart.RANDOM-WEIGHTS.pt, then pass "
             "--model medsam2-us-heart --checkpoint checkpoints/MedSAM2_US_Heart.RANDOM-WEIGHTS.pt") in message

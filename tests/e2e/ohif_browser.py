@@ -76,3 +76,29 @@ def scroll_to_z(page, viewport, z: float) -> None:
         if abs(page.evaluate(SHOWN_Z) - z) > abs(before - z):
             delta = -delta
     pytest.fail(f"could not scroll to z={z}")
+
+
+def stroke(page, viewport, points: list[tuple[float, float]]) -> None:
+    """A brush/eraser stroke with the mouse through points given as fractions of the viewport box."""
+    box = viewport.bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y, steps=6)
+    page.mouse.up()
+    time.sleep(0.4)
+
+
+def run_panel(page) -> dict:
+    """Press the sam2med panel's Run and wait for the painted result; fails on the panel's error line."""
+    import re
+
+    from playwright.sync_api import expect
+
+    page.locator('[data-testid="sam2med-run"]').click()
+    done = page.locator('[data-testid="sam2med-status"]', has_text="result painted into the segmentation")
+    failed = page.locator('[data-testid="sam2med-error"]', has_text=re.compile("."))
+    expect(done.or_(failed)).to_be_visible(timeout=300_000)
+    assert not failed.is_visible(), f"the panel shows an error: {failed.inner_text()}"
+    return page.evaluate("() => window.sam2med.lastResult")

@@ -25,6 +25,16 @@ class Variant:
     flips: tuple[bool, bool, bool] = (False, False, False)
     numbers_along: bool = True
     modality: str = "CT"
+    crop: tuple[int, int, int, int] | None = None  # x0, x1, y0, y1 of the source voxels kept (smaller pages, same positions)
+
+
+def crop_xy(array: np.ndarray, grid: Grid, crop: tuple[int, int, int, int]) -> tuple[np.ndarray, Grid]:
+    """Voxels [x0:x1, y0:y1, :] at their own patient positions."""
+    x0, x1, y0, y1 = crop
+    direction = np.asarray(grid.direction, float).reshape(3, 3)
+    origin = np.asarray(grid.origin) + x0 * grid.spacing[0] * direction[:, 0] + y0 * grid.spacing[1] * direction[:, 1]
+    out = np.ascontiguousarray(array[x0:x1, y0:y1, :])
+    return out, Grid(tuple(out.shape), grid.spacing, tuple(float(v) for v in origin), grid.direction)
 
 
 def relattice(array: np.ndarray, grid: Grid, perm: tuple[int, int, int], flips: tuple[bool, bool, bool]) -> tuple[np.ndarray, Grid]:

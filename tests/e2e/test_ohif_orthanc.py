@@ -14,6 +14,7 @@ import io
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,7 +200,7 @@ def test_ohif_runs_sam2_propagate_on_orthanc_series(server, orthanc, saved_seed)
 
 def test_point_prompts_reach_the_server_at_the_clicked_position(server, orthanc):
     """The bundled Point Prompts panel: a click on the slice at patient z arrives as the server slice at that z."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     clicked_z = -784.5
     with sync_playwright() as playwright:

@@ -4,18 +4,17 @@ checks it voxel for voxel on six series). Headless Chromium, real mouse events, 
 the sam2med server (random weights: geometry and plumbing are checked, never segmentation quality).
 
 Slices are compared by patient position (z in mm), never by list index: the example series lists its
-images by InstanceNumber against the slice normal, and a copy stored in the opposite order must pass the
-same assertions.
+images by InstanceNumber against the slice normal. Other slice orders and orientations, two segments, locks,
+auto range and the saved SEG voxel for voxel: tests/e2e/test_ohif_save_matrix.py.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 import pytest
-from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json, open_viewer, scroll_to_z
+from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json, open_viewer, run_panel, scroll_to_z, stroke
 
 pytestmark = pytest.mark.e2e
 
@@ -38,52 +37,6 @@ def series_folder(shared_data, tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def reversed_series(orthanc, series_folder, tmp_path_factory) -> str:
-    """The same images stored as a new series whose InstanceNumbers run the other way along the slice normal."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    from sam2med.dicom.upload import upload_series
-
-    out = tmp_path_factory.mktemp("reversed")
-    files = sorted(series_folder.iterdir())
-    datasets = [pydicom.dcmread(f) for f in files]
-    numbers = sorted(int(d.InstanceNumber) for d in datasets)
-    series_uid = generate_uid()
-    for d in datasets:
-        d.InstanceNumber = numbers[0] + numbers[-1] - int(d.InstanceNumber)
-        d.SeriesInstanceUID, d.SOPInstanceUID = series_uid, generate_uid()
-        d.file_meta.MediaStorageSOPInstanceUID = d.SOPInstanceUID
-        d.SeriesDescription, d.SeriesNumber = "CT reversed order", 7
-        d.save_as(out / f"{d.SOPInstanceUID}.dcm")
-    upload_series(str(out), orthanc["url"])
-    return series_uid
-
-
-def _stroke(page, viewport, points: list[tuple[float, float]]) -> None:
-    """A brush/eraser stroke through points given as fractions of the viewport box."""
-    box = viewport.bounding_box()
-    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for x, y in xy[1:]:
-        page.mouse.move(x, y, steps=8)
-    page.mouse.up()
-    time.sleep(0.5)
-
-
-def _run(page) -> dict:
-    from playwright.sync_api import expect
-
-    page.locator('[data-testid="sam2med-run"]').click()
-    done = page.locator('[data-testid="sam2med-status"]', has_text="result painted into the segmentation")
-    failed = page.locator('[data-testid="sam2med-error"]', has_text=re.compile("."))
-    expect(done.or_(failed)).to_be_visible(timeout=300_000)
-    assert not failed.is_visible(), f"the panel shows an error: {failed.inner_text()}"
-    return page.evaluate("() => window.sam2med.lastResult")
-
-
 def _paint_seed(page, viewport) -> list[int]:
     page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
     page.get_by_text("Add segmentation").first.click()
@@ -91,7 +44,7 @@ def _paint_seed(page, viewport) -> list[int]:
     scroll_to_z(page, viewport, SEED_Z)
     page.locator('[data-cy="Brush"]').first.click()
     for fy in (0.50, 0.54, 0.58):
-        _stroke(page, viewport, [(0.30, fy), (0.36, fy), (0.42, fy)])
+        stroke(page, viewport, [(0.30, fy), (0.36, fy), (0.42, fy)])
     painted = page.evaluate(LABELMAP_SUMMARY)
     assert [z for z, _ in painted] == [SEED_Z], f"the brush painted elsewhere than the shown slice: {painted}"
     page.locator('[data-cy="sam2med-btn"]').click()
@@ -161,7 +114,7 @@ def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
             expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text(f"z {END_Z:.1f} mm")
             page.screenshot(path=ARTIFACTS / "sam2med-02-range.png")
 
-            first = _run(page)
+            first = run_panel(page)
             painted = _check_geometry(page, server, orthanc["series"], first, seed_pixels)
             page.screenshot(path=ARTIFACTS / "sam2med-03-result.png")
 
@@ -169,11 +122,11 @@ def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
             scroll_to_z(page, viewport, ERASE_Z)
             page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
             page.locator('[data-cy="Eraser"]').first.click()
-            _stroke(page, viewport, [(0.2, 0.45), (0.5, 0.45), (0.8, 0.45)])
+            stroke(page, viewport, [(0.2, 0.45), (0.5, 0.45), (0.8, 0.45)])
             corrected = page.evaluate(SLICE_PIXELS, ERASE_Z)
             assert len(corrected) < dict(painted)[ERASE_Z], "the eraser stroke removed nothing"
             page.locator('[data-cy="sam2med-btn"]').click()
-            second = _run(page)
+            second = run_panel(page)
             z0, dz = _grid_z(server, orthanc["series"])
             assert sorted(round(z0 + k * dz, 3) for k in second["seed_slices"]) == sorted([SEED_Z, ERASE_Z])
             assert second["cache"]["request_hit_slices"] == 5 and second["cache"]["request_miss_slices"] == 0, second["cache"]
@@ -220,35 +173,3 @@ def _stored_seg(url: str, study: str, description: str) -> Path:
     for i, instance in enumerate(client.retrieve_series(study, found[0]["0020000E"]["Value"][0])):
         instance.save_as(folder / f"{i}.dcm")
     return folder
-
-
-def test_series_in_opposite_slice_order_lands_on_the_same_positions(server, orthanc, reversed_series):
-    from playwright.sync_api import expect, sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(60_000)
-            viewport = open_viewer(page, server, orthanc["study"], reversed_series)
-            order = page.evaluate("""() => { const ids = window.sam2med.activeViewport().viewport.getImageIds();
-                return ids.map(id => window.cornerstone.metaData.get('imagePlaneModule', id).imagePositionPatient[2]); }""")
-            assert order == sorted(order), "the reversed copy should list its images along +z"
-            seed_pixels = _paint_seed(page, viewport)
-            _set_range_from_viewer(page, viewport)
-            report = _run(page)
-            _check_geometry(page, server, reversed_series, report, seed_pixels)
-            page.screenshot(path=ARTIFACTS / "sam2med-06-reversed-series.png")
-
-            # Auto range: the server decides where each direction stops; the page paints exactly that extent.
-            page.locator('[data-testid="sam2med-auto"]').check()
-            auto = _run(page)
-            stops = auto["labels"]["1"]["auto_range"]
-            assert set(stops) == {"forward", "backward"} and all(s["reason"] for s in stops.values()), stops
-            z0, dz = _grid_z(server, reversed_series)
-            extent = sorted(round(z0 + stops[d]["last_present"] * dz, 3) for d in ("backward", "forward"))
-            painted_z = [z for z, _ in page.evaluate(LABELMAP_SUMMARY)]
-            assert [min(painted_z), max(painted_z)] == extent, (painted_z, stops)
-            expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text("auto range forward")
-        finally:
-            browser.close()

@@ -2,7 +2,7 @@
 
 One Orthanc, one sam2med server and one headless Chromium serve six series of one study: the example CT as
 stored; its InstanceNumbers reversed; its column direction flipped (the slice normal reversed, every voxel at
-the same patient position); both; an MR series; a sagittal acquisition. On each, with real mouse events: two
+the same patient position); both (these three copies keep the central 256 x 256 voxels, at their positions); an MR series; a sagittal acquisition. On each, with real mouse events: two
 segments drawn on different images, Start/End typed in OHIF image numbers in the reverse order, Run; the drawn
 images come back exactly as drawn and nothing is painted outside the range; a segment locked in the panel stays
 exactly as it was through the next Run; Run stores nothing; Save; the SEG read back from Orthanc equals the page
@@ -12,24 +12,23 @@ Random SAM2 weights: geometry and plumbing are checked, never segmentation quali
 
 from __future__ import annotations
 
-import re
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json, open_viewer
-from e2e.series_variants import Variant, relattice, write_series
+from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json, open_viewer, run_panel, stroke
+from e2e.series_variants import Variant, crop_xy, relattice, write_series
 
 pytestmark = pytest.mark.e2e
 
 CT_DICOM = "example_ct_dicom"
+CROP = (128, 384, 96, 352)  # the copies keep the CT's central 256 x 256 voxels: smaller pages, the same positions
 VARIANTS = [
     Variant("as-stored", CT_DICOM),
-    Variant("numbers-reversed", CT_DICOM, numbers_along=True),  # the stored CT numbers against the normal
-    Variant("normal-reversed", CT_DICOM, flips=(False, True, False), numbers_along=False),
-    Variant("both", CT_DICOM, flips=(False, True, False), numbers_along=True),
+    Variant("numbers-reversed", CT_DICOM, numbers_along=True, crop=CROP),  # the stored CT numbers against the normal
+    Variant("normal-reversed", CT_DICOM, flips=(False, True, False), numbers_along=False, crop=CROP),
+    Variant("both", CT_DICOM, flips=(False, True, False), numbers_along=True, crop=CROP),
     Variant("mr", "example_mr_sm.nii.gz", modality="MR"),
     Variant("sagittal", "example_ct_sm.nii.gz", perm=(1, 2, 0), flips=(False, True, False)),
 ]
@@ -39,6 +38,8 @@ RUNS = """(images) => images.map(im => { const runs = []; const p = im.pixels; l
     runs.push(start, i - start, v); }
   return { position: im.plane.position, row: im.plane.row, col: im.plane.col, dx: im.plane.dx, dy: im.plane.dy,
            rows: im.plane.rows, columns: im.plane.columns, runs }; })"""
+TWO_RUNS = ("as-stored", "mr")  # Run, then lock segment 1 and Run again; elsewhere segment 1 is locked before one Run
+AUTO_RANGE = "numbers-reversed"  # and a third Run with auto range
 SNAPSHOT = f"""() => {{ const c = window.sam2med; const seg = c.segmentation(c.activeViewport().viewportId);
   return ({RUNS})(c.labelmapImages(seg)); }}"""
 SHOWN_INDEX = "() => window.sam2med.activeViewport().viewport.getCurrentImageIdIndex()"
@@ -80,7 +81,10 @@ def matrix_series(orthanc, shared_data, tmp_path_factory) -> dict[str, tuple[str
     for number, variant in enumerate(VARIANTS[1:], 20):
         source = stored if variant.volume == CT_DICOM else shared_data / "totalsegmentator" / variant.volume
         volume = load_volume(source)
-        array, grid = relattice(volume.array, volume.grid, variant.perm, variant.flips)
+        array, grid = volume.array, volume.grid
+        if variant.crop:
+            array, grid = crop_xy(array, grid, variant.crop)
+        array, grid = relattice(array, grid, variant.perm, variant.flips)
         folder = root / variant.name
         uid = write_series(array, grid, template, folder, f"matrix {variant.name}", number, variant.modality,
                            variant.numbers_along, same_frame=variant.volume == CT_DICOM)
@@ -99,17 +103,6 @@ def browser():
             yield launched
         finally:
             launched.close()
-
-
-def _stroke(page, viewport, points: list[tuple[float, float]]) -> None:
-    box = viewport.bounding_box()
-    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for x, y in xy[1:]:
-        page.mouse.move(x, y, steps=6)
-    page.mouse.up()
-    time.sleep(0.4)
 
 
 def _scroll_to_index(page, viewport, index: int) -> None:
@@ -139,7 +132,7 @@ def _draw(page, viewport, index: int, strokes: list[list[tuple[float, float]]]) 
     _scroll_to_index(page, viewport, index)
     page.locator('[data-cy="Brush"]').first.click()
     for points in strokes:
-        _stroke(page, viewport, points)
+        stroke(page, viewport, points)
 
 
 def _on_grid(images: list[dict], grid) -> np.ndarray:
@@ -171,17 +164,6 @@ def _per_image(images: list[dict]) -> list[dict[int, set[int]]]:
 
 def _seg_series(url: str) -> set[str]:
     return {s["0020000E"]["Value"][0] for s in _get_json(f"{url}/series?Modality=SEG")}
-
-
-def _run(page) -> dict:
-    from playwright.sync_api import expect
-
-    page.locator('[data-testid="sam2med-run"]').click()
-    done = page.locator('[data-testid="sam2med-status"]', has_text="result painted into the segmentation")
-    failed = page.locator('[data-testid="sam2med-error"]', has_text=re.compile("."))
-    expect(done.or_(failed)).to_be_visible(timeout=300_000)
-    assert not failed.is_visible(), f"the panel shows an error: {failed.inner_text()}"
-    return page.evaluate("() => window.sam2med.lastResult")
 
 
 @pytest.mark.parametrize("variant", [v.name for v in VARIANTS])
@@ -220,21 +202,35 @@ def test_saved_segmentation_is_what_the_page_shows(variant, browser, server, ort
         page.locator('[data-testid="sam2med-start"]').fill(str(start))
         page.locator('[data-testid="sam2med-end"]').fill(str(end))
         stored_before = _seg_series(orthanc["url"])
-        _run(page)
-        shown = page.evaluate(SNAPSHOT)
-        after = _per_image(shown)
+        if variant not in TWO_RUNS:  # segment 1 locked from the start: one Run checks it all
+            page.locator('[data-testid="sam2med-lock-1"]').check()
+        run_panel(page)
+        after = _per_image(page.evaluate(SNAPSHOT))
+        if variant not in TWO_RUNS:
+            assert [d.get(1, set()) for d in after] == [d.get(1, set()) for d in drawn], "a locked segment changed"
         assert after[a].get(1) == drawn[a][1], "segment 1 is not kept as drawn on its image"
         assert after[b].get(2) == drawn[b][2], "segment 2 is not kept as drawn on its image"
         painted = [i + 1 for i, d in enumerate(after) if d]
         assert painted and min(painted) >= end and max(painted) <= start, f"painted outside images {end}..{start}: {painted}"
-        expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text(f"image {a + 1}")
+        expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text(f"kept as drawn on image {b + 1}")
 
-        # Lock segment 1: the next Run leaves it exactly as it is everywhere, and segment 2 never takes its voxels.
-        page.locator('[data-testid="sam2med-lock-1"]').check()
-        locked_before = [d.get(1, set()) for d in after]
-        _run(page)
+        if variant in TWO_RUNS:  # lock segment 1 now: the next Run leaves it exactly as it is everywhere
+            page.locator('[data-testid="sam2med-lock-1"]').check()
+            locked_before = [d.get(1, set()) for d in after]
+            run_panel(page)
+            after = _per_image(page.evaluate(SNAPSHOT))
+            assert [d.get(1, set()) for d in after] == locked_before, "a locked segment changed"
+        if variant == AUTO_RANGE:  # auto range: each direction stops where the server says, and the page paints just that
+            page.locator('[data-testid="sam2med-auto"]').check()
+            report = run_panel(page)
+            stops = report["labels"]["2"]["auto_range"]
+            assert set(stops) == {"forward", "backward"} and all(s["reason"] for s in stops.values()), stops
+            numbers = page.evaluate("async (ks) => { const n = await window.sam2med.numbering(); return ks.map(k => n.slices.indexOf(k) + 1); }",
+                                    [stops[d]["last_present"] for d in ("backward", "forward")])
+            painted = [i + 1 for i, d in enumerate(_per_image(page.evaluate(SNAPSHOT))) if d.get(2)]
+            assert [min(painted), max(painted)] == sorted(numbers), (painted, stops, numbers)
+            expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text("auto range forward")
         final = page.evaluate(SNAPSHOT)
-        assert [d.get(1, set()) for d in _per_image(final)] == locked_before, "a locked segment changed"
         assert _seg_series(orthanc["url"]) == stored_before, "Run stored a series on the DICOM server"
 
         # Save: the server writes the SEG; it must equal the page by patient position, voxel for voxel.

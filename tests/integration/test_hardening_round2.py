@@ -490,7 +490,6 @@ def _png_bomb(path: Path, width: int = 30000, height: int = 30000) -> Path:
 
 def _dicom_bomb(path: Path, rows: int = 12000, columns: int = 12000) -> Path:
     """A small single-frame DICOM declaring rows x columns 16-bit pixels and holding 64 bytes of them."""
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 

@@ -12,7 +12,6 @@ so the saved SEG came out mirrored on series whose InstanceNumbers run along row
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,7 +31,6 @@ from sam2med.dicom.segments import Algorithm, Segment, describe_segments
 from sam2med.errors import InputError
 from sam2med.geometry import reorient_to
 from sam2med.io import load_label
-from sam2med.monailabel.http import to_http
 from sam2med.monailabel.safety import check_image_id, upload_suffix
 
 logger = logging.getLogger(__name__)
@@ -115,6 +113,16 @@ def save_labelmap(datastore: Any, image_id: str, label_path: str, request: SaveR
     }
 
 
+def _save_upload(datastore: Any, image: str, parsed: Mapping[str, Any], label: UploadFile, server_version: str | None,
+                 folder: str) -> dict[str, Any]:
+    check_image_id(image)
+    request = SaveRequest.parse(parsed, server_version)
+    path = os.path.join(folder, "labelmap" + upload_suffix(label.filename))
+    with open(path, "wb") as out:
+        shutil.copyfileobj(label.file, out)
+    return save_labelmap(datastore, image, path, request)
+
+
 def save_segmentation(
     image: str,
     params: str = Form("{}"),
@@ -122,30 +130,17 @@ def save_segmentation(
     user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
 ) -> dict[str, Any]:
     from sam2med.monailabel.dicomweb import Sam2MedDICOMWebDatastore
-    from sam2med.monailabel.routes import parse_request_params
+    from sam2med.monailabel.routes import _http, parse_request_params
 
     parsed = parse_request_params(params)
     instance = app_instance()
     datastore = instance.datastore()
     if not isinstance(datastore, Sam2MedDICOMWebDatastore):
         raise HTTPException(status_code=400, detail="Save stores a DICOM-SEG on the DICOMweb server: this server has local files")
-    services = getattr(instance, "services", None)
-    engine = getattr(services, "engine", None)
+    engine = getattr(getattr(instance, "services", None), "engine", None)
     folder = tempfile.mkdtemp(prefix="sam2med_save_")
     try:
-        check_image_id(image)
-        request = SaveRequest.parse(parsed, engine.current_version() if engine is not None else None)
-        path = os.path.join(folder, "labelmap" + upload_suffix(label.filename))
-        with open(path, "wb") as out:
-            shutil.copyfileobj(label.file, out)
-        return save_labelmap(datastore, image, path, request)
-    except json.JSONDecodeError as err:
-        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
-    except Exception as err:
-        http = to_http(err)
-        if http is None:
-            raise
-        raise http from None
+        return _http(_save_upload, datastore, image, parsed, label, engine.current_version() if engine else None, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
