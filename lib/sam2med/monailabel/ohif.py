@@ -29,9 +29,8 @@ from fastapi import HTTPException
 from fastapi.responses import FileResponse, Response
 from monailabel.interfaces.utils.app import app_instance
 
-from sam2med.errors import Sam2MedError
 from sam2med.monailabel.auth import user_role
-from sam2med.monailabel.http import to_http
+from sam2med.monailabel.http import call
 from sam2med.monailabel.progress import PROGRESS
 from sam2med.monailabel.safety import NotFoundError, check_image_id
 
@@ -125,17 +124,11 @@ def _ohif_file(path: str, user: Any = user_role()) -> FileResponse:
 
 
 def _grid(image: str = "", user: Any = user_role()) -> dict[str, Any]:
-    try:
-        return image_grid_json(image)
-    except Sam2MedError as err:
-        raise to_http(err) from None
+    return call(image_grid_json, image)
 
 
 def _progress(progress_id: str, user: Any = user_role()) -> dict[str, Any]:
-    try:
-        entry = PROGRESS.get(progress_id)
-    except Sam2MedError as err:
-        raise to_http(err) from None
+    entry = call(PROGRESS.get, progress_id)
     if entry is None:
         raise HTTPException(status_code=404, detail="no propagation with this progress_id is known")
     return entry

@@ -12,7 +12,6 @@ so the saved SEG came out mirrored on series whose InstanceNumbers run along row
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from sam2med.dicom.segments import Algorithm, Segment, describe_segments
 from sam2med.errors import InputError
 from sam2med.geometry import reorient_to
 from sam2med.io import load_label
-from sam2med.monailabel.http import to_http
+from sam2med.monailabel.http import http_errors
 from sam2med.monailabel.safety import check_image_id, upload_suffix
 
 logger = logging.getLogger(__name__)
@@ -133,19 +132,13 @@ def save_segmentation(
     engine = getattr(services, "engine", None)
     folder = tempfile.mkdtemp(prefix="sam2med_save_")
     try:
-        check_image_id(image)
-        request = SaveRequest.parse(parsed, engine.current_version() if engine is not None else None)
-        path = os.path.join(folder, "labelmap" + upload_suffix(label.filename))
-        with open(path, "wb") as out:
-            shutil.copyfileobj(label.file, out)
-        return save_labelmap(datastore, image, path, request)
-    except json.JSONDecodeError as err:
-        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
-    except Exception as err:
-        http = to_http(err)
-        if http is None:
-            raise
-        raise http from None
+        with http_errors():
+            check_image_id(image)
+            request = SaveRequest.parse(parsed, engine.current_version() if engine is not None else None)
+            path = os.path.join(folder, "labelmap" + upload_suffix(label.filename))
+            with open(path, "wb") as out:
+                shutil.copyfileobj(label.file, out)
+            return save_labelmap(datastore, image, path, request)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

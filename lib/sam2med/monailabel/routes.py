@@ -42,7 +42,7 @@ from monailabel.interfaces.utils.app import app_instance
 from sam2med.monailabel import sessions as sam2med_sessions
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB
 from sam2med.monailabel.auth import install_token_check
-from sam2med.monailabel.http import to_http
+from sam2med.monailabel.http import call
 from sam2med.monailabel.ohif import ohif_routes
 from sam2med.monailabel.ohif_save import save_routes
 from sam2med.monailabel.safety import (
@@ -120,19 +120,6 @@ def _save_upload(upload: UploadFile, folder: str, stem: str) -> str:
     return path
 
 
-def _http(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a handler; user errors (sam2med's, MONAI Label's invalid input, bad JSON) become their 4xx."""
-    try:
-        return fn(*args)
-    except json.JSONDecodeError as err:
-        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
-    except Exception as err:
-        http = to_http(err)
-        if http is None:
-            raise
-        raise http from None
-
-
 def infer(
     background_tasks: BackgroundTasks,
     model: str,
@@ -150,9 +137,9 @@ def infer(
         raise HTTPException(status_code=400, detail="output=dicom_seg needs a DICOMweb datastore; this server has local files")
     if session_id:
         sessions = instance.sessions()
-        _http(check_session_id, session_id, lambda s: sessions is not None and sessions.get_session(s) is not None)
+        call(check_session_id, session_id, lambda s: sessions is not None and sessions.get_session(s) is not None)
     elif not file:
-        _http(check_image_id, image)
+        call(check_image_id, image)
         datastore = instance.datastore()
         if isinstance(datastore, LocalDatastore) and not datastore.get_image_uri(image):
             raise HTTPException(status_code=404, detail=f"image {image!r} is not in the datastore")
@@ -164,7 +151,7 @@ def infer(
             request_params["label"] = _save_upload(label, folder, "label")
         with registered_uploads([p for p in (image, request_params.get("label")) if p and p.startswith(folder)]):
             try:
-                return _http(run_inference, background_tasks, model, image, session_id, json.dumps(request_params),
+                return call(run_inference, background_tasks, model, image, session_id, json.dumps(request_params),
                              None, None, output)
             except BaseException:
                 remove_results()
@@ -191,7 +178,7 @@ def save_label(
 ):
     tasks = BackgroundTasks()
     try:
-        return _http(ml_datastore.save_label, tasks, image, params, tag, label, user.username)
+        return call(ml_datastore.save_label, tasks, image, params, tag, label, user.username)
     finally:
         _now(tasks)
 
@@ -204,7 +191,7 @@ def add_image(
 ):
     tasks = BackgroundTasks()
     try:
-        return _http(ml_datastore.add_image, tasks, image, params, file, user.username)
+        return call(ml_datastore.add_image, tasks, image, params, file, user.username)
     finally:
         _now(tasks)
 
@@ -224,11 +211,11 @@ def create_session(
     sessions = instance.sessions()
     if sessions is None:
         raise HTTPException(status_code=406, detail="sessions are not enabled on this server")
-    return _http(sam2med_sessions.create_session, sessions, files, uncompress, expiry, _upload_limit(instance))
+    return call(sam2med_sessions.create_session, sessions, files, uncompress, expiry, _upload_limit(instance))
 
 
 def remove_image(id: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
-    answer = _http(ml_datastore.remove_image, id, user.username)
+    answer = call(ml_datastore.remove_image, id, user.username)
     services = getattr(app_instance(), "services", None)
     if services is not None:
         services.forget_image(id)
@@ -236,7 +223,7 @@ def remove_image(id: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_RO
 
 
 def remove_label(id: str, tag: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
-    return _http(ml_datastore.remove_label, id, tag, user.username)
+    return call(ml_datastore.remove_label, id, tag, user.username)
 
 
 def refuse_reload(user: User = _user()):
@@ -245,7 +232,7 @@ def refuse_reload(user: User = _user()):
 
 def next_sample(strategy: str, params: Optional[dict] = None, user: User = _user()):
     """MONAI Label's next sample without the image's `path` on the server: clients fetch the image by its id."""
-    result = _http(ml_activelearning.sample, strategy, params, user.username)
+    result = call(ml_activelearning.sample, strategy, params, user.username)
     return {k: v for k, v in result.items() if k != "path"}
 
 

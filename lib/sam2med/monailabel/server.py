@@ -5,7 +5,7 @@
    (MONAI Label's version blocks the event loop), so concurrent requests proceed side by side and
    `/info/` answers while a propagation runs; uploads are the request's own; `/logs/` is not served.
 3. Any `Sam2MedError` that escapes a route becomes its 4xx answer; a malformed request is a one-line 422; any
-   other fault a 500 `{"detail": one line}` (never plain text).
+   other fault a 500 `{"detail": one line}` (never plain text): `http.install_error_handlers`.
 
 `monailabel start_server` without `--uvicorn_app sam2med.monailabel.server:app` serves MONAI Label's app;
 the sam2med app installs the same routes there when it starts (service.py), without the body limit.
@@ -16,28 +16,15 @@ from __future__ import annotations
 import logging
 import os
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from monailabel.app import app
 
-from sam2med.errors import Sam2MedError
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_ENV
 from sam2med.monailabel.auth import install_token_check
-from sam2med.monailabel.http import status_of
+from sam2med.monailabel.http import install_error_handlers
 from sam2med.monailabel.routes import install_routes
-from sam2med.monailabel.safety import scrub_paths
 
 logger = logging.getLogger(__name__)
-
-
-def validation_detail(err: RequestValidationError) -> str:
-    """FastAPI's list of malformed request parts as one line: `files: Field required; params: ...`."""
-    parts = []
-    for error in err.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "request"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)[:300] or "malformed request"
 
 
 class _TooLarge(Exception):
@@ -91,19 +78,7 @@ def _install() -> None:
     app.add_middleware(BodyLimit, limit_bytes=int(limit_mb * 1e6))
     install_routes(app)
 
-    @app.exception_handler(Sam2MedError)
-    async def _sam2med_error(request: Request, err: Sam2MedError):
-        return JSONResponse({"detail": scrub_paths(str(err))}, status_code=status_of(err))
-
-    @app.exception_handler(RequestValidationError)
-    async def _malformed(request: Request, err: RequestValidationError):
-        return JSONResponse({"detail": validation_detail(err)}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def _fault(request: Request, err: Exception):  # a server fault: JSON like every other answer (logged by uvicorn)
-        text = scrub_paths(str(err).splitlines()[0] if str(err) else "")[:200]
-        return JSONResponse({"detail": f"internal server error: {type(err).__name__}{': ' + text if text else ''}"},
-                            status_code=500)
+    install_error_handlers(app)
 
     logger.info("sam2med server app: infer runs in worker threads; uploads limited to %.0f MB", limit_mb)
 

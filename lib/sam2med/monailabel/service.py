@@ -18,12 +18,12 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from sam2med.corrections import CorrectionStore
-from sam2med.errors import InputError, Sam2MedError
+from sam2med.errors import InputError
 from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.datastore import GuardedLocalDatastore
-from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.shared_propagator import SharedEngine
 from sam2med.monailabel.params import parse_bool
-from sam2med.monailabel.http import to_http
+from sam2med.monailabel.http import http_errors
 from sam2med.monailabel.lifetime import mark_server_process
 from sam2med.monailabel.rescoring import PromptStore, Rescorer
 from sam2med.monailabel.routes import install_routes
@@ -35,7 +35,6 @@ from sam2med.monailabel.safety import (
     is_upload,
     is_within,
     remove_uploads,
-    scrub_paths,
 )
 from sam2med.monailabel.scoring import SCORING_METHODS
 from sam2med.monailabel.snapshot import ImageSnapshot, SnapshotDatastore, take_snapshot
@@ -171,16 +170,11 @@ class AppServices:
         except Exception as err:
             if snapshot is not None and not isinstance(err, ConflictError) and snapshot.changed():
                 err = self._conflict(snapshot)  # the failure came from the image changing under the request
-            http = to_http(err)
-            if http is None:
-                raise
-            raw = str(err) if isinstance(err, Sam2MedError) else str(http.detail or "")  # before any generic scrub
             names = self._path_names(image, label, session, datastore, sessions_root)
             if snapshot is not None:  # the task read the request's private copy of the image
                 names[snapshot.path] = f"image {snapshot.image_id!r}"
-            http.detail = scrub_paths(raw.splitlines()[0] if raw else "", names)
-            logger.info("infer %s on %r rejected (%d): %s", request.get("model"), image, http.status_code, http.detail)
-            raise http from None
+            with http_errors(names, rejected=f"infer {request.get('model')} on {image!r}"):
+                raise err
         finally:
             remove_uploads(image, label)
             if snapshot is not None:
