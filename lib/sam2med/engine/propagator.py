@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sam2med.cache import CacheKey, FeatureCache, default_budget_bytes
+from sam2med.engine.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device

@@ -39,7 +39,7 @@ from sam2med.geometry import Grid
 from sam2med.monailabel.http import call
 from sam2med.monailabel.params import parse_seed_tag
 from sam2med.monailabel.safety import check_image_id
-from sam2med.io import grid_of, load_label, save_label
+from sam2med.io import grid_of, load_label, load_volume, save_label
 from sam2med.prompts import seed_on_image_grid
 
 logger = logging.getLogger(__name__)
@@ -125,8 +125,6 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
         """The grid of the cached image (NIfTI converted from the series by SimpleITK, or the series folder)."""
         uri = self.get_image_uri(image_id)
         if os.path.isdir(uri):
-            from sam2med.io import load_volume
-
             return load_volume(uri).grid
         reader = sitk.ImageFileReader()
         reader.SetFileName(uri)
@@ -287,8 +285,6 @@ def create_dicomweb_datastore(studies: str, label_names: dict[str, int] | None =
 def nifti_to_dicom_seg(series_dir: str, label: str, label_info: Any = None, file_ext: str = "*", use_itk: bool = True) -> str:
     """Drop-in for monailabel's converter of the same name, without dcmqi: a DICOM-SEG temp file path."""
     names = _names_from_info({"label_info": label_info if isinstance(label_info, list) else []})
-    from sam2med.io import load_volume
-
     grid = load_volume(series_dir).grid
     source = load_label(label)
     seg = write_seg(seed_on_image_grid(source.array, source.grid, grid), grid, series_dir, names,

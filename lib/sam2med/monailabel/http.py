@@ -1,4 +1,5 @@
-"""Errors to HTTP answers, in one place: user mistakes are 4xx with their one-line message, only real faults are 500.
+"""Requests' `params`, and errors to HTTP answers in one place: user mistakes are 4xx with their one-line message,
+only real faults are 500.
 
 Every route runs its work inside `http_errors()` (or through `call`); `install_error_handlers` answers whatever
 still escapes a route as JSON `{"detail": one line}`, so no error status is ever plain text.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping, Optional, TypeVar
 
@@ -22,6 +24,10 @@ from sam2med.monailabel.safety import (AccessError, ConflictError, NotFoundError
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+
+RESERVED_PARAMS = ("image", "label", "file", "image_id", "session", "model")
+SEGMENT_PARAM = "segment"  # a params "label" text (3D Slicer's SmartEdit: the clicked segment's name) is kept here
+MAX_PARAMS_CHARS = 1_000_000
 
 STATUS: dict[type, int] = {
     AccessError: 403,
@@ -118,3 +124,48 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _fault(request: Request, err: Exception):  # a server fault: JSON like every other answer (logged by uvicorn)
         return JSONResponse({"detail": fault_detail(err)}, status_code=500)
+
+
+def _no_constants(name: str) -> Any:
+    raise HTTPException(status_code=400, detail=f"params holds the non-finite number {name}: give finite numbers")
+
+
+def parse_request_params(params: Optional[str]) -> dict[str, Any]:
+    """The `params` form field: a JSON object of finite values; keys the server sets itself are dropped."""
+    if params and len(params) > MAX_PARAMS_CHARS:
+        raise HTTPException(status_code=413, detail=f"params is over {MAX_PARAMS_CHARS} characters")
+    try:
+        parsed = json.loads(params, parse_constant=_no_constants) if params else {}
+    except ValueError as err:
+        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
+    except RecursionError:
+        raise HTTPException(status_code=400, detail="params is nested too deeply") from None
+    if not isinstance(parsed, dict):
+        raise HTTPException(status_code=400, detail="params must be a JSON object")
+    if _has_huge_number(parsed):
+        raise HTTPException(status_code=400, detail="params holds a number too large to be finite")
+    dropped = [key for key in RESERVED_PARAMS if key in parsed]
+    segment = parsed.get("label")
+    for key in dropped:
+        parsed.pop(key)
+    if isinstance(segment, str) and segment:  # a name, never read as a file
+        parsed[SEGMENT_PARAM] = segment
+    if dropped:
+        logger.warning("ignored request params %s (set by the server, not the request)", dropped)
+    return parsed
+
+
+def _has_huge_number(value: Any) -> bool:
+    """Integers too big for a float (1e400 parses as inf): no request value needs them."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return True
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > 2**63:
+            return True
+    return False

@@ -30,7 +30,9 @@ from fastapi.responses import FileResponse, Response
 from monailabel.interfaces.utils.app import app_instance
 
 from sam2med.monailabel.auth import user_role
+from sam2med.io import load_volume
 from sam2med.monailabel.http import call
+from sam2med.monailabel.results import image_grid
 from sam2med.monailabel.progress import PROGRESS
 from sam2med.monailabel.safety import NotFoundError, check_image_id
 
@@ -75,9 +77,6 @@ def app_config_js(ohif_dir: Path = OHIF_DIR) -> str:
 
 def image_grid_json(image_id: str) -> dict[str, Any]:
     """The grid of a datastore image as JSON: shape (x, y, z), spacing, origin and direction (row-major 3x3)."""
-    from sam2med.io import load_volume
-    from sam2med.monailabel.results import image_grid
-
     check_image_id(image_id)
     datastore = app_instance().datastore()
     uri = datastore.get_image_uri(image_id)

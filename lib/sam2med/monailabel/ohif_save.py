@@ -27,11 +27,13 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 from sam2med.dicom.export import FORMATS
-from sam2med.dicom.segments import Algorithm, Segment, describe_segments
+from sam2med.dicom.segment_map import describe_segments
+from sam2med.dicom.segments import Algorithm, Segment
 from sam2med.errors import InputError
 from sam2med.geometry import reorient_to
 from sam2med.io import load_label
-from sam2med.monailabel.http import http_errors
+from sam2med.monailabel.dicomweb import Sam2MedDICOMWebDatastore
+from sam2med.monailabel.http import http_errors, parse_request_params
 from sam2med.monailabel.safety import check_image_id, upload_suffix
 
 logger = logging.getLogger(__name__)
@@ -120,9 +122,6 @@ def save_segmentation(
     label: UploadFile = File(...),
     user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
 ) -> dict[str, Any]:
-    from sam2med.monailabel.dicomweb import Sam2MedDICOMWebDatastore
-    from sam2med.monailabel.routes import parse_request_params
-
     parsed = parse_request_params(params)
     instance = app_instance()
     datastore = instance.datastore()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -42,7 +41,7 @@ from monailabel.interfaces.utils.app import app_instance
 from sam2med.monailabel import sessions as sam2med_sessions
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB
 from sam2med.monailabel.auth import install_token_check
-from sam2med.monailabel.http import call
+from sam2med.monailabel.http import RESERVED_PARAMS, call, parse_request_params
 from sam2med.monailabel.ohif import ohif_routes
 from sam2med.monailabel.ohif_save import save_routes
 from sam2med.monailabel.safety import (
@@ -57,60 +56,12 @@ from sam2med.monailabel.loop_routes import loop_routes
 logger = logging.getLogger(__name__)
 
 API = settings.MONAI_LABEL_API_STR
-RESERVED_PARAMS = ("image", "label", "file", "image_id", "session", "model")
-SEGMENT_PARAM = "segment"  # a params "label" text (3D Slicer's SmartEdit: the clicked segment's name) is kept here
-MAX_PARAMS_CHARS = 1_000_000
 RELOAD_REFUSED = "POST /reload is not served: it re-initialises the app (model, threads) on every call; restart the server instead"
 LOGS_REFUSED = "the server log is not served over HTTP (it names server files); read logs/app.log in the app folder on the server"
 
 
 def _user() -> Any:
     return Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
-
-
-def _no_constants(name: str) -> Any:
-    raise HTTPException(status_code=400, detail=f"params holds the non-finite number {name}: give finite numbers")
-
-
-def parse_request_params(params: Optional[str]) -> dict[str, Any]:
-    """The `params` form field: a JSON object of finite values; keys the server sets itself are dropped."""
-    if params and len(params) > MAX_PARAMS_CHARS:
-        raise HTTPException(status_code=413, detail=f"params is over {MAX_PARAMS_CHARS} characters")
-    try:
-        parsed = json.loads(params, parse_constant=_no_constants) if params else {}
-    except ValueError as err:
-        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
-    except RecursionError:
-        raise HTTPException(status_code=400, detail="params is nested too deeply") from None
-    if not isinstance(parsed, dict):
-        raise HTTPException(status_code=400, detail="params must be a JSON object")
-    if _has_huge_number(parsed):
-        raise HTTPException(status_code=400, detail="params holds a number too large to be finite")
-    dropped = [key for key in RESERVED_PARAMS if key in parsed]
-    segment = parsed.get("label")
-    for key in dropped:
-        parsed.pop(key)
-    if isinstance(segment, str) and segment:  # a name, never read as a file
-        parsed[SEGMENT_PARAM] = segment
-    if dropped:
-        logger.warning("ignored request params %s (set by the server, not the request)", dropped)
-    return parsed
-
-
-def _has_huge_number(value: Any) -> bool:
-    """Integers too big for a float (1e400 parses as inf): no request value needs them."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            return True
-        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > 2**63:
-            return True
-    return False
 
 
 def _save_upload(upload: UploadFile, folder: str, stem: str) -> str:

@@ -17,7 +17,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from sam2med.corrections import CorrectionStore
+from sam2med.monailabel.corrections import CorrectionStore
 from sam2med.errors import InputError
 from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.datastore import GuardedLocalDatastore
@@ -40,6 +40,7 @@ from sam2med.monailabel.scoring import SCORING_METHODS
 from sam2med.monailabel.snapshot import ImageSnapshot, SnapshotDatastore, take_snapshot
 from sam2med.monailabel.strategies import STRATEGIES
 from sam2med.monailabel.tasks import TASKS
+from sam2med.monailabel.train_task import Sam2FinetuneTask
 from sam2med.monailabel.loop_routes import recover_after_restart
 from sam2med.monailabel.warmup import WarmUp
 
@@ -74,7 +75,7 @@ class AppServices:
     def _warmup_enabled(self) -> bool:
         if self.config.warmup != "auto":
             return self.config.warmup == "true"
-        import torch
+        import torch  # late: the engine-light parts of the app (and their tests) run without loading torch
 
         return self.config.device != "cpu" and torch.cuda.is_available()
 
@@ -101,8 +102,6 @@ class AppServices:
         return {name: STRATEGIES[name](self.rescorer) for name in self.config.strategies}
 
     def trainers(self) -> Dict[str, Any]:
-        from sam2med.monailabel.train_task import Sam2FinetuneTask
-
         return {"sam2_finetune": Sam2FinetuneTask(self)} if "sam2_finetune" in self.description.get("trainers", []) else {}
 
     def scoring_methods(self) -> Dict[str, ScoringMethod]:
