@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Iterator
 
 from fastapi import HTTPException
 from monailabel.config import settings
@@ -47,6 +49,15 @@ from sam2med.monailabel.warmup import WarmUp
 logger = logging.getLogger(__name__)
 
 APP_JSON = "app.json"
+
+
+@dataclass(frozen=True)
+class GuardedInfer:
+    """A checked infer request and the datastore its task reads (a private snapshot of a datastore image)."""
+
+    request: Dict[str, Any]
+    datastore: Datastore
+    snapshot: ImageSnapshot | None
 
 
 def read_app_json(app_dir: str | os.PathLike) -> Dict[str, Any]:
@@ -133,14 +144,15 @@ class AppServices:
         except Exception as err:  # keep serving: requests will answer with the same message
             logger.error("%s could not be loaded at start: %s; requests will retry and report it", self.engine.model_title, err)
 
-    def guarded_infer(self, request: Dict[str, Any], datastore: Datastore, sessions_root: str | None,
-                      infer: Callable[[Dict[str, Any], Datastore], Dict[str, Any]]) -> Dict[str, Any]:
-        """Check what the request points at, run `infer`, turn user errors into 4xx, always remove uploads.
+    @contextmanager
+    def infer_guard(self, request: Dict[str, Any], datastore: Datastore, sessions_root: str | None) -> Iterator[GuardedInfer]:
+        """Check what the request points at; inside, the task runs on the checked request; user errors leave as
+        their 4xx; uploads are always removed. Use: `with guard as g: return guard.kept(g, run(g.request, g.datastore))`.
 
         A path is read only if this request uploaded it (`request_uploads`) or it is the image of the
         session the request named; error details name the image id or "the uploaded seed", never a path.
         A datastore image is read once into a private snapshot (snapshot.py): replaced or removed while the
-        request runs, the request is a 409 and its result is not kept.
+        request runs, the request is a 409 and its result is not kept (`kept`).
         """
         image, label = request.get("image"), request.get("label")
         session = request.get("session") if isinstance(request.get("session"), dict) else None
@@ -160,12 +172,7 @@ class AppServices:
             request["image_id"] = image if not os.path.isabs(str(image)) else None
             if local and request["image_id"]:
                 snapshot = take_snapshot(str(image), datastore.get_image_uri(image))
-            result = infer(request, SnapshotDatastore(datastore, snapshot) if snapshot else datastore)
-            if snapshot is not None and snapshot.changed():
-                if result.get("file"):
-                    Path(result["file"]).unlink(missing_ok=True)
-                self._check_snapshot(snapshot)
-            return result
+            yield GuardedInfer(request, SnapshotDatastore(datastore, snapshot) if snapshot else datastore, snapshot)
         except Exception as err:
             if snapshot is not None and not isinstance(err, ConflictError) and snapshot.changed():
                 err = self._conflict(snapshot)  # the failure came from the image changing under the request
@@ -178,6 +185,15 @@ class AppServices:
             remove_uploads(image, label)
             if snapshot is not None:
                 snapshot.remove()
+
+    def kept(self, guarded: GuardedInfer, result: Dict[str, Any]) -> Dict[str, Any]:
+        """The task's result, unless the image changed while it ran (then its file goes and the request is a 409)."""
+        snapshot = guarded.snapshot
+        if snapshot is not None and snapshot.changed():
+            if result.get("file"):
+                Path(result["file"]).unlink(missing_ok=True)
+            self._check_snapshot(snapshot)
+        return result
 
     def _conflict(self, snapshot: ImageSnapshot) -> ConflictError:
         try:
