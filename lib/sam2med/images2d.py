@@ -21,10 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+
+try:
+    import SimpleITK as sitk
+except ImportError:  # the engine profile (scripts/bundle.sh) has none: PNG/JPEG only, NIfTI/DICOM say what to install
+    sitk = None
 
 from sam2med.errors import InputError
-from sam2med.io import as_label_values, check_image_file, check_regular_file, label_dtype, write_atomically
+from sam2med.io import _simpleitk, as_label_values, check_image_file, check_regular_file, label_dtype, write_atomically
 from sam2med.windowing import Preprocessing, Window, guess_modality
 
 logger = logging.getLogger(__name__)
@@ -126,6 +130,7 @@ def _read_pil(path: Path, kind: str, label: bool) -> Image2D:
 
 
 def _read_sitk(path: Path, kind: str) -> Image2D:
+    _simpleitk(path)
     try:
         check_image_file(path, MAX_PIXELS_2D)
         image = sitk.ReadImage(str(path))
@@ -211,7 +216,7 @@ def save_mask2d(mask_hw: np.ndarray, image: Image2D, path: str | os.PathLike) ->
     if image.geometry is None:
         raise InputError(f"{image.name}: a {image.kind.upper()} image has no patient geometry for a NIfTI mask")
     array = np.ascontiguousarray(mask_hw.astype(label_dtype(max_value)))
-    out = sitk.GetImageFromArray(array if image.geometry.dimension == 2 else array[None])
+    out = _simpleitk(path, "writing").GetImageFromArray(array if image.geometry.dimension == 2 else array[None])
     image.geometry.apply(out)
     return write_atomically(path, lambda tmp: sitk.WriteImage(out, str(tmp), useCompression=True))
 

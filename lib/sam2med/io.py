@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import SimpleITK as sitk
+
+try:
+    import SimpleITK as sitk
+except ImportError:  # the engine profile (scripts/bundle.sh) has no SimpleITK: NIfTI goes through nibabel (_nifti_*)
+    sitk = None
 
 from sam2med.errors import InputError, Sam2MedError
 from sam2med.geometry import Grid
@@ -26,6 +30,56 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 MAX_VOXELS = 2**30  # 1024^3 voxels (4 GiB as float32): over any CT/MR volume; a larger header is refused unread
 _UNCOMPRESSED_DICOM = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_NO_SIMPLEITK = ("needs SimpleITK, which this install (sam2med's engine profile) leaves out: "
+                 "pip install SimpleITK==2.4.1 (and pydicom==2.4.4 for DICOM), or install the server profile; "
+                 "NIfTI (.nii, .nii.gz) works without it")
+
+
+def _simpleitk(path: str | os.PathLike, what: str = "reading"):
+    """SimpleITK, or an InputError saying what to install (engine profile: NIfTI only)."""
+    if sitk is None:
+        raise InputError(f"{path}: {what} {'a DICOM series' if Path(path).is_dir() else 'this format'} {_NO_SIMPLEITK}")
+    return sitk
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(_NIFTI_SUFFIXES)
+
+
+def _nifti_image(path: Path):
+    """A NIfTI file through nibabel (no pixels decoded yet); an unreadable header is an InputError."""
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path))
+    except Exception as err:  # nibabel raises several types for foreign or damaged files
+        raise InputError(f"{path}: cannot read it as an image ({str(err).splitlines()[0][:160] if str(err) else type(err).__name__})") from None
+
+
+def _nifti_grid(image, path: Path) -> Grid:
+    """The grid SimpleITK gives a NIfTI file: nibabel's affine (sform, else qform; RAS) in ITK's LPS terms, spacing
+    the lengths of its columns, direction the columns over their lengths."""
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(f"{path}: is {len(shape)}D; a 3D volume is needed")
+    affine = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(image.affine, dtype=float)[:3]  # RAS -> LPS
+    spacing = np.linalg.norm(affine[:, :3], axis=0)
+    direction = affine[:, :3] / spacing
+    return Grid(shape=shape, spacing=tuple(float(s) for s in spacing), origin=tuple(float(o) for o in affine[:, 3]),
+                direction=tuple(float(d) for d in direction.ravel()))
+
+
+def _nifti_volume(path: Path) -> Volume:
+    """A NIfTI volume read by nibabel, on the grid and with the values SimpleITK gives it (scl_slope/inter applied)."""
+    image = _nifti_image(path)
+    grid = _nifti_grid(image, path)
+    slope, inter = image.dataobj.slope, image.dataobj.inter
+    scaled = not (slope in (0, 1) or np.isnan(slope)) or not (inter == 0 or np.isnan(inter))
+    array = np.asanyarray(image.dataobj).astype(np.float32) if scaled else np.asanyarray(image.dataobj.get_unscaled())
+    return Volume(array=np.ascontiguousarray(array.reshape(grid.shape)), grid=grid, source=str(path))
 
 
 @dataclass
@@ -195,6 +249,14 @@ def _check_dicom_pixel_bytes(path: str | os.PathLike) -> None:
 def check_image_file(path: str | os.PathLike, limit: int) -> None:
     """Before decoding: a regular file, whose header declares at most `limit` pixels, holding all its bytes."""
     check_regular_file(path, "image file")
+    if sitk is None and _is_nifti(Path(path)):
+        shape = _nifti_image(Path(path)).shape
+        if int(np.prod(shape, dtype=np.int64)) > limit:
+            raise InputError(f"{path}: declares {'x'.join(map(str, shape))} = {int(np.prod(shape, dtype=np.int64))} "
+                             f"pixels, over the {limit} this program reads")
+        check_complete(path)
+        return
+    _simpleitk(path)
     try:
         reader = header_of(path)
     except RuntimeError:
@@ -251,8 +313,10 @@ def _read_any(path: Path) -> tuple[sitk.Image, str | None]:
 def read_grid(path: str | os.PathLike) -> Grid:
     """The voxel grid of an image file from its header alone (a DICOM folder or a non-3D file is read in full)."""
     path = Path(path)
+    if sitk is None and _is_nifti(path):
+        return _nifti_grid(_nifti_image(path), path)
     if path.is_file():
-        reader = sitk.ImageFileReader()
+        reader = _simpleitk(path).ImageFileReader()
         reader.SetFileName(str(path))
         try:
             reader.ReadImageInformation()
@@ -275,6 +339,16 @@ def _non_finite_count(path: Path, array: np.ndarray) -> int:
 
 def load_volume(path: str | os.PathLike) -> Volume:
     """Load an image (NIfTI, NRRD, MetaImage) or a DICOM series folder as a `Volume`."""
+    if sitk is None and Path(path).exists():
+        if not _is_nifti(Path(path)):
+            _simpleitk(path)
+        check_image_file(path, MAX_VOXELS)
+        volume = _nifti_volume(Path(path))
+        if np.issubdtype(volume.array.dtype, np.floating):
+            bad = _non_finite_count(Path(path), volume.array)
+            if bad:
+                raise InputError(f"{path}: {bad} voxels are NaN or infinite; replace them with finite values first")
+        return volume
     image, modality = _read_any(Path(path))
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
     if np.issubdtype(array.dtype, np.floating):
@@ -372,6 +446,8 @@ def check_output_path(path: str | os.PathLike, suffixes: tuple[str, ...] | None 
         raise InputError(f"{path}: is a folder; give an output file{kinds}")
     if suffixes is not None and not path.name.lower().endswith(suffixes):
         raise InputError(f"{path}: unsupported output format; use one of {', '.join(suffixes)}")
+    if suffixes == LABEL_SUFFIXES and not path.name.lower().endswith(_NIFTI_SUFFIXES):
+        _simpleitk(path, "writing")  # before any work: the engine profile writes NIfTI only
     check_parent_folder(path)
     try:  # a real write: permissions, read-only mounts and full disks all show here (os.access misses some)
         probe = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.probe"
@@ -402,9 +478,29 @@ def save_label(label_xyz: np.ndarray, grid: Grid, path: str | os.PathLike) -> Pa
     path = Path(path)
     suffix = _output_suffix(path)
     check_output_path(path)
+    if sitk is None and suffix in _NIFTI_SUFFIXES:
+        return write_atomically(path, lambda tmp: _nifti_save(label_xyz, grid, tmp))
+    _simpleitk(path, "writing")
     image = label_image(label_xyz, grid)
     compress = suffix in (".nii.gz", ".nrrd", ".mha")
     return write_atomically(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=compress))
+
+
+def _nifti_save(label_xyz: np.ndarray, grid: Grid, tmp: Path) -> None:
+    """A label map written by nibabel as SimpleITK writes it: sform and qform both the grid (code 1, scanner)."""
+    import nibabel as nib
+
+    if tuple(label_xyz.shape) != tuple(grid.shape):
+        raise InputError(f"label shape {label_xyz.shape} does not match the image grid {grid.shape}")
+    max_value = int(label_xyz.max()) if label_xyz.size else 0
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(grid.direction, dtype=float).reshape(3, 3) * np.asarray(grid.spacing, dtype=float)
+    affine[:3, 3] = grid.origin
+    affine[:2] *= -1  # LPS -> RAS
+    image = nib.Nifti1Image(np.ascontiguousarray(label_xyz.astype(label_dtype(max_value))), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    nib.save(image, str(tmp))  # gzip or not by the name's suffix, which write_atomically keeps
 
 
 def write_json_atomic(data: object, path: str | os.PathLike) -> Path:

@@ -53,11 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"sam2med.cli.{name.replace('-', '_')}")
+        try:
+            module = importlib.import_module(f"sam2med.cli.{name.replace('-', '_')}")
+        except ModuleNotFoundError as err:
+            # An install of the engine profile (scripts/bundle.sh) has no SimpleITK, MONAI Label or Ray: the
+            # commands that need them are listed, and say what to install when run.
+            _add_unavailable(subparsers, name, err.name or str(err))
+            continue
         sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION, formatter_class=_Formatter)
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
     return parser
+
+
+def _add_unavailable(subparsers, name: str, missing: str) -> None:
+    why = (f"'{name}' needs the Python package {missing}, which this install (sam2med's engine profile) leaves out: "
+           f"install the server profile (scripts/bundle.sh --profile server) or {missing} itself")
+
+    def run(args: argparse.Namespace) -> int:
+        raise Sam2MedError(why)
+
+    # no option prefix: whatever follows the command is taken as is, and running it says what is missing
+    sub = subparsers.add_parser(name, help=f"(unavailable here: needs {missing})", description=why, add_help=False,
+                                prefix_chars="\0")
+    sub.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    sub.set_defaults(_run=run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except Sam2MedError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        if not err.name or err.name.split(".")[0] == "sam2med":
+            raise
+        # a package that the engine profile (scripts/bundle.sh) leaves out, needed by this command or input
+        print(f"error: '{args.command}' needs the Python package {err.name.split('.')[0]}, which this install leaves out "
+              f"(sam2med's engine profile?): install the server profile (scripts/bundle.sh --profile server) or that package",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 from sam2med.cli.common import cpu_advice
-from sam2med.evaluation.report import markdown_table
 from sam2med.provenance import RANDOM_WEIGHTS_NOTE
 
 logger = logging.getLogger("sam2med.cli.evaluate")
@@ -15,6 +14,9 @@ logger = logging.getLogger("sam2med.cli.evaluate")
 def print_results(summary: dict, cases: int, out: Path, model: dict | None) -> int:
     """The table, the references' lines and the counts on stdout; the exit status (1 when no case was evaluated).
     `model`: the SAM2 model's provenance (`provenance.model_provenance`), None for the weight-free propagators."""
+    # late: the CLI imports every command to build its parser; the evaluation stack loads when evaluate runs
+    from sam2med.evaluation.report import markdown_table
+
     print(markdown_table(summary), end="")
     for name, part in summary.get("references", {}).items():
         dice = part["overall"]["dice"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import sys
 from pathlib import Path
 
 from sam2med.checkpoints import choose_model, resolve_checkpoint
@@ -16,7 +17,9 @@ from sam2med.cli.samples import SAMPLES_FOLDER
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
-DEFAULT_APP = REPO / "apps" / "sam2med"
+# A checkout's apps/, else the copy that an install from the sam2med wheel (scripts/bundle.sh) puts in sys.prefix.
+DEFAULT_APP = next((p for p in (REPO / "apps" / "sam2med", Path(sys.prefix) / "share" / "sam2med" / "apps" / "sam2med")
+                    if (p / "main.py").is_file()), REPO / "apps" / "sam2med")
 DEFAULT_STUDIES = Path(SAMPLES_FOLDER)  # of the current folder, where `samples` writes it
 
 HELP = "start the MONAI Label server (OHIF at /ohif/, 3D Slicer plugin, REST API)"

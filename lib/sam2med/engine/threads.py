@@ -14,8 +14,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-import SimpleITK as sitk
 import torch
+
+try:
+    import SimpleITK as sitk
+except ImportError:  # the engine profile (scripts/bundle.sh) has no SimpleITK, so no ITK threads to set
+    sitk = None
 
 
 def default_threads() -> int:
@@ -34,17 +38,19 @@ def set_compute_threads(threads: int) -> None:
     """Compute with `threads` threads in this process: torch (the model, SAM2's kernels) and ITK (the registration
     reference, resampling)."""
     torch.set_num_threads(check_threads(threads))
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    if sitk is not None:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
 @contextmanager
 def compute_threads(threads: int) -> Iterator[int]:
     """`set_compute_threads(threads)` for the block, then the counts this process had before."""
     torch_before = torch.get_num_threads()
-    itk_before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    itk_before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() if sitk is not None else None
     set_compute_threads(threads)
     try:
         yield threads
     finally:
         torch.set_num_threads(torch_before)
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_before)
+        if sitk is not None:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_before)

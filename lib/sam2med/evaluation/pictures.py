@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
 
 from sam2med.evaluation.runner import TargetResult
 from sam2med.geometry import Axis, to_slices
@@ -72,7 +71,12 @@ def dice_chart(groups: dict[str, list[TargetResult]], path: Path, title: str = "
 
 def _outline(labels: np.ndarray) -> np.ndarray:
     """Pixels of a label map whose 3x3 neighbourhood holds another value: each structure's own contour."""
-    low, high = ndimage.minimum_filter(labels, size=3), ndimage.maximum_filter(labels, size=3)
+    # the 3x3 minimum and maximum with the edge repeated (scipy.ndimage's size-3 filters, 'reflect'), in numpy:
+    # the engine profile (scripts/bundle.sh) has no scipy
+    padded = np.pad(labels, 1, mode="edge")
+    rows, cols = labels.shape
+    shifted = [padded[i:i + rows, j:j + cols] for i in range(3) for j in range(3)]
+    low, high = np.minimum.reduce(shifted), np.maximum.reduce(shifted)
     return (labels != 0) & ((low != labels) | (high != labels))
 
 
