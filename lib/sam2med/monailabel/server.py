@@ -1,14 +1,15 @@
 """The ASGI app that `main.py serve` runs: MONAI Label's own FastAPI app, with three changes.
 
 1. Request bodies over the upload limit are refused with 413 before they are stored.
-2. sam2med's routes (routes.py) go first: `POST /infer/{model}` runs in FastAPI's worker threads
+2. sam2med's routes (routes.py) go first, put there by the app when it starts (`service.on_start`, the one
+   place that installs them, for both launches): `POST /infer/{model}` runs in FastAPI's worker threads
    (MONAI Label's version blocks the event loop), so concurrent requests proceed side by side and
    `/info/` answers while a propagation runs; uploads are the request's own; `/logs/` is not served.
 3. Any `Sam2MedError` that escapes a route becomes its 4xx answer; a malformed request is a one-line 422; any
    other fault a 500 `{"detail": one line}` (never plain text): `http.install_error_handlers`.
 
 `monailabel start_server` without `--uvicorn_app sam2med.monailabel.server:app` serves MONAI Label's app;
-the sam2med app installs the same routes there when it starts (service.py), without the body limit.
+the sam2med app installs the same routes there when it starts, without the body limit.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from monailabel.app import app
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_ENV
 from sam2med.monailabel.auth import install_token_check
 from sam2med.monailabel.http import install_error_handlers
-from sam2med.monailabel.routes import install_routes
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,6 @@ def _install() -> None:
     install_token_check()
     limit_mb = float(os.environ.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD_MB)
     app.add_middleware(BodyLimit, limit_bytes=int(limit_mb * 1e6))
-    install_routes(app)
 
     install_error_handlers(app)
 
