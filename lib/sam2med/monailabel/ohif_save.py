@@ -116,6 +116,7 @@ def save_labelmap(datastore: Any, image_id: str, label_path: str, request: SaveR
     }
 
 
+@http_errors()  # every error of the request: its HTTP answer
 def save_segmentation(
     image: str,
     params: str = Form("{}"),
@@ -131,13 +132,12 @@ def save_segmentation(
     engine = getattr(services, "engine", None)
     folder = tempfile.mkdtemp(prefix="sam2med_save_")
     try:
-        with http_errors():
-            check_image_id(image)
-            request = SaveRequest.parse(parsed, engine.current_version() if engine is not None else None)
-            path = os.path.join(folder, "labelmap" + upload_suffix(label.filename))
-            with open(path, "wb") as out:
-                shutil.copyfileobj(label.file, out)
-            return save_labelmap(datastore, image, path, request)
+        check_image_id(image)
+        request = SaveRequest.parse(parsed, engine.current_version() if engine is not None else None)
+        path = os.path.join(folder, "labelmap" + upload_suffix(label.filename))
+        with open(path, "wb") as out:
+            shutil.copyfileobj(label.file, out)
+        return save_labelmap(datastore, image, path, request)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
