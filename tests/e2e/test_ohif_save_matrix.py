@@ -34,22 +34,33 @@ VARIANTS = [
     Variant("sagittal", "example_ct_sm.nii.gz", perm=(1, 2, 0), flips=(False, True, False)),
 ]
 
-SNAPSHOT = """() => { const c = window.sam2med; const seg = c.segmentation(c.activeViewport().viewportId);
-  return c.labelmapImages(seg).map(im => { const on = []; im.pixels.forEach((v, i) => { if (v) on.push([i, v]); });
-    return { position: im.plane.position, row: im.plane.row, col: im.plane.col, dx: im.plane.dx, dy: im.plane.dy,
-             rows: im.plane.rows, columns: im.plane.columns, on }; }); }"""
+RUNS = """(images) => images.map(im => { const runs = []; const p = im.pixels; let i = 0;  // run-length: [start, length, value]...
+  while (i < p.length) { if (!p[i]) { i++; continue; } const v = p[i]; const start = i; while (i < p.length && p[i] === v) i++;
+    runs.push(start, i - start, v); }
+  return { position: im.plane.position, row: im.plane.row, col: im.plane.col, dx: im.plane.dx, dy: im.plane.dy,
+           rows: im.plane.rows, columns: im.plane.columns, runs }; })"""
+SNAPSHOT = f"""() => {{ const c = window.sam2med; const seg = c.segmentation(c.activeViewport().viewportId);
+  return ({RUNS})(c.labelmapImages(seg)); }}"""
 SHOWN_INDEX = "() => window.sam2med.activeViewport().viewport.getCurrentImageIdIndex()"
-REOPEN = """async (segUid) => { const { displaySetService, segmentationService } = window.sam2med.services;
+REOPEN = f"""async (segUid) => {{ const {{ displaySetService, segmentationService }} = window.sam2med.services;
   const ds = displaySetService.getActiveDisplaySets().find(d => d.Modality === 'SEG' && d.SeriesInstanceUID === segUid);
   if (!ds) return 'no SEG display set ' + segUid;
-  await ds.load({ headers: {} });
+  await ds.load({{ headers: {{}} }});
   const seg = segmentationService.getSegmentation(ds.displaySetInstanceUID);
   if (!seg) return 'OHIF made no segmentation of the SEG';
   const names = Object.fromEntries(Object.values(seg.segments).filter(Boolean).map(s => [s.segmentIndex, s.label]));
-  return { names, images: window.sam2med.labelmapImages(seg).map(im => { const on = [];
-    im.pixels.forEach((v, i) => { if (v) on.push([i, v]); });
-    return { position: im.plane.position, row: im.plane.row, col: im.plane.col, dx: im.plane.dx, dy: im.plane.dy,
-             rows: im.plane.rows, columns: im.plane.columns, on }; }) }; }"""
+  return {{ names, images: ({RUNS})(window.sam2med.labelmapImages(seg)) }}; }}"""
+
+
+def _pixels(image: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(pixel indices, values) of an image's non-zero pixels, from its runs."""
+    runs = np.asarray(image["runs"], dtype=np.int64).reshape(-1, 3)
+    if not len(runs):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    lengths = runs[:, 1]
+    starts = np.repeat(runs[:, 0], lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return starts + offsets, np.repeat(runs[:, 2], lengths)
 
 
 @pytest.fixture(scope="module")
@@ -137,26 +148,24 @@ def _on_grid(images: list[dict], grid) -> np.ndarray:
     to_index = np.linalg.inv(direction * np.asarray(grid.spacing)[None, :])
     out = np.zeros(grid.shape, dtype=np.uint16)
     for image in images:
-        if not image["on"]:
+        index, values = _pixels(image)
+        if not len(index):
             continue
-        pixels = np.asarray(image["on"], dtype=np.int64)
-        j, i = np.divmod(pixels[:, 0], image["columns"])
+        j, i = np.divmod(index, image["columns"])
         points = (np.asarray(image["position"])[None, :] + i[:, None] * image["dx"] * np.asarray(image["row"])[None, :]
                   + j[:, None] * image["dy"] * np.asarray(image["col"])[None, :])
         ijk = (points - np.asarray(grid.origin)[None, :]) @ to_index.T
         assert np.abs(ijk - np.round(ijk)).max() < 0.02, "a page image is off the series' lattice"
         ijk = np.round(ijk).astype(int)
-        out[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = pixels[:, 1]
+        out[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = values
     return out
 
 
 def _per_image(images: list[dict]) -> list[dict[int, set[int]]]:
     result = []
     for image in images:
-        by_value: dict[int, set[int]] = {}
-        for index, value in image["on"]:
-            by_value.setdefault(value, set()).add(index)
-        result.append(by_value)
+        index, values = _pixels(image)
+        result.append({int(v): set(index[values == v].tolist()) for v in np.unique(values)})
     return result
 
 
@@ -300,3 +309,58 @@ def test_save_refuses_bad_input_and_stores_nothing(server, orthanc, matrix_serie
         response = _post_save(server, series_uid, array, on, params, tmp_path)
         assert response.status_code == status and detail in response.json()["detail"], (params, response.text)
     assert _seg_series(orthanc["url"]) == before, "a refused Save stored something"
+
+
+RT_CONTOURS = """async (rtUid) => { const { displaySetService } = window.sam2med.services;
+  const ds = displaySetService.getActiveDisplaySets().find(d => d.Modality === 'RTSTRUCT' && d.SeriesInstanceUID === rtUid);
+  if (!ds) return 'no RTSTRUCT display set ' + rtUid;
+  await ds.load({ headers: {} });
+  return ds.structureSet.ROIContours.map(r => ({ name: r.ROIName, number: r.ROINumber,
+    z: [...new Set(r.contourPoints.map(c => Math.round(c.points[0].z * 1000) / 1000))].sort((a, b) => a - b),
+    x: [Math.min(...r.contourPoints.flatMap(c => c.points.map(p => p.x))), Math.max(...r.contourPoints.flatMap(c => c.points.map(p => p.x)))],
+    y: [Math.min(...r.contourPoints.flatMap(c => c.points.map(p => p.y))), Math.max(...r.contourPoints.flatMap(c => c.points.map(p => p.y)))] })); }"""
+
+
+def test_rtstruct_saved_through_the_server_opens_in_ohif_on_the_right_slices(browser, server, orthanc, matrix_series,
+                                                                            shared_data, tmp_path):
+    """Save as RTSTRUCT (two organs of the shared CT labels): OHIF (its Basic Viewer) lists it and reads each ROI's
+    contours on exactly the slices, and within the extent in mm, where the label lies."""
+    from sam2med.io import load_label, load_volume
+    from sam2med.prompts import seed_on_image_grid
+
+    series_uid, folder = matrix_series["as-stored"]
+    grid = load_volume(folder).grid
+    organs = load_label(shared_data / "totalsegmentator/example_seg_dicom.nii.gz")
+    on_ct = seed_on_image_grid(organs.array, organs.grid, grid)
+    label = np.zeros(grid.shape, dtype=np.uint8)
+    label[:, :, 6:14][on_ct[:, :, 6:14] == 5] = 1  # liver
+    label[:, :, 8:12][on_ct[:, :, 8:12] == 1] = 2  # spleen
+    segments = [{"value": 1, "name": "liver", "color": [220, 90, 60]}, {"value": 2, "name": "spleen", "color": [80, 160, 60]}]
+    response = _post_save(server, series_uid, label, grid, {"format": "rtstruct", "description": "e2e rtstruct",
+                                                            "segments": segments}, tmp_path)
+    assert response.status_code == 200, response.text
+    saved = response.json()
+    assert saved["format"] == "rtstruct" and [s["name"] for s in saved["segments"]] == ["liver", "spleen"]
+    listed = _get_json(f"{orthanc['url']}/series?Modality=RTSTRUCT&includefield=0008103E")
+    assert [s["0008103E"]["Value"][0] for s in listed if s["0020000E"]["Value"][0] == saved["series_uid"]] == ["e2e rtstruct"]
+
+    context = browser.new_context(viewport={"width": 1500, "height": 950})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        # OHIF's Basic Viewer reads RTSTRUCT (the Segmentation mode, and so this app's mode, reads SEG only)
+        open_viewer(page, server, orthanc["study"], f"{series_uid},{saved['series_uid']}", mode="viewer")
+        rois = page.evaluate(RT_CONTOURS, saved["series_uid"])
+    finally:
+        context.close()
+    assert isinstance(rois, list), rois
+    direction = np.asarray(grid.direction, float).reshape(3, 3) * np.asarray(grid.spacing)[None, :]
+    for value, name in ((1, "liver"), (2, "spleen")):
+        roi = next(r for r in rois if r["name"] == name)
+        ijk = np.argwhere(label == value)
+        mm = np.asarray(grid.origin)[None, :] + ijk @ direction.T
+        assert roi["z"] == sorted({round(float(z), 3) for z in mm[:, 2]}), (name, roi["z"])
+        for axis, key in ((0, "x"), (1, "y")):  # contours run around voxel centres, within half a voxel of them
+            low, high = mm[:, axis].min(), mm[:, axis].max()
+            assert low - grid.spacing[axis] <= roi[key][0] <= low + grid.spacing[axis], (name, key, roi[key], low)
+            assert high - grid.spacing[axis] <= roi[key][1] <= high + grid.spacing[axis], (name, key, roi[key], high)

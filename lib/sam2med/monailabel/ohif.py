@@ -21,6 +21,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +39,10 @@ from sam2med.monailabel.safety import NotFoundError, check_image_id
 
 BUNDLED_OHIF_VERSION = "3.10.0-beta.5"
 OHIF_DIR = Path(monailabel.__file__).resolve().parent / "endpoints" / "static" / "ohif"
-EXTENSION_DIR = Path(__file__).resolve().parents[3] / "apps" / "sam2med" / "ohif"
+# The modules in the checkout's apps/sam2med/ohif/, or where the wheel installs the app (share/sam2med/apps/sam2med).
+EXTENSION_DIR = next((p for p in (Path(__file__).resolve().parents[3] / "apps" / "sam2med" / "ohif",
+                                  Path(sys.prefix) / "share" / "sam2med" / "apps" / "sam2med" / "ohif") if p.is_dir()),
+                     Path(__file__).resolve().parents[3] / "apps" / "sam2med" / "ohif")
 EXTENSION_URL = "/ohif/sam2med/sam2med-extension.js"
 MODE_URL = "/ohif/sam2med/sam2med-mode.js"
 _MODULE_NAME = re.compile(r"^[a-z0-9-]{1,64}\.js$")
