@@ -73,8 +73,8 @@ class Sam2MedApp(MONAILabelApp):
         # the annotator accepted; storing every Run filled studies with series nobody chose to keep.
         request = {**request, "save_label": self.services.wants_saved_result(request)}
         sessions = self.sessions()
-        return self.services.guarded_infer(request, datastore or self.datastore(), sessions.store_path if sessions else None,
-                                           lambda checked, store: super(Sam2MedApp, self).infer(checked, store))
+        with self.services.infer_guard(request, datastore or self.datastore(), sessions.store_path if sessions else None) as guarded:
+            return self.services.kept(guarded, super().infer(guarded.request, guarded.datastore))  # MONAI Label runs the task
 
     def next_sample(self, request):
         self.services.check_strategy(request, self._strategies)

@@ -96,3 +96,8 @@ def model_provenance(propagator) -> dict:
 def provenance(propagator, inputs: dict[str, dict], window: str) -> dict:
     """The provenance block of a `--scores` file or a server response."""
     return {"inputs": inputs, **model_provenance(propagator), "window": window, "versions": versions()}
+
+
+def model_version(model_name: str, checkpoint) -> str:
+    """The version of a model's weights as responses and scores carry it: its name and the checkpoint's sha256 prefix."""
+    return f"{model_name}:{file_sha256(checkpoint)[:12]}"

@@ -346,3 +346,23 @@ def test_a_seed_drawn_along_another_axis_gets_a_one_line_hint(random_checkpoint,
     assert code == 0
     hints = [line for line in printed.splitlines() if "did you mean" in line]
     assert hints == ["note: the seed lies on 1 axial slice (3) but on 4 coronal slices, a line on each: did you mean axis axial?"]
+
+
+# The keys of the --scores JSON, pinned before the issue-25 refactor: clients read these, so a move must not change them.
+SCORES_KEYS = {"axis", "cache", "encode_seconds", "kept_slices", "labels", "locked_labels", "overlap", "provenance", "seconds",
+               "slice_range", "slices_processed", "track_seconds"}
+SCORES_LABEL_KEYS = {"mean_iou", "mean_object_score", "means_exclude_seed_slices", "name", "seed_slices", "slice_range", "slices",
+                     "volume_mm3", "voxels"}
+SCORES_SLICE_KEYS = {"area", "area_mm2", "iou", "object_score", "seed", "slice"}
+
+
+def test_scores_json_keys_are_pinned(ct_case, random_checkpoint, tmp_path, capsys):
+    image, seed, z, _ = ct_case
+    out, scores = tmp_path / "out.nii.gz", tmp_path / "scores.json"
+    assert main(["propagate", str(image), "--seed", str(seed), "--range", str(z), str(z + 1), "--checkpoint", str(random_checkpoint),
+                 "--device", "cpu", "--image-size", str(TEST_IMAGE_SIZE), "-o", str(out), "--scores", str(scores)]) == 0
+    report = json.loads(scores.read_text())
+    assert set(report) == SCORES_KEYS
+    for info in report["labels"].values():
+        assert set(info) == SCORES_LABEL_KEYS
+        assert all(set(s) == SCORES_SLICE_KEYS for s in info["slices"])

@@ -9,7 +9,8 @@ import pydicom
 import pytest
 
 from sam2med.dicom.seg import read_seg, save_seg, segment_names, write_seg
-from sam2med.dicom.segments import Algorithm, Code, Segment, describe_segments
+from sam2med.dicom.segment_map import describe_segments
+from sam2med.dicom.segments import Algorithm, Code, Segment
 from sam2med.dicom.series import decompress, read_series_files, repair_series, repaired_copy, write_series
 from sam2med.errors import InputError
 from sam2med.io import load_label, load_volume

@@ -18,7 +18,7 @@ from live_server import running_server, small_server_args
 from test_server import _seed_file
 from sam2med.checkpoints import sidecar_path
 from sam2med.provenance import RANDOM_WEIGHTS_KEY
-from sam2med.uncertainty import image_uncertainty
+from sam2med.monailabel.uncertainty import image_uncertainty
 
 pytestmark = pytest.mark.integration
 

@@ -465,3 +465,25 @@ def test_ohif_routes_serve_the_extension_grid_and_progress(server):
     assert requests.get(f"{url}/sam2med/progress/pytest-unknown-01", timeout=30).status_code == 404
     bad = requests.get(f"{url}/sam2med/progress/bad", timeout=30)
     assert 400 <= bad.status_code < 500 and "progress_id" in bad.json()["detail"]
+
+
+# The keys of the /infer/sam2_propagate JSON answer (output=json), pinned before the issue-25 refactor: viewers read them.
+INFER_KEYS = {"axis", "cache", "correction", "encode_seconds", "kept_slices", "label_names", "labels", "latencies", "locked_labels",
+              "model_version", "overlap", "provenance", "review_slices", "seconds", "seed", "seed_slices", "seed_slices_per_label",
+              "slice_range", "slices_processed", "track_seconds"}
+INFER_LABEL_KEYS = {"mean_iou", "mean_object_score", "means_exclude_seed_slices", "name", "seed_slices", "slice_range", "slices",
+                    "volume_mm3", "voxels"}
+INFER_SLICE_KEYS = {"area", "area_mm2", "iou", "object_score", "seed", "slice"}
+
+
+def test_infer_json_answer_keys_are_pinned(server):
+    with open(server["ct_seed"], "rb") as seed:
+        answer = requests.post(f"{server['url']}/infer/sam2_propagate", params={"image": "ct", "output": "json"},
+                               data={"params": json.dumps({"slice_range": list(CT_RANGE)})},
+                               files={"label": ("seed.nii.gz", seed)}, timeout=600)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == INFER_KEYS
+    for info in body["labels"].values():
+        assert set(info) == INFER_LABEL_KEYS
+        assert all(set(s) == INFER_SLICE_KEYS for s in info["slices"])

@@ -26,7 +26,7 @@ from monailabel.client.client import MONAILabelClientException
 
 from live_server import REPO, free_port, running_server
 from test_server import _seed_file
-from sam2med.uncertainty import image_uncertainty
+from sam2med.monailabel.uncertainty import image_uncertainty
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 
 from sam2med.errors import InputError
 from sam2med.monailabel.appconfig import AppConfig
-from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.shared_propagator import SharedEngine
 
 
 def _engine(conf: dict, tmp_path) -> SharedEngine:

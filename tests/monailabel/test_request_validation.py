@@ -18,7 +18,7 @@ from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Grid
 from sam2med.monailabel.http import status_of
 from sam2med.monailabel.params import click_seeds, parse_points, parse_propagate, parse_slice_range
-from sam2med.monailabel.routes import parse_request_params
+from sam2med.monailabel.http import parse_request_params
 
 NAMES = {"spleen": 1, "liver": 5}
 GRID = Grid(shape=(40, 30, 20), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))

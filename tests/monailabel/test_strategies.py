@@ -73,7 +73,7 @@ def test_tags_and_ids_cannot_leave_the_datastore(store, tmp_path):
 
 def _scores(store, image_id, object_score):
     from sam2med.monailabel.strategies import SCORES_KEY
-    from sam2med.uncertainty import score_record
+    from sam2med.monailabel.uncertainty import score_record
 
     labels = {"1": [{"slice": 0, "object_score": 1.0, "iou": None, "area": 9, "seed": True},
                     {"slice": 1, "object_score": object_score, "iou": 0.9, "area": 8, "seed": False}]}

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from conftest import TEST_IMAGE_SIZE
 from sam2med.monailabel.appconfig import AppConfig
-from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.shared_propagator import SharedEngine
 from sam2med.monailabel.warmup import WarmUp
 
 pytestmark = pytest.mark.integration

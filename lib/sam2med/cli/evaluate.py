@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from sam2med.cli.common import (add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments, cpu_advice,
+from sam2med.cli.common import (add_model_arguments, add_ray_arguments, check_model_arguments, check_ray_arguments,
                                 make_output_folder, propagator_kwargs)
+from sam2med.cli.evaluate_one_prompt import run_one_prompt
+from sam2med.cli.evaluate_results import print_results
 from sam2med.cli.policies import add_policy_arguments, policy_options
 from sam2med.engine.threads import compute_threads
 from sam2med.errors import InputError
 from sam2med.geometry import Axis
-from sam2med.provenance import RANDOM_WEIGHTS_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +201,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_ray_arguments(args)
     if args.protocol.strip().lower() == "one-prompt":
-        from sam2med.cli.evaluate_one_prompt import run_one_prompt
-
         if args.ray:
             raise InputError("--ray applies to the 3D protocols; one-prompt runs its 2D cases in one process")
 
@@ -252,27 +251,3 @@ def run(args: argparse.Namespace) -> int:
     groups = {args.propagator: results, **{n: [t for o in outs for t in o.targets] for n, outs in references.items()}}
     pictures.dice_chart(groups, out / "dice_by_organ.png", title=_chart_title(outcomes, writer.modalities, list(groups), config))
     return print_results(summary, len(outcomes), out, model.get("model"))
-
-
-def print_results(summary: dict, cases: int, out: Path, model: dict | None) -> int:
-    """The table, the references' lines and the counts on stdout; the exit status (1 when no case was evaluated).
-    `model`: the SAM2 model's provenance (`provenance.model_provenance`), None for the weight-free propagators."""
-    from sam2med.evaluation.report import markdown_table
-
-    print(markdown_table(summary), end="")
-    for name, part in summary.get("references", {}).items():
-        dice = part["overall"]["dice"]
-        if dice["mean"] is not None:
-            print(f"reference {name}: Dice {dice['mean']:.3f} ± {dice['std']:.3f} (median {dice['median']:.3f}) over {part['overall']['n']} target(s)")
-    if model and model.get("random_weights"):
-        print(RANDOM_WEIGHTS_NOTE)
-    advice = cpu_advice(model["device"].split(":")[0], model["input_size"]) if model else None
-    if advice:
-        print(advice)
-    evaluated = summary["cases"]["evaluated"]
-    print(f"{evaluated} of {cases} case(s) evaluated, {len(summary['failed'])} failure(s), "
-          f"{len(summary['skipped'])} target(s) skipped; results in {out}/")
-    if evaluated == 0:
-        logger.error("no case was evaluated (every case failed or all its targets were skipped); see %s", out / "summary.md")
-        return 1
-    return 0

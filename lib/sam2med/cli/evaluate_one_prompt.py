@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sam2med.cli.common import check_model_arguments, make_output_folder, propagator_kwargs
-from sam2med.cli.evaluate import print_results
+from sam2med.cli.evaluate_results import print_results
 from sam2med.errors import InputError
 from sam2med.windowing import Window
 

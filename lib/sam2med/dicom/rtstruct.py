@@ -35,7 +35,8 @@ from skimage.draw import polygon as fill_polygon
 from skimage.measure import find_contours
 
 from sam2med.dicom.seg import _check_source, source_datasets
-from sam2med.dicom.segments import ANATOMICAL_STRUCTURE_CATEGORY, Algorithm, Segment, describe_segments
+from sam2med.dicom.segment_map import describe_segments
+from sam2med.dicom.segments import ANATOMICAL_STRUCTURE_CATEGORY, Algorithm, Segment
 from sam2med.errors import InputError
 from sam2med.geometry import Grid
 from sam2med.io import label_dtype, write_atomically

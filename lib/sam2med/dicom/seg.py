@@ -19,7 +19,8 @@ import pydicom_seg
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from sam2med.dicom.segments import Algorithm, Segment, describe_segments
+from sam2med.dicom.segment_map import describe_segments
+from sam2med.dicom.segments import Algorithm, Segment
 from sam2med.errors import InputError
 from sam2med.geometry import Grid
 from sam2med.io import grid_of, label_image, write_atomically

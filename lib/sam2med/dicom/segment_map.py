@@ -27,7 +27,7 @@ import csv
 import functools
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +272,25 @@ def read_segment_map(spec: str) -> dict[int, Segment]:
             raise InputError(f"{spec}: a CSV label map holds one map; give it without :KEY")
         return _read_csv(path)
     return _read_json(path, key)
+
+
+def describe_segments(
+    values: Sequence[int],
+    names: Mapping[int, str] | None = None,
+    given: Mapping[int, Segment] | None = None,
+) -> list[Segment]:
+    """A `Segment` for each label value: the one `given` for it, else one named from `names`: a TotalSegmentator
+    structure name gets its SNOMED CT codes and colour (`totalsegmentator_segment`), any other name (or
+    "label N" when unnamed) the generic anatomical-structure codes and a colour from the default cycle."""
+    names = names or {}
+    given = given or {}
+    segments = []
+    for i, value in enumerate(int(v) for v in values):
+        if value in given:
+            if int(given[value].value) != value:
+                raise InputError(f"segment description for value {value} says value {given[value].value}")
+            segments.append(given[value])
+        else:
+            name = names.get(value) or f"label {value}"
+            segments.append(totalsegmentator_segment(value, name) or Segment(value, name, DEFAULT_COLORS[i % len(DEFAULT_COLORS)]))
+    return segments

@@ -3,7 +3,7 @@ that made it. One description serves every writer (DICOM-SEG, RTSTRUCT)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
@@ -92,28 +92,3 @@ class Algorithm:
     def __post_init__(self) -> None:
         if self.kind not in ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC"):
             raise InputError(f"algorithm kind {self.kind!r} is not MANUAL, SEMIAUTOMATIC or AUTOMATIC")
-
-
-def describe_segments(
-    values: Sequence[int],
-    names: Mapping[int, str] | None = None,
-    given: Mapping[int, Segment] | None = None,
-) -> list[Segment]:
-    """A `Segment` for each label value: the one `given` for it, else one named from `names`: a TotalSegmentator
-    structure name gets its SNOMED CT codes and colour (`segment_map.totalsegmentator_segment`), any other name (or
-    "label N" when unnamed) the generic anatomical-structure codes and a colour from the default cycle."""
-    from sam2med.dicom.segment_map import totalsegmentator_segment
-
-    names = names or {}
-    given = given or {}
-    segments = []
-    for i, value in enumerate(int(v) for v in values):
-        if value in given:
-            if int(given[value].value) != value:
-                raise InputError(f"segment description for value {value} says value {given[value].value}")
-            segments.append(given[value])
-        else:
-            name = names.get(value) or f"label {value}"
-            segments.append(totalsegmentator_segment(value, name) or Segment(value, name, DEFAULT_COLORS[i % len(DEFAULT_COLORS)]))
-    return segments
-

@@ -11,8 +11,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sam2med.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.checkpoints import choose_model, resolve_checkpoint
+from sam2med.engine.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
 from sam2med.engine.overlap import KEEP, assemble_slice, parse_overlap
@@ -125,6 +125,45 @@ class PropagationResult:
                 for label, scores in self.scores.items()
             },
         }
+
+
+@dataclass
+class TrackedObject:
+    """One label being tracked: sam2's output dict for it, its own range, its selective-memory bank."""
+
+    label: int
+    index: int  # sam2's object index (the label's position in seeds.labels)
+    output: dict  # sam2's per-object output dict (prompted and tracked frames)
+    label_range: SliceRange | None = None  # None: the whole tracked range
+    bank: list[MemoryCandidate] = field(default_factory=list)  # selective memory: the frames it attends to
+
+
+@dataclass
+class ObjectFrame:
+    """One label on one frame: its low-res mask logits and, where it was tracked or prompted, sam2's output."""
+
+    mask: torch.Tensor
+    out: dict | None = None  # None: outside the label's range or past its stop (mask: the empty logits)
+    seed: bool = False  # a prompted frame
+    memory: tuple[int, ...] | None = None  # selective memory: the slices it attended to
+
+
+@dataclass
+class _TrackingRun:
+    """What the steps of one `Propagator._track` share."""
+
+    state: dict  # sam2's inference state
+    seeds: SeedMasks | ClickSeeds
+    indices: list[int]  # frame -> slice
+    objects: list[TrackedObject]
+    absent: torch.Tensor  # the low-res logits of an object outside its own range
+    label_values: torch.Tensor
+    label_frames: np.ndarray  # (frames, H, W) the assembled label
+    scores: dict[int, list[SliceScore]]
+    stops: dict[int, LabelStops] | None
+    memory: SelectiveMemory | None
+    overlap: str
+    locked_slices: np.ndarray | None
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -384,103 +423,106 @@ class Propagator:
         With `stops`, a label is tracked only while its `LabelStops` is active, a frame no label needs is
         skipped, and `encode(slice)` runs before a frame is tracked. With `memory`, each label's memory bank
         is re-chosen after every frame (`select_memory`). Each frame's label is put together by `assemble_slice`:
-        drawn labels as drawn, `locked_slices` (N, H, W) kept, `overlap` where labels meet."""
+        drawn labels as drawn, `locked_slices` (N, H, W) kept, `overlap` where labels meet.
+
+        Steps: `_track_frame` (one frame, all labels) -> `_track_object` (one label on one frame) -> the tracker."""
         tracker = self.tracker
         frame_of = {s: f for f, s in enumerate(indices)}
         offload = self.device.type == "cuda" and len(indices) > 300
         state = new_tracking_state(features, indices, height, width, self.device, offload_state_to_cpu=offload)
         labels = seeds.labels
-        label_values = torch.tensor(labels, device=self.device)
         dtype = label_dtype(max([*labels, 0 if locked_slices is None else int(locked_slices.max())]))
-        label_frames = np.zeros((len(indices), height, width), dtype=dtype)
-        scores: dict[int, list[SliceScore]] = {label: [] for label in labels}
 
         with self._autocast():
             self._add_prompts(state, seeds, frame_of)
             tracker.propagate_in_video_preflight(state)
-            num_objects = len(labels)
-            obj_outputs = [state["output_dict_per_obj"][state["obj_id_to_idx"][label]] for label in labels]
-            first = min(f for out in obj_outputs for f in out["cond_frame_outputs"])
+            objects = [TrackedObject(label, obj_idx, output, (label_ranges or {}).get(label))
+                       for obj_idx, (label, output) in enumerate(zip(labels, tracker.object_outputs(state, labels)))]
+            first = min(f for obj in objects for f in tracker.prompted(obj.output))
             order = [(f, False) for f in range(first, len(indices))] + [(f, True) for f in range(first - 1, -1, -1)]
             reach = memory_reach(tracker)
-            ranges = [(label_ranges or {}).get(label) for label in labels]
-            absent = torch.full_like(next(iter(obj_outputs[0]["cond_frame_outputs"].values()))["pred_masks"], -1024.0,
-                                     device=self.device)  # the low-res logits of an object outside its own range
-            banks: list[list[MemoryCandidate]] = [[] for _ in labels]
+            run = _TrackingRun(
+                state=state, seeds=seeds, indices=indices, objects=objects,
+                absent=torch.full_like(next(iter(tracker.prompted(objects[0].output).values()))["pred_masks"], -1024.0,
+                                       device=self.device),  # the low-res logits of an object outside its own range
+                label_values=torch.tensor(labels, device=self.device),
+                label_frames=np.zeros((len(indices), height, width), dtype=dtype),
+                scores={label: [] for label in labels}, stops=stops, memory=memory, overlap=overlap, locked_slices=locked_slices,
+            )
             if memory is not None:
-                for obj_output in obj_outputs:
-                    obj_output[SELECTED_MEMORY] = {}
+                for obj in objects:
+                    obj.output[SELECTED_MEMORY] = {}
             for done, (frame, reverse) in enumerate(order, 1):
-                if stops is not None:
-                    if not any(stops[label].active(indices[frame]) for label in labels):  # every label stopped here
-                        if progress:
-                            progress(done, len(order), "track")
-                        continue
-                    encode(indices[frame])
-                masks, outs, is_seed, used_memory = [], [], [], []
-                for obj_idx, obj_output in enumerate(obj_outputs):
-                    if (ranges[obj_idx] is not None and indices[frame] not in ranges[obj_idx]) or (
-                            stops is not None and not stops[labels[obj_idx]].active(indices[frame])):
-                        masks.append(absent)
-                        outs.append(None)
-                        is_seed.append(False)
-                        used_memory.append(None)
-                        continue
-                    used_memory.append(None if memory is None else tuple(sorted(indices[c.frame] for c in banks[obj_idx])))
-                    if frame in obj_output["cond_frame_outputs"]:
-                        out = obj_output["cond_frame_outputs"][frame]
-                        mask = out["pred_masks"].to(self.device, non_blocking=True)
-                    else:
-                        out, mask = tracker._run_single_frame_inference(
-                            inference_state=state, output_dict=obj_output, frame_idx=frame, batch_size=1,
-                            is_init_cond_frame=False, point_inputs=None, mask_inputs=None, reverse=reverse, run_mem_encoder=True,
-                        )
-                        if self.frame_hook is not None:
-                            mask = self.frame_hook(indices[frame], labels[obj_idx], out, mask)
-                        obj_output["non_cond_frame_outputs"][frame] = out
-                        if memory is not None:
-                            banks[obj_idx] = self._update_memory(banks[obj_idx], frame, done, out, memory)
-                            obj_output[SELECTED_MEMORY] = {c.frame: c.output for c in banks[obj_idx]}
-                    state["frames_tracked_per_obj"][obj_idx][frame] = {"reverse": reverse}
-                    masks.append(mask)
-                    outs.append(out)
-                    is_seed.append(frame in obj_output["cond_frame_outputs"])
-                _, video_logits = tracker._get_orig_video_res_output(state, torch.cat(masks, dim=0))  # (O, 1, H, W)
-                drawn = {obj_idx: torch.from_numpy(seeds.masks[labels[obj_idx]][indices[frame]]).to(self.device)
-                         for obj_idx in range(num_objects) if is_seed[obj_idx] and isinstance(seeds, SeedMasks)}
-                locked = None if locked_slices is None else torch.from_numpy(locked_slices[indices[frame]].astype(np.int64)).to(self.device)
-                frame_label = assemble_slice(video_logits[:, 0].float(), label_values, drawn, locked, overlap)
-                label_frames[frame] = frame_label.cpu().numpy().astype(dtype)
-                areas = [(frame_label == label).sum() for label in labels]
-                for obj_idx in range(num_objects):
-                    out = outs[obj_idx]
-                    if out is None:  # outside this label's range
-                        continue
-                    score = SliceScore(
-                        slice=indices[frame],
-                        object_score=object_score_of(out),
-                        iou=out.get("iou"),
-                        area=int(areas[obj_idx]),
-                        seed=is_seed[obj_idx],
-                        memory=None if is_seed[obj_idx] else used_memory[obj_idx],
-                    )
-                    scores[labels[obj_idx]].append(score)
-                    if stops is not None and not score.seed:
-                        stops[labels[obj_idx]].record(score.slice, score.object_score, score.area)
-                # Drop per-frame outputs that no later frame can attend to: the tracking state (memory
-                # features, masks) stays bounded by `reach` frames however long the range is. The reverse
-                # pass starts next to `first` and attends to the forward outputs there, as sam2's does.
-                stale = frame + reach if reverse else frame - reach
-                if reverse or stale >= first + reach:
-                    for obj_output in obj_outputs:
-                        obj_output["non_cond_frame_outputs"].pop(stale, None)
+                if stops is None or any(stops[label].active(indices[frame]) for label in labels):  # else every label stopped
+                    if stops is not None:
+                        encode(indices[frame])
+                    self._track_frame(run, frame, reverse, done)
+                    self._forget_unreachable(objects, frame, reverse, first, reach)
                 if progress:
                     progress(done, len(order), "track")
-        for per_label in scores.values():
+        for per_label in run.scores.values():
             per_label.sort(key=lambda s: s.slice)
         for stop in (stops or {}).values():
             stop.close()
-        return label_frames, scores
+        return run.label_frames, run.scores
+
+    def _track_frame(self, run: "_TrackingRun", frame: int, reverse: bool, done: int) -> None:
+        """One frame, all labels: each label's mask (`_track_object`), the frame's label (`assemble_slice`), the scores."""
+        slice_index = run.indices[frame]
+        views = [self._track_object(run, obj, frame, reverse, done) for obj in run.objects]
+        logits = self.tracker.frame_logits(run.state, torch.cat([view.mask for view in views], dim=0))  # (O, 1, H, W)
+        drawn = {obj.index: torch.from_numpy(run.seeds.masks[obj.label][slice_index]).to(self.device)
+                 for obj, view in zip(run.objects, views) if view.seed and isinstance(run.seeds, SeedMasks)}
+        locked = (None if run.locked_slices is None
+                  else torch.from_numpy(run.locked_slices[slice_index].astype(np.int64)).to(self.device))
+        frame_label = assemble_slice(logits[:, 0].float(), run.label_values, drawn, locked, run.overlap)
+        run.label_frames[frame] = frame_label.cpu().numpy().astype(run.label_frames.dtype)
+        for obj, view in zip(run.objects, views):
+            if view.out is None:  # outside this label's range
+                continue
+            score = SliceScore(
+                slice=slice_index,
+                object_score=object_score_of(view.out),
+                iou=view.out.get("iou"),
+                area=int((frame_label == obj.label).sum()),
+                seed=view.seed,
+                memory=None if view.seed else view.memory,
+            )
+            run.scores[obj.label].append(score)
+            if run.stops is not None and not score.seed:
+                run.stops[obj.label].record(score.slice, score.object_score, score.area)
+
+    def _track_object(self, run: "_TrackingRun", obj: "TrackedObject", frame: int, reverse: bool, done: int) -> "ObjectFrame":
+        """One label on one frame: its prompt's mask on a prompted frame, else tracked from its memory; an empty mask
+        outside its range or past its stop."""
+        slice_index = run.indices[frame]
+        if (obj.label_range is not None and slice_index not in obj.label_range) or (
+                run.stops is not None and not run.stops[obj.label].active(slice_index)):
+            return ObjectFrame(run.absent)
+        memory = None if run.memory is None else tuple(sorted(run.indices[c.frame] for c in obj.bank))
+        prompted = self.tracker.prompted(obj.output)
+        if frame in prompted:
+            out = prompted[frame]
+            mask = out["pred_masks"].to(self.device, non_blocking=True)
+        else:
+            out, mask = self.tracker.track_frame(run.state, obj.output, frame, reverse)
+            if self.frame_hook is not None:
+                mask = self.frame_hook(slice_index, obj.label, out, mask)
+            self.tracker.keep_tracked(obj.output, frame, out)
+            if run.memory is not None:
+                obj.bank = self._update_memory(obj.bank, frame, done, out, run.memory)
+                obj.output[SELECTED_MEMORY] = {c.frame: c.output for c in obj.bank}
+        self.tracker.mark_tracked(run.state, obj.index, frame, reverse)
+        return ObjectFrame(mask, out, frame in prompted, memory)
+
+    def _forget_unreachable(self, objects: list["TrackedObject"], frame: int, reverse: bool, first: int, reach: int) -> None:
+        """Drop per-frame outputs that no later frame can attend to: the tracking state (memory features, masks)
+        stays bounded by `reach` frames however long the range is. The reverse pass starts next to `first` and
+        attends to the forward outputs there, as sam2's does."""
+        stale = frame + reach if reverse else frame - reach
+        if reverse or stale >= first + reach:
+            for obj in objects:
+                self.tracker.forget_tracked(obj.output, stale)
 
     def _update_memory(self, bank: list[MemoryCandidate], frame: int, order: int, out: dict,
                        rule: SelectiveMemory) -> list[MemoryCandidate]:

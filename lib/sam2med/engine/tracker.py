@@ -1,4 +1,10 @@
-"""`SliceTracker`: SAM2's video predictor, fed from precomputed slice features instead of video frames."""
+"""`SliceTracker`: SAM2's video predictor, fed from precomputed slice features instead of video frames.
+
+This is the one module that touches sam2's private API (the `_`-methods of `SAM2VideoPredictor` and the
+fields of its inference state), written against sam2 1.1.0 (tests/engine/test_tracker_seam.py pins it).
+The propagator drives tracking through the named methods below (`object_outputs`, `track_frame`,
+`prompted`, `keep_tracked`, `forget_tracked`, `mark_tracked`, `frame_logits`) and never calls sam2's `_`-methods itself.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +72,45 @@ class SliceTracker(SAM2VideoPredictor):
         # A mask prompt is taken as the output as is: its IoU is not a prediction.
         compact_out["iou"] = None if (mask_inputs is not None or ious is None) else float(ious.max(dim=-1).values.mean())
         return compact_out, pred_masks
+
+
+    # The seam: what the propagator's loop needs from sam2, one frame and one object at a time.
+
+    def object_outputs(self, state: dict, labels: list[int]) -> list[dict]:
+        """Each label's sam2 output dict (`cond_frame_outputs`: its prompted frames, `non_cond_frame_outputs`: tracked)."""
+        return [state["output_dict_per_obj"][state["obj_id_to_idx"][label]] for label in labels]
+
+    def track_frame(self, state: dict, obj_output: dict, frame: int, reverse: bool) -> tuple[dict, torch.Tensor]:
+        """Track one object onto one unprompted frame, conditioned on its memory: (sam2's frame output with "iou",
+        low-res mask logits (1, 1, h, w)); the frame's memory features are encoded for the next frames."""
+        return self._run_single_frame_inference(
+            inference_state=state, output_dict=obj_output, frame_idx=frame, batch_size=1, is_init_cond_frame=False,
+            point_inputs=None, mask_inputs=None, reverse=reverse, run_mem_encoder=True,
+        )
+
+    @staticmethod
+    def prompted(obj_output: dict) -> dict[int, dict]:
+        """The object's prompted frames: {frame: sam2's output there (the given mask's logits)}."""
+        return obj_output["cond_frame_outputs"]
+
+    @staticmethod
+    def keep_tracked(obj_output: dict, frame: int, out: dict) -> None:
+        """Keep a tracked frame's output as memory for the next frames."""
+        obj_output["non_cond_frame_outputs"][frame] = out
+
+    @staticmethod
+    def forget_tracked(obj_output: dict, frame: int) -> None:
+        """Drop a tracked frame's output (no later frame attends to it any more)."""
+        obj_output["non_cond_frame_outputs"].pop(frame, None)
+
+    @staticmethod
+    def mark_tracked(state: dict, obj_idx: int, frame: int, reverse: bool) -> None:
+        """Record in sam2's state that the object has been tracked on the frame (as its own loop does)."""
+        state["frames_tracked_per_obj"][obj_idx][frame] = {"reverse": reverse}
+
+    def frame_logits(self, state: dict, masks: torch.Tensor) -> torch.Tensor:
+        """Low-res mask logits of the objects on one frame (O, 1, h, w) -> logits at the slice's size (O, 1, H, W)."""
+        return self._get_orig_video_res_output(state, masks)[1]
 
 
 def new_tracking_state(

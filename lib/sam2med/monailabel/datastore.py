@@ -11,9 +11,8 @@ from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from sam2med.errors import Sam2MedError
 from sam2med.labelnames import parse_label_info
-from sam2med.monailabel.http import to_http
+from sam2med.monailabel.http import call
 from sam2med.monailabel.params import parse_seed_tag
 from sam2med.monailabel.rescoring import without_non_finite
 from sam2med.monailabel.results import raw_label_to_nifti
@@ -23,32 +22,23 @@ from sam2med.monailabel.strategies import REVIEWED_KEY
 logger = logging.getLogger(__name__)
 
 
-def _checked(fn, *args):
-    try:
-        return fn(*args)
-    except Sam2MedError as err:
-        http = to_http(err)
-        assert http is not None
-        raise http from None
-
-
 class GuardedLocalDatastore(LocalDatastore):
     """Rejects image ids and label tags that are paths (HTTP 4xx) and stores OHIF's raw `.bin` labels as NIfTI."""
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
-        _checked(check_image_id, image_id)
+        call(check_image_id, image_id)
         return super().add_image(image_id, image_filename, image_info)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
-        _checked(parse_seed_tag, label_tag)
+        call(parse_seed_tag, label_tag)
         if not self.get_image_uri(image_id):
             raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore")
         if isinstance(label_info, dict):  # 3D Slicer names its segments' values; the infer and train tasks read them back
-            _checked(parse_label_info, label_info.get("label_info"))
+            call(parse_label_info, label_info.get("label_info"))
         if label_tag == DefaultLabelTag.FINAL.value:  # a submitted label: the image has been reviewed
             self.update_image_info(image_id, {REVIEWED_KEY: {"ts": int(time.time())}})
         if label_filename.lower().endswith(".bin"):
-            converted = _checked(raw_label_to_nifti, label_filename, self.get_image_uri(image_id))
+            converted = call(raw_label_to_nifti, label_filename, self.get_image_uri(image_id))
             try:
                 return super().save_label(image_id, converted, label_tag, label_info)
             finally:
@@ -61,7 +51,7 @@ class GuardedLocalDatastore(LocalDatastore):
         super().remove_image(image_id)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
-        _checked(parse_seed_tag, label_tag)
+        call(parse_seed_tag, label_tag)
         if not self.get_label_uri(label_id, label_tag):
             raise HTTPException(status_code=404, detail=f"image {label_id[:255]!r} has no label tagged {label_tag!r}")
         obj = self._datastore.objects.get(label_id)

@@ -34,12 +34,12 @@ from pydicom.dataset import Dataset
 from sam2med.dicom.rtstruct import write_rtstruct
 from sam2med.dicom.seg import read_seg, save_seg, write_seg
 from sam2med.dicom.segments import Algorithm, Segment
-from sam2med.errors import InputError, Sam2MedError
+from sam2med.errors import InputError
 from sam2med.geometry import Grid
-from sam2med.monailabel.http import to_http
+from sam2med.monailabel.http import call
 from sam2med.monailabel.params import parse_seed_tag
 from sam2med.monailabel.safety import check_image_id
-from sam2med.io import grid_of, load_label, save_label
+from sam2med.io import grid_of, load_label, load_volume, save_label
 from sam2med.prompts import seed_on_image_grid
 
 logger = logging.getLogger(__name__)
@@ -47,14 +47,6 @@ logger = logging.getLogger(__name__)
 SEED_DESCRIPTION = "sam2med label"
 RESULT_DESCRIPTION = "sam2med result"
 _SERIES_UID_TAG = "0020000E"
-
-
-def _checked(check, value: str) -> None:
-    """Run a sam2med id/tag check; a failure is the HTTP error MONAI Label's endpoints pass on."""
-    try:
-        check(value)
-    except Sam2MedError as err:
-        raise to_http(err) from None
 
 
 def _names_from_info(label_info: dict[str, Any] | None) -> dict[int, str]:
@@ -120,7 +112,7 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
 
     # -- images -------------------------------------------------------------------------------
     def get_image_uri(self, image_id: str) -> str:
-        _checked(check_image_id, image_id)
+        call(check_image_id, image_id)
         series_dir = self._series_dir(image_id)
         if not os.path.isdir(series_dir) or not os.listdir(series_dir):
             download_series(self._client, image_id, series_dir)
@@ -133,8 +125,6 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
         """The grid of the cached image (NIfTI converted from the series by SimpleITK, or the series folder)."""
         uri = self.get_image_uri(image_id)
         if os.path.isdir(uri):
-            from sam2med.io import load_volume
-
             return load_volume(uri).grid
         reader = sitk.ImageFileReader()
         reader.SetFileName(uri)
@@ -173,7 +163,7 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any],
                    label_id: str = "") -> str:
-        _checked(parse_seed_tag, label_tag)
+        call(parse_seed_tag, label_tag)
         label_info = dict(label_info or {})
         image_uri = self.get_image_uri(image_id)
         converted = ""
@@ -206,8 +196,8 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         """The local copy; for tag `final` without one, the DICOM-SEG `label_id` (or, when `label_id` is the
         image, the newest non-result DICOM-SEG referencing it) fetched from the server."""
-        _checked(parse_seed_tag, label_tag)
-        _checked(check_image_id, label_id)
+        call(parse_seed_tag, label_tag)
+        call(check_image_id, label_id)
         image_id = image_id or label_id
         local = LocalDatastore.get_label_uri(self, image_id, label_tag)
         if (local and os.path.exists(local)) or label_tag != DefaultLabelTag.FINAL:
@@ -295,8 +285,6 @@ def create_dicomweb_datastore(studies: str, label_names: dict[str, int] | None =
 def nifti_to_dicom_seg(series_dir: str, label: str, label_info: Any = None, file_ext: str = "*", use_itk: bool = True) -> str:
     """Drop-in for monailabel's converter of the same name, without dcmqi: a DICOM-SEG temp file path."""
     names = _names_from_info({"label_info": label_info if isinstance(label_info, list) else []})
-    from sam2med.io import load_volume
-
     grid = load_volume(series_dir).grid
     source = load_label(label)
     seg = write_seg(seed_on_image_grid(source.array, source.grid, grid), grid, series_dir, names,

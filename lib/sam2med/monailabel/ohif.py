@@ -30,9 +30,10 @@ from fastapi import HTTPException
 from fastapi.responses import FileResponse, Response
 from monailabel.interfaces.utils.app import app_instance
 
-from sam2med.errors import Sam2MedError
 from sam2med.monailabel.auth import user_role
-from sam2med.monailabel.http import to_http
+from sam2med.io import load_volume
+from sam2med.monailabel.http import call
+from sam2med.monailabel.results import image_grid
 from sam2med.monailabel.progress import PROGRESS
 from sam2med.monailabel.safety import NotFoundError, check_image_id
 
@@ -80,9 +81,6 @@ def app_config_js(ohif_dir: Path = OHIF_DIR) -> str:
 
 def image_grid_json(image_id: str) -> dict[str, Any]:
     """The grid of a datastore image as JSON: shape (x, y, z), spacing, origin and direction (row-major 3x3)."""
-    from sam2med.io import load_volume
-    from sam2med.monailabel.results import image_grid
-
     check_image_id(image_id)
     datastore = app_instance().datastore()
     uri = datastore.get_image_uri(image_id)
@@ -129,17 +127,11 @@ def _ohif_file(path: str, user: Any = user_role()) -> FileResponse:
 
 
 def _grid(image: str = "", user: Any = user_role()) -> dict[str, Any]:
-    try:
-        return image_grid_json(image)
-    except Sam2MedError as err:
-        raise to_http(err) from None
+    return call(image_grid_json, image)
 
 
 def _progress(progress_id: str, user: Any = user_role()) -> dict[str, Any]:
-    try:
-        entry = PROGRESS.get(progress_id)
-    except Sam2MedError as err:
-        raise to_http(err) from None
+    entry = call(PROGRESS.get, progress_id)
     if entry is None:
         raise HTTPException(status_code=404, detail="no propagation with this progress_id is known")
     return entry

@@ -27,10 +27,13 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 from sam2med.dicom.export import FORMATS
-from sam2med.dicom.segments import Algorithm, Segment, describe_segments
+from sam2med.dicom.segment_map import describe_segments
+from sam2med.dicom.segments import Algorithm, Segment
 from sam2med.errors import InputError
 from sam2med.geometry import reorient_to
 from sam2med.io import load_label
+from sam2med.monailabel.dicomweb import Sam2MedDICOMWebDatastore
+from sam2med.monailabel.http import http_errors, parse_request_params
 from sam2med.monailabel.safety import check_image_id, upload_suffix
 
 logger = logging.getLogger(__name__)
@@ -113,34 +116,28 @@ def save_labelmap(datastore: Any, image_id: str, label_path: str, request: SaveR
     }
 
 
-def _save_upload(datastore: Any, image: str, parsed: Mapping[str, Any], label: UploadFile, server_version: str | None,
-                 folder: str) -> dict[str, Any]:
-    check_image_id(image)
-    request = SaveRequest.parse(parsed, server_version)
-    path = os.path.join(folder, "labelmap" + upload_suffix(label.filename))
-    with open(path, "wb") as out:
-        shutil.copyfileobj(label.file, out)
-    return save_labelmap(datastore, image, path, request)
-
-
+@http_errors()  # every error of the request: its HTTP answer
 def save_segmentation(
     image: str,
     params: str = Form("{}"),
     label: UploadFile = File(...),
     user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
 ) -> dict[str, Any]:
-    from sam2med.monailabel.dicomweb import Sam2MedDICOMWebDatastore
-    from sam2med.monailabel.routes import _http, parse_request_params
-
     parsed = parse_request_params(params)
     instance = app_instance()
     datastore = instance.datastore()
     if not isinstance(datastore, Sam2MedDICOMWebDatastore):
         raise HTTPException(status_code=400, detail="Save stores a DICOM-SEG on the DICOMweb server: this server has local files")
-    engine = getattr(getattr(instance, "services", None), "engine", None)
+    services = getattr(instance, "services", None)
+    engine = getattr(services, "engine", None)
     folder = tempfile.mkdtemp(prefix="sam2med_save_")
     try:
-        return _http(_save_upload, datastore, image, parsed, label, engine.current_version() if engine else None, folder)
+        check_image_id(image)
+        request = SaveRequest.parse(parsed, engine.current_version() if engine is not None else None)
+        path = os.path.join(folder, "labelmap" + upload_suffix(label.filename))
+        with open(path, "wb") as out:
+            shutil.copyfileobj(label.file, out)
+        return save_labelmap(datastore, image, path, request)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

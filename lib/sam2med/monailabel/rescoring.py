@@ -22,11 +22,12 @@ import numpy as np
 from sam2med.geometry import Axis
 from sam2med.io import load_volume, write_atomically
 from sam2med.prompts import ClickPrompt, ClickSeeds, SeedMasks, SliceRange
-from sam2med.uncertainty import score_record
+from sam2med.monailabel.uncertainty import score_record
+from sam2med.provenance import model_version
 
 logger = logging.getLogger(__name__)
 
-SCORES_KEY = "sam2med_scores"  # image info: the last propagation's per-slice scores (sam2med.uncertainty.score_record)
+SCORES_KEY = "sam2med_scores"  # image info: the last propagation's per-slice scores (sam2med.monailabel.uncertainty.score_record)
 
 
 def without_non_finite(value: Any) -> Any:
@@ -141,7 +142,6 @@ class Rescorer:
 
     def rescore(self, image_id: str, datastore: Any) -> dict | None:
         """The image's new score record; None when it has no recorded prompts (or they no longer fit its voxels)."""
-        from sam2med.monailabel.engine import model_version
 
         uri = datastore.get_image_uri(image_id) if self.prompts is not None else ""
         if not uri:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -42,7 +41,7 @@ from monailabel.interfaces.utils.app import app_instance
 from sam2med.monailabel import sessions as sam2med_sessions
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB
 from sam2med.monailabel.auth import install_token_check
-from sam2med.monailabel.http import to_http
+from sam2med.monailabel.http import RESERVED_PARAMS, call, parse_request_params
 from sam2med.monailabel.ohif import ohif_routes
 from sam2med.monailabel.ohif_save import save_routes
 from sam2med.monailabel.safety import (
@@ -57,9 +56,6 @@ from sam2med.monailabel.loop_routes import loop_routes
 logger = logging.getLogger(__name__)
 
 API = settings.MONAI_LABEL_API_STR
-RESERVED_PARAMS = ("image", "label", "file", "image_id", "session", "model")
-SEGMENT_PARAM = "segment"  # a params "label" text (3D Slicer's SmartEdit: the clicked segment's name) is kept here
-MAX_PARAMS_CHARS = 1_000_000
 RELOAD_REFUSED = "POST /reload is not served: it re-initialises the app (model, threads) on every call; restart the server instead"
 LOGS_REFUSED = "the server log is not served over HTTP (it names server files); read logs/app.log in the app folder on the server"
 
@@ -68,69 +64,11 @@ def _user() -> Any:
     return Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
 
 
-def _no_constants(name: str) -> Any:
-    raise HTTPException(status_code=400, detail=f"params holds the non-finite number {name}: give finite numbers")
-
-
-def parse_request_params(params: Optional[str]) -> dict[str, Any]:
-    """The `params` form field: a JSON object of finite values; keys the server sets itself are dropped."""
-    if params and len(params) > MAX_PARAMS_CHARS:
-        raise HTTPException(status_code=413, detail=f"params is over {MAX_PARAMS_CHARS} characters")
-    try:
-        parsed = json.loads(params, parse_constant=_no_constants) if params else {}
-    except ValueError as err:
-        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
-    except RecursionError:
-        raise HTTPException(status_code=400, detail="params is nested too deeply") from None
-    if not isinstance(parsed, dict):
-        raise HTTPException(status_code=400, detail="params must be a JSON object")
-    if _has_huge_number(parsed):
-        raise HTTPException(status_code=400, detail="params holds a number too large to be finite")
-    dropped = [key for key in RESERVED_PARAMS if key in parsed]
-    segment = parsed.get("label")
-    for key in dropped:
-        parsed.pop(key)
-    if isinstance(segment, str) and segment:  # a name, never read as a file
-        parsed[SEGMENT_PARAM] = segment
-    if dropped:
-        logger.warning("ignored request params %s (set by the server, not the request)", dropped)
-    return parsed
-
-
-def _has_huge_number(value: Any) -> bool:
-    """Integers too big for a float (1e400 parses as inf): no request value needs them."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, float) and not math.isfinite(item):
-            return True
-        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > 2**63:
-            return True
-    return False
-
-
 def _save_upload(upload: UploadFile, folder: str, stem: str) -> str:
     path = os.path.join(folder, stem + upload_suffix(upload.filename))
     with open(path, "wb") as out:
         shutil.copyfileobj(upload.file, out)
     return path
-
-
-def _http(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a handler; user errors (sam2med's, MONAI Label's invalid input, bad JSON) become their 4xx."""
-    try:
-        return fn(*args)
-    except json.JSONDecodeError as err:
-        raise HTTPException(status_code=400, detail=f"params is not valid JSON ({err})") from None
-    except Exception as err:
-        http = to_http(err)
-        if http is None:
-            raise
-        raise http from None
 
 
 def infer(
@@ -150,9 +88,9 @@ def infer(
         raise HTTPException(status_code=400, detail="output=dicom_seg needs a DICOMweb datastore; this server has local files")
     if session_id:
         sessions = instance.sessions()
-        _http(check_session_id, session_id, lambda s: sessions is not None and sessions.get_session(s) is not None)
+        call(check_session_id, session_id, lambda s: sessions is not None and sessions.get_session(s) is not None)
     elif not file:
-        _http(check_image_id, image)
+        call(check_image_id, image)
         datastore = instance.datastore()
         if isinstance(datastore, LocalDatastore) and not datastore.get_image_uri(image):
             raise HTTPException(status_code=404, detail=f"image {image!r} is not in the datastore")
@@ -164,7 +102,7 @@ def infer(
             request_params["label"] = _save_upload(label, folder, "label")
         with registered_uploads([p for p in (image, request_params.get("label")) if p and p.startswith(folder)]):
             try:
-                return _http(run_inference, background_tasks, model, image, session_id, json.dumps(request_params),
+                return call(run_inference, background_tasks, model, image, session_id, json.dumps(request_params),
                              None, None, output)
             except BaseException:
                 remove_results()
@@ -191,7 +129,7 @@ def save_label(
 ):
     tasks = BackgroundTasks()
     try:
-        return _http(ml_datastore.save_label, tasks, image, params, tag, label, user.username)
+        return call(ml_datastore.save_label, tasks, image, params, tag, label, user.username)
     finally:
         _now(tasks)
 
@@ -204,7 +142,7 @@ def add_image(
 ):
     tasks = BackgroundTasks()
     try:
-        return _http(ml_datastore.add_image, tasks, image, params, file, user.username)
+        return call(ml_datastore.add_image, tasks, image, params, file, user.username)
     finally:
         _now(tasks)
 
@@ -224,11 +162,11 @@ def create_session(
     sessions = instance.sessions()
     if sessions is None:
         raise HTTPException(status_code=406, detail="sessions are not enabled on this server")
-    return _http(sam2med_sessions.create_session, sessions, files, uncompress, expiry, _upload_limit(instance))
+    return call(sam2med_sessions.create_session, sessions, files, uncompress, expiry, _upload_limit(instance))
 
 
 def remove_image(id: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
-    answer = _http(ml_datastore.remove_image, id, user.username)
+    answer = call(ml_datastore.remove_image, id, user.username)
     services = getattr(app_instance(), "services", None)
     if services is not None:
         services.forget_image(id)
@@ -236,7 +174,7 @@ def remove_image(id: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_RO
 
 
 def remove_label(id: str, tag: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
-    return _http(ml_datastore.remove_label, id, tag, user.username)
+    return call(ml_datastore.remove_label, id, tag, user.username)
 
 
 def refuse_reload(user: User = _user()):
@@ -245,7 +183,7 @@ def refuse_reload(user: User = _user()):
 
 def next_sample(strategy: str, params: Optional[dict] = None, user: User = _user()):
     """MONAI Label's next sample without the image's `path` on the server: clients fetch the image by its id."""
-    result = _http(ml_activelearning.sample, strategy, params, user.username)
+    result = call(ml_activelearning.sample, strategy, params, user.username)
     return {k: v for k, v in result.items() if k != "path"}
 
 

@@ -1,14 +1,15 @@
 """The ASGI app that `main.py serve` runs: MONAI Label's own FastAPI app, with three changes.
 
 1. Request bodies over the upload limit are refused with 413 before they are stored.
-2. sam2med's routes (routes.py) go first: `POST /infer/{model}` runs in FastAPI's worker threads
+2. sam2med's routes (routes.py) go first, put there by the app when it starts (`service.on_start`, the one
+   place that installs them, for both launches): `POST /infer/{model}` runs in FastAPI's worker threads
    (MONAI Label's version blocks the event loop), so concurrent requests proceed side by side and
    `/info/` answers while a propagation runs; uploads are the request's own; `/logs/` is not served.
 3. Any `Sam2MedError` that escapes a route becomes its 4xx answer; a malformed request is a one-line 422; any
-   other fault a 500 `{"detail": one line}` (never plain text).
+   other fault a 500 `{"detail": one line}` (never plain text): `http.install_error_handlers`.
 
 `monailabel start_server` without `--uvicorn_app sam2med.monailabel.server:app` serves MONAI Label's app;
-the sam2med app installs the same routes there when it starts (service.py), without the body limit.
+the sam2med app installs the same routes there when it starts, without the body limit.
 """
 
 from __future__ import annotations
@@ -16,28 +17,14 @@ from __future__ import annotations
 import logging
 import os
 
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from monailabel.app import app
 
-from sam2med.errors import Sam2MedError
 from sam2med.monailabel.appconfig import DEFAULT_MAX_UPLOAD_MB, MAX_UPLOAD_ENV
 from sam2med.monailabel.auth import install_token_check
-from sam2med.monailabel.http import status_of
-from sam2med.monailabel.routes import install_routes
-from sam2med.monailabel.safety import scrub_paths
+from sam2med.monailabel.http import install_error_handlers
 
 logger = logging.getLogger(__name__)
-
-
-def validation_detail(err: RequestValidationError) -> str:
-    """FastAPI's list of malformed request parts as one line: `files: Field required; params: ...`."""
-    parts = []
-    for error in err.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "request"
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)[:300] or "malformed request"
 
 
 class _TooLarge(Exception):
@@ -89,21 +76,8 @@ def _install() -> None:
     install_token_check()
     limit_mb = float(os.environ.get(MAX_UPLOAD_ENV) or DEFAULT_MAX_UPLOAD_MB)
     app.add_middleware(BodyLimit, limit_bytes=int(limit_mb * 1e6))
-    install_routes(app)
 
-    @app.exception_handler(Sam2MedError)
-    async def _sam2med_error(request: Request, err: Sam2MedError):
-        return JSONResponse({"detail": scrub_paths(str(err))}, status_code=status_of(err))
-
-    @app.exception_handler(RequestValidationError)
-    async def _malformed(request: Request, err: RequestValidationError):
-        return JSONResponse({"detail": validation_detail(err)}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def _fault(request: Request, err: Exception):  # a server fault: JSON like every other answer (logged by uvicorn)
-        text = scrub_paths(str(err).splitlines()[0] if str(err) else "")[:200]
-        return JSONResponse({"detail": f"internal server error: {type(err).__name__}{': ' + text if text else ''}"},
-                            status_code=500)
+    install_error_handlers(app)
 
     logger.info("sam2med server app: infer runs in worker threads; uploads limited to %.0f MB", limit_mb)
 

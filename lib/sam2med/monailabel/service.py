@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Iterator
 
 from fastapi import HTTPException
 from monailabel.config import settings
@@ -17,13 +19,13 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from sam2med.corrections import CorrectionStore
-from sam2med.errors import InputError, Sam2MedError
+from sam2med.monailabel.corrections import CorrectionStore
+from sam2med.errors import InputError
 from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.datastore import GuardedLocalDatastore
-from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.shared_propagator import SharedEngine
 from sam2med.monailabel.params import parse_bool
-from sam2med.monailabel.http import to_http
+from sam2med.monailabel.http import http_errors
 from sam2med.monailabel.lifetime import mark_server_process
 from sam2med.monailabel.rescoring import PromptStore, Rescorer
 from sam2med.monailabel.routes import install_routes
@@ -35,18 +37,27 @@ from sam2med.monailabel.safety import (
     is_upload,
     is_within,
     remove_uploads,
-    scrub_paths,
 )
 from sam2med.monailabel.scoring import SCORING_METHODS
 from sam2med.monailabel.snapshot import ImageSnapshot, SnapshotDatastore, take_snapshot
 from sam2med.monailabel.strategies import STRATEGIES
 from sam2med.monailabel.tasks import TASKS
+from sam2med.monailabel.train_task import Sam2FinetuneTask
 from sam2med.monailabel.loop_routes import recover_after_restart
 from sam2med.monailabel.warmup import WarmUp
 
 logger = logging.getLogger(__name__)
 
 APP_JSON = "app.json"
+
+
+@dataclass(frozen=True)
+class GuardedInfer:
+    """A checked infer request and the datastore its task reads (a private snapshot of a datastore image)."""
+
+    request: Dict[str, Any]
+    datastore: Datastore
+    snapshot: ImageSnapshot | None
 
 
 def read_app_json(app_dir: str | os.PathLike) -> Dict[str, Any]:
@@ -75,7 +86,7 @@ class AppServices:
     def _warmup_enabled(self) -> bool:
         if self.config.warmup != "auto":
             return self.config.warmup == "true"
-        import torch
+        import torch  # late: the engine-light parts of the app (and their tests) run without loading torch
 
         return self.config.device != "cpu" and torch.cuda.is_available()
 
@@ -102,8 +113,6 @@ class AppServices:
         return {name: STRATEGIES[name](self.rescorer) for name in self.config.strategies}
 
     def trainers(self) -> Dict[str, Any]:
-        from sam2med.monailabel.train_task import Sam2FinetuneTask
-
         return {"sam2_finetune": Sam2FinetuneTask(self)} if "sam2_finetune" in self.description.get("trainers", []) else {}
 
     def scoring_methods(self) -> Dict[str, ScoringMethod]:
@@ -135,14 +144,15 @@ class AppServices:
         except Exception as err:  # keep serving: requests will answer with the same message
             logger.error("%s could not be loaded at start: %s; requests will retry and report it", self.engine.model_title, err)
 
-    def guarded_infer(self, request: Dict[str, Any], datastore: Datastore, sessions_root: str | None,
-                      infer: Callable[[Dict[str, Any], Datastore], Dict[str, Any]]) -> Dict[str, Any]:
-        """Check what the request points at, run `infer`, turn user errors into 4xx, always remove uploads.
+    @contextmanager
+    def infer_guard(self, request: Dict[str, Any], datastore: Datastore, sessions_root: str | None) -> Iterator[GuardedInfer]:
+        """Check what the request points at; inside, the task runs on the checked request; user errors leave as
+        their 4xx; uploads are always removed. Use: `with guard as g: return guard.kept(g, run(g.request, g.datastore))`.
 
         A path is read only if this request uploaded it (`request_uploads`) or it is the image of the
         session the request named; error details name the image id or "the uploaded seed", never a path.
         A datastore image is read once into a private snapshot (snapshot.py): replaced or removed while the
-        request runs, the request is a 409 and its result is not kept.
+        request runs, the request is a 409 and its result is not kept (`kept`).
         """
         image, label = request.get("image"), request.get("label")
         session = request.get("session") if isinstance(request.get("session"), dict) else None
@@ -162,29 +172,28 @@ class AppServices:
             request["image_id"] = image if not os.path.isabs(str(image)) else None
             if local and request["image_id"]:
                 snapshot = take_snapshot(str(image), datastore.get_image_uri(image))
-            result = infer(request, SnapshotDatastore(datastore, snapshot) if snapshot else datastore)
-            if snapshot is not None and snapshot.changed():
-                if result.get("file"):
-                    Path(result["file"]).unlink(missing_ok=True)
-                self._check_snapshot(snapshot)
-            return result
+            yield GuardedInfer(request, SnapshotDatastore(datastore, snapshot) if snapshot else datastore, snapshot)
         except Exception as err:
             if snapshot is not None and not isinstance(err, ConflictError) and snapshot.changed():
                 err = self._conflict(snapshot)  # the failure came from the image changing under the request
-            http = to_http(err)
-            if http is None:
-                raise
-            raw = str(err) if isinstance(err, Sam2MedError) else str(http.detail or "")  # before any generic scrub
             names = self._path_names(image, label, session, datastore, sessions_root)
             if snapshot is not None:  # the task read the request's private copy of the image
                 names[snapshot.path] = f"image {snapshot.image_id!r}"
-            http.detail = scrub_paths(raw.splitlines()[0] if raw else "", names)
-            logger.info("infer %s on %r rejected (%d): %s", request.get("model"), image, http.status_code, http.detail)
-            raise http from None
+            with http_errors(names, rejected=f"infer {request.get('model')} on {image!r}"):
+                raise err
         finally:
             remove_uploads(image, label)
             if snapshot is not None:
                 snapshot.remove()
+
+    def kept(self, guarded: GuardedInfer, result: Dict[str, Any]) -> Dict[str, Any]:
+        """The task's result, unless the image changed while it ran (then its file goes and the request is a 409)."""
+        snapshot = guarded.snapshot
+        if snapshot is not None and snapshot.changed():
+            if result.get("file"):
+                Path(result["file"]).unlink(missing_ok=True)
+            self._check_snapshot(snapshot)
+        return result
 
     def _conflict(self, snapshot: ImageSnapshot) -> ConflictError:
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sam2med.checkpoints import model_spec
 from sam2med.geometry import Axis
 from sam2med.prompts import SeedMasks
 
@@ -58,9 +59,7 @@ def run_monailabel(image_path: Path, seeds: SeedMasks, model: str, checkpoint: P
     It propagates forward from the clicked slice through the whole volume, at the model's default input size.
     Returns {"seconds": ...} or {"error": ...}.
     """
-    import sam2
-
-    from sam2med.checkpoints import model_spec
+    import sam2  # late: only the benchmark runs the stock task
 
     if seeds.axis != Axis.AXIAL:
         return {"error": "MONAI Label's SAM2 task propagates along the third voxel axis only (use --axis axial)"}

@@ -57,7 +57,7 @@ class Ordered(Strategy):
 
 
 class Uncertain(Strategy):
-    """The unreviewed image whose propagation by the current model SAM2 was least sure of (sam2med.uncertainty).
+    """The unreviewed image whose propagation by the current model SAM2 was least sure of (sam2med.monailabel.uncertainty).
 
     Images with a submitted `final` label are skipped. Only scores of the model the server uses now are
     ranked: an image scored by an older model is re-scored first (the current model on its recorded

@@ -11,13 +11,14 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from sam2med.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
+from sam2med.monailabel.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
 from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis, to_slices
 from sam2med.io import Volume, load_volume
-from sam2med.monailabel.engine import SharedEngine, model_version
+from sam2med.monailabel.shared_propagator import SharedEngine
+from sam2med.provenance import model_version
 from sam2med.monailabel.progress import PROGRESS
 from sam2med.monailabel.params import (
     DEFAULT_SEED_TAG,
@@ -47,7 +48,7 @@ from sam2med.monailabel.strategies import SCORES_KEY
 from sam2med.labelnames import LabelMapping, keyed_by_name, label_name, parse_label_info, relabel
 from sam2med.prompts import SliceRange, check_seeds_in_range, locked_voxels, resolve_label_ranges, seeds_from_label
 from sam2med.provenance import describe_file, provenance
-from sam2med.uncertainty import review_slices
+from sam2med.monailabel.uncertainty import review_slices
 from sam2med.windowing import CT_PRESETS
 
 logger = logging.getLogger(__name__)

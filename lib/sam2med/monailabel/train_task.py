@@ -29,10 +29,16 @@ from typing import Any, Dict
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
+from sam2med.checkpoints import model_spec, resolve_checkpoint
 from sam2med.errors import InputError, PromptError
+from sam2med.evaluation.pairing import Case
+from sam2med.geometry import Axis
+from sam2med.io import load_label, save_label
 from sam2med.labelnames import LabelMapping, label_name, parse_label_info, relabel
 from sam2med.monailabel.lifetime import die_with_server
+from sam2med.provenance import model_version
 from sam2med.training.model import MODES
+from sam2med.windowing import PREPROCESSING
 from sam2med.monailabel.publishing import (
     models_dir,
     publish,
@@ -120,9 +126,6 @@ class _TrainingLabels:
         self.folder: tempfile.TemporaryDirectory | None = None
 
     def case(self, image_id: str, datastore: Datastore, tag: str):
-        from sam2med.evaluation.pairing import Case
-        from sam2med.io import load_label, save_label
-
         image, label = Path(datastore.get_image_uri(image_id)), Path(datastore.get_label_uri(image_id, tag))
         try:
             client = parse_label_info((datastore.get_label_info(image_id, tag) or {}).get("label_info"))
@@ -206,14 +209,11 @@ class Sam2FinetuneTask(TrainTask):
 
     def _train_and_publish(self, params: Dict[str, Any], datastore: Datastore, candidate: Path, stats: Dict[str, Any],
                            start_ts: float) -> Dict[str, Any]:
-        from sam2med.checkpoints import model_spec, resolve_checkpoint
+        # late: the training stack (sam2's trainer, the evaluation runner) loads in the training job only, not with the app
         from sam2med.evaluation.runner import _load_case  # the evaluation's reading of a pair (label on the image grid)
-        from sam2med.geometry import Axis
-        from sam2med.monailabel.engine import model_version
         from sam2med.training.finetune import FineTuneConfig, finetune, split_cases
         from sam2med.training.sampler import TrainingVolume
         from sam2med.training.validation import smoke_inference
-        from sam2med.windowing import PREPROCESSING
 
         config, engine = self.services.config, self.services.engine
         tag = DefaultLabelTag.FINAL.value

@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from sam2med.geometry import Axis
 from sam2med.io import load_volume
-from sam2med.monailabel.engine import SharedEngine
+from sam2med.monailabel.shared_propagator import SharedEngine
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam2med.cache import CacheKey, FeatureCache
+from sam2med.engine.cache import CacheKey, FeatureCache
 from sam2med.engine.features import SliceFeatures
 
 SLICE_BYTES = 4 * 1000  # one fake level of 1000 float32 values

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from sam2med.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
+from sam2med.monailabel.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
 from sam2med.geometry import Axis, Grid
 from sam2med.prompts import SliceRange, seeds_from_label
 

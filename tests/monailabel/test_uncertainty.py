@@ -1,10 +1,10 @@
-"""The uncertainty formula and review slices (sam2med.uncertainty) on synthetic per-slice scores."""
+"""The uncertainty formula and review slices (sam2med.monailabel.uncertainty) on synthetic per-slice scores."""
 
 from __future__ import annotations
 
 import pytest
 
-from sam2med.uncertainty import image_uncertainty, label_uncertainty, review_slices, score_record, slice_confidence
+from sam2med.monailabel.uncertainty import image_uncertainty, label_uncertainty, review_slices, score_record, slice_confidence
 
 
 def _s(slice_, obj, iou, area, seed=False):

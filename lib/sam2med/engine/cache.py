@@ -13,12 +13,11 @@ import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 
-if TYPE_CHECKING:  # imported lazily: sam2med.engine imports this module
-    from sam2med.engine.features import SliceFeatures
+from sam2med.engine.features import SliceFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +61,6 @@ class FeatureCache:
     @contextmanager
     def use(self, key: CacheKey) -> Iterator[SliceFeatures]:
         """The entry for `key` (created empty if absent), pinned against eviction while in use."""
-        from sam2med.engine.features import SliceFeatures
-
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:

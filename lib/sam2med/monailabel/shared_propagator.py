@@ -10,14 +10,10 @@ from pathlib import Path
 from sam2med.checkpoints import choose_model
 from sam2med.engine import Propagator
 from sam2med.monailabel.appconfig import AppConfig
-from sam2med.provenance import file_sha256
+from sam2med.monailabel.publishing import published_checkpoint, read_pointer
+from sam2med.provenance import model_version
 
 logger = logging.getLogger(__name__)
-
-
-def model_version(model_name: str, checkpoint) -> str:
-    """The version of a model's weights as responses and scores carry it: its name and the checkpoint's sha256 prefix."""
-    return f"{model_name}:{file_sha256(checkpoint)[:12]}"
 
 
 class SharedEngine:
@@ -44,15 +40,11 @@ class SharedEngine:
 
     def _wanted(self) -> str | None:
         """The checkpoint requests should use now: the one `sam2_finetune` published (or rolled back to), else the app's."""
-        from sam2med.monailabel.publishing import published_checkpoint
-
         found = published_checkpoint(self.config.state_dir)
         return str(found[0]) if found else self.config.checkpoint
 
     def current_version(self) -> str | None:
         """The version the next request will use: the published pointer's, else the loaded model's."""
-        from sam2med.monailabel.publishing import read_pointer
-
         pointer = read_pointer(self.config.state_dir)
         return (pointer or {}).get("version") or self.version
 
