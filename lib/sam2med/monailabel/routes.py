@@ -32,7 +32,6 @@ from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
 from monailabel.endpoints import activelearning as ml_activelearning
 from monailabel.endpoints import datastore as ml_datastore
-from monailabel.endpoints import session as ml_session
 from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.datastore import DefaultLabelTag

@@ -16,7 +16,6 @@ import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sam2med.monailabel.safety import ConflictError

@@ -44,7 +44,6 @@ from sam2med.monailabel.params import (
 from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import track_result
 from sam2med.monailabel.rescoring import PromptStore, record_scores
-from sam2med.monailabel.strategies import SCORES_KEY
 from sam2med.labelnames import LabelMapping, keyed_by_name, label_name, parse_label_info, relabel
 from sam2med.prompts import SliceRange, check_seeds_in_range, locked_voxels, resolve_label_ranges, seeds_from_label
 from sam2med.provenance import describe_file, provenance
