@@ -51,8 +51,8 @@ ABI="cp${PYVER/./}"
 
 # Which pins of requirements.txt each profile takes. Test tools are never bundled.
 DEV_ONLY="pytest hypothesis playwright"
-# (evaluate: monai + scipy for its metrics, matplotlib for its chart)
-ENGINE="torch torchvision sam2 numpy nibabel hydra-core tqdm pillow psutil monai scipy matplotlib"
+# (evaluate: monai for Dice and IoU, matplotlib for its chart; its surface distances need no scipy)
+ENGINE="torch torchvision sam2 numpy nibabel hydra-core tqdm pillow psutil monai matplotlib"
 # sam2 is installed without its declared dependencies (so that --use-system-torch needs no torchvision from
 # us); this is the rest of them that requirements.txt does not pin.
 SAM2_DEPS="iopath==0.1.10"

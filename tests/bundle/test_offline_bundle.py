@@ -96,11 +96,12 @@ def _wheels(bundle: Path) -> set[str]:
 
 def test_engine_bundle_has_no_server_parts_and_its_size_is_the_documented_one(engine_bundle):
     names = _wheels(engine_bundle)
-    assert {"sam2", "sam2med", "numpy", "nibabel", "hydra-core", "iopath", "monai", "scipy"} <= names
-    assert not names & {"torch", "torchvision", "monailabel", "simpleitk", "ray", "pytest", "playwright", "nvidia-cublas-cu12"}
+    assert {"sam2", "sam2med", "numpy", "nibabel", "hydra-core", "iopath", "monai"} <= names
+    assert not names & {"torch", "torchvision", "monailabel", "simpleitk", "ray", "scipy", "pytest", "playwright",
+                        "nvidia-cublas-cu12"}
     size = sum(p.stat().st_size for p in engine_bundle.rglob("*") if p.is_file())
-    # README: 82 MiB, of which scipy (35 MiB) and monai serve evaluate's metrics only (propagate and bench: 30 MiB)
-    assert size < 85 * 2**20, f"engine bundle without torch is {size / 2**20:.1f} MiB"
+    # README: 49 MiB (propagate, bench and evaluate; evaluate's surface distances need no scipy)
+    assert size < 60 * 2**20, f"engine bundle without torch is {size / 2**20:.1f} MiB"
     manifest = json.loads((engine_bundle / "bundle.json").read_text())
     assert manifest["profile"] == "engine" and manifest["use_system_torch"] is True
     assert manifest["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
