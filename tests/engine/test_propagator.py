@@ -156,3 +156,35 @@ def test_no_hole_filling_fallback_without_the_extension(ct, propagator):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         propagator.propagate(image, seeds, rng)
+
+
+def test_out_of_memory_is_one_clear_error_the_cache_is_trimmed_and_the_next_request_succeeds(ct, propagator, monkeypatch):
+    """A request the device cannot hold (torch's OutOfMemoryError raised where the tracker allocates; a CUDA device is
+    not lent here, scripts/gpu_check.sh measures the real one) gives the product's own one-line error, empties the
+    feature cache, and the same process answers the next request."""
+    import torch
+
+    from sam2med.errors import DeviceError
+
+    image, truth = ct
+    mid = largest_slice(truth.array, Axis.AXIAL, 5)
+    rng = SliceRange(mid - 1, mid + 1)
+    seeds = seeds_from_label(seed_on_slice(truth.array, Axis.AXIAL, mid, [5]), truth.grid, image.grid, Axis.AXIAL, rng)
+    before = propagator.propagate(image, seeds, rng, window="liver")
+    assert propagator.cache.stats()["bytes"] > 0
+    track = propagator._track
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(propagator, "_track", out_of_memory)
+    with pytest.raises(DeviceError) as caught:
+        propagator.propagate(image, seeds, rng, window="liver")
+    message = str(caught.value)
+    assert message.startswith(f"out of cpu memory tracking {len(rng)} slices at 256 px") and "\n" not in message
+    assert "retry with a shorter slice range" in message
+    assert propagator.cache.stats()["bytes"] == 0 and propagator.cache.stats()["entries"] == 0
+    monkeypatch.setattr(propagator, "_track", track)
+    after = propagator.propagate(image, seeds, rng, window="liver")
+    assert after.cache["request_miss_slices"] == len(rng)  # encoded again: the cache had been emptied
+    np.testing.assert_array_equal(after.label, before.label)

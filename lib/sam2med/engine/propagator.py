@@ -19,6 +19,7 @@ from sam2med.engine.overlap import KEEP, assemble_slice, parse_overlap
 from sam2med.engine.policies import (AutoRange, LabelStops, MemoryCandidate, SelectiveMemory, memory_descriptor, parse_memory,
                                      select_memory)
 from sam2med.engine.tracker import SELECTED_MEMORY, new_tracking_state
+from sam2med.errors import DeviceError
 from sam2med.geometry import Axis, Grid, from_slices, to_slices
 from sam2med.io import Volume, label_dtype
 from sam2med.prompts import ClickSeeds, SeedMasks, SliceRange
@@ -351,6 +352,25 @@ class Propagator:
                                     label_ranges.get(label, slice_range).end, num_slices, auto)
             for label in seeds.labels
         }
+        try:
+            return self._propagate_in_cache(volume, seeds, slice_range, window, progress, label_ranges, auto, stops,
+                                            memory_rule, overlap, locked_voxels, locked_slices, indices, start_time)
+        except torch.OutOfMemoryError:
+            raise self._out_of_memory(len(indices)) from None
+
+    def _out_of_memory(self, slices: int) -> DeviceError:
+        """Give the memory back (the feature cache's entries no request is using, the allocator's cached blocks) and
+        say what to do: the next request in this process starts from a trimmed cache."""
+        self.cache.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return DeviceError(f"out of {self.device.type} memory tracking {slices} slices at {self.image_size} px: the feature "
+                           "cache was emptied; retry with a shorter slice range or a smaller image size, or on a larger device")
+
+    def _propagate_in_cache(self, volume, seeds, slice_range, window, progress, label_ranges, auto, stops, memory_rule,
+                            overlap, locked_voxels, locked_slices, indices, start_time) -> PropagationResult:
+        axis = seeds.axis
+        num_slices = volume.grid.num_slices(axis)
         with self.cache.use(self._cache_key(volume, axis, window)) as features:
             lazy = {"hits": 0, "misses": 0, "seconds": 0.0}
 
