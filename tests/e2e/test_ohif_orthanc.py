@@ -79,7 +79,13 @@ def test_seed_segmentation_stored_by_another_tool_is_used(server, orthanc, share
     assert [s["slice"] for s in report["labels"]["1"]["slices"]] == [9, 10, 11]
     assert all(s["area"] > 0 for s in report["labels"]["1"]["slices"])
     # stored back as DICOM-SEG because this request asked for it (save_label); a Run alone stores nothing
-    assert any(d.startswith("sam2med result") and " 9-11 " in d for d in _seg_descriptions(orthanc["url"]))
+    stored = [s for s in _get_json(f"{orthanc['url']}/series?Modality=SEG&includefield=0008103E")
+              if s["0008103E"]["Value"][0].startswith("sam2med result") and " 9-11 " in s["0008103E"]["Value"][0]]
+    assert len(stored) == 1
+    result_seg = DICOMwebClient(url=orthanc["url"]).retrieve_series(orthanc["study"], stored[0]["0020000E"]["Value"][0])[0]
+    algorithm = result_seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert result_seg.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert algorithm.AlgorithmVersion == report["model_version"]  # the model and its checkpoint's sha256
 
 
 PAINTED_BY_Z = """() => {

@@ -253,6 +253,8 @@ def test_saved_segmentation_is_what_the_page_shows(variant, browser, server, ort
     assert instances[0].SeriesDescription == f"matrix {variant}"
     assert segment_names(instances[0]) == {1: "Segment 1", 2: "Segment 2"}
     assert {str(s.SegmentAlgorithmType) for s in instances[0].SegmentSequence} == {"SEMIAUTOMATIC"}
+    versions = {str(s.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion) for s in instances[0].SegmentSequence}
+    assert versions == {saved["algorithm"]["version"]} and versions.pop().startswith("tiny:"), versions  # model:checkpoint sha256
 
     # Re-opened in OHIF (its own SEG reader), the saved segmentation sits on the same voxels.
     context = browser.new_context(viewport={"width": 1500, "height": 950})

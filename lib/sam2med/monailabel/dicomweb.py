@@ -64,6 +64,25 @@ def _names_from_info(label_info: dict[str, Any] | None) -> dict[int, str]:
     return names
 
 
+def algorithm_of(label_info: dict[str, Any] | None) -> Algorithm:
+    """The algorithm of a saved label: the model version a result reports (a propagation: SEMIAUTOMATIC), else the
+    app's own name with no version (a label a client submitted)."""
+    report = (label_info or {}).get("params") or {}
+    version = report.get("model_version") if isinstance(report, dict) else None
+    return Algorithm(name="sam2med SAM2.1", version=str(version)) if isinstance(version, str) and version else Algorithm()
+
+
+def _serving_version() -> str:
+    """The model version of the app serving this process ('' outside a server)."""
+    try:
+        from monailabel.interfaces.utils.app import app_instance
+
+        engine = getattr(getattr(app_instance(), "services", None), "engine", None)
+        return (engine.current_version() or "") if engine is not None else ""
+    except Exception:  # no app (a script calling the converter): no version to name
+        return ""
+
+
 def result_description(tag: str, label_info: dict[str, Any] | None, when: float | None = None) -> str:
     """A DICOM SeriesDescription (at most 64 characters) naming a result by its labels, slice range and time."""
     report = (label_info or {}).get("params") or {}
@@ -133,13 +152,14 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
 
     # -- saving labels as DICOM-SEG -------------------------------------------------------------
     def store_seg(self, image_id: str, label_file: str, names: dict[int, str] | None = None,
-                  description: str = SEED_DESCRIPTION) -> str:
+                  description: str = SEED_DESCRIPTION, algorithm: Algorithm | None = None) -> str:
         """Write `label_file` (on the image's grid) as DICOM-SEG, store it on the server; returns its series UID."""
         grid = self.image_grid(image_id)
         label = load_label(label_file)
         array = seed_on_image_grid(label.array, label.grid, grid)
         all_names = {**self._label_names, **(names or {})}
-        seg = write_seg(array, grid, self._series_dir(image_id), all_names, series_description=description)
+        seg = write_seg(array, grid, self._series_dir(image_id), all_names, series_description=description,
+                        algorithm=algorithm)
         self._client.store_instances([seg])
         logger.info("stored DICOM-SEG %s (%s) for series %s", seg.SeriesInstanceUID, description, image_id)
         return str(seg.SeriesInstanceUID)
@@ -173,7 +193,8 @@ class Sam2MedDICOMWebDatastore(DICOMWebDatastore):
             tag = str(getattr(label_tag, "value", label_tag))
             description = SEED_DESCRIPTION if tag == DefaultLabelTag.FINAL.value else result_description(tag, label_info)
             try:
-                seg_uid = self.store_seg(image_id, label_filename, _names_from_info(label_info), description)
+                seg_uid = self.store_seg(image_id, label_filename, _names_from_info(label_info), description,
+                                         algorithm_of(label_info))
             except InputError as err:
                 if label_tag == DefaultLabelTag.FINAL:
                     raise
@@ -288,7 +309,8 @@ def nifti_to_dicom_seg(series_dir: str, label: str, label_info: Any = None, file
     grid = load_volume(series_dir).grid
     source = load_label(label)
     seg = write_seg(seed_on_image_grid(source.array, source.grid, grid), grid, series_dir, names,
-                    series_description=RESULT_DESCRIPTION)
+                    series_description=RESULT_DESCRIPTION,
+                    algorithm=algorithm_of({"params": {"model_version": _serving_version()}}))
     fd, path = tempfile.mkstemp(suffix=".dcm")
     os.close(fd)
     return str(save_seg(seg, path))
