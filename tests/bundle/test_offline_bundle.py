@@ -139,6 +139,7 @@ def test_a_bundle_for_another_python_fails_with_one_line(engine_bundle, tmp_path
     assert not (tmp_path / "venv").exists()
 
 
+@pytest.mark.heavy
 def test_server_profile_installs_offline_then_propagates_the_sample_and_serves(server_bundle, offline, tmp_path):
     venv, work = tmp_path / "venv", tmp_path / "work"
     work.mkdir()
@@ -217,6 +218,7 @@ $S bench {ct} --seed seed.nii.gz --range 10 14 --checkpoint ck/sam2.1_hiera_tiny
     assert report["first_s"] > 0 and report["cached_s"] > 0 and report["stock_s"] > 0
 
 
+@pytest.mark.heavy
 def test_gpu_check_runs_end_to_end_offline_on_the_cpu_at_a_reduced_size(engine_bundle, offline, shared_data, torch_only_venv,
                                                                         tmp_path):
     venv, out = _venv_copy(torch_only_venv, tmp_path / "torch-only"), tmp_path / "gpu-check"
