@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from sam2med.errors import PromptError
+from sam2med.errors import InputError, PromptError
 from sam2med.io import MAX_LABEL_VALUE
 
 
@@ -124,3 +125,15 @@ def _short(value: Any, limit: int = 60) -> str:
 def keyed_by_name(per_value: Mapping, names: Mapping[int, str]) -> dict:
     """{name or value: item} of {value: item}: each value's entry under its given name, where it has one."""
     return {names.get(int(value)) or str(int(value)): item for value, item in per_value.items()}
+
+
+def map_file_and_key(spec: str, what: str) -> tuple[Path, str | None]:
+    """The file and optional KEY of a label map given as `PATH` or `PATH:KEY` (a path holding ':' is taken whole
+    when that file exists); a missing file is an `InputError` naming `what`."""
+    path, key = Path(spec), None
+    if not path.is_file() and ":" in spec:
+        head, _, key = spec.rpartition(":")
+        path = Path(head)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file not found")
+    return path, key

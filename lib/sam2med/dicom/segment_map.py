@@ -33,6 +33,7 @@ from typing import Any
 
 from sam2med.dicom.segments import ANATOMICAL_STRUCTURE_CATEGORY, DEFAULT_COLORS, Code, Segment
 from sam2med.errors import InputError
+from sam2med.labelnames import map_file_and_key
 
 CODES_FILE = Path(__file__).with_name("totalsegmentator_codes.csv")
 CODE_FIELDS = ("category", "type", "modifier", "region", "region_modifier")
@@ -261,12 +262,7 @@ def _read_csv(path: Path) -> dict[int, Segment]:
 
 def read_segment_map(spec: str) -> dict[int, Segment]:
     """{value: Segment} from a label map `PATH` or `PATH:KEY` (JSON) or `PATH.csv`, codes included."""
-    path, key = Path(spec), None
-    if not path.is_file() and ":" in spec:
-        head, _, key = spec.rpartition(":")
-        path = Path(head)
-    if not path.is_file():
-        raise InputError(f"{path}: label map file not found")
+    path, key = map_file_and_key(spec, "label map")
     if path.suffix.lower() == ".csv":
         if key is not None:
             raise InputError(f"{spec}: a CSV label map holds one map; give it without :KEY")

@@ -7,9 +7,9 @@ to use chosen by key: `labels.json:total` (the shared TotalSegmentator file has 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from sam2med.errors import InputError
+from sam2med.labelnames import map_file_and_key
 
 
 def _normalise(mapping: dict, source: str) -> dict[int, str]:
@@ -26,12 +26,7 @@ def _normalise(mapping: dict, source: str) -> dict[int, str]:
 
 def read_labels_map(spec: str) -> dict[int, str]:
     """{value: name} from `PATH` or `PATH:KEY`."""
-    path, key = Path(spec), None
-    if not path.is_file() and ":" in spec:
-        head, _, key = spec.rpartition(":")
-        path = Path(head)
-    if not path.is_file():
-        raise InputError(f"{path}: labels map file not found")
+    path, key = map_file_and_key(spec, "labels map")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:

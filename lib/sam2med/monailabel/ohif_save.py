@@ -97,7 +97,8 @@ def save_labelmap(datastore: Any, image_id: str, label_path: str, request: SaveR
     if array is None:
         raise InputError(f"the segmentation is not on the voxel grid of series {image_id} "
                          f"({label.grid.describe_difference(grid)}): save it from a viewer showing that series")
-    values = [int(v) for v in np.unique(array) if v]
+    found, voxels = np.unique(array[array > 0], return_counts=True)
+    values, counts = [int(v) for v in found], {int(v): int(n) for v, n in zip(found, voxels)}
     if not values:
         raise InputError("nothing to save: the segmentation is empty (paint or run first)")
     unnamed = [v for v in values if v not in request.segments]
@@ -106,7 +107,6 @@ def save_labelmap(datastore: Any, image_id: str, label_path: str, request: SaveR
     segments = {s.value: s for s in describe_segments(values, given=request.segments)}
     seg_uid = datastore.store_segmentation(image_id, array, grid, segments, request.algorithm, request.description,
                                            request.format)
-    counts = {v: int(c) for v, c in zip(*np.unique(array[array > 0], return_counts=True))}
     return {
         "format": request.format,
         "series_uid": seg_uid,
