@@ -1,0 +1,223 @@
+"""The sam2med panel's prompt tools in a real OHIF (issue 26): each gesture is made with real mouse events on
+the viewport after its keyboard shortcut, lands at the patient position it was drawn at (checked against the
+server's voxel grid), is sent with Run as a `prompts` entry, and conditions the run as drawn; undo/redo of a
+Run restores the page's labelmap voxel for voxel.
+
+One browser page and one server serve every case, in order (each case builds on the page the previous left).
+Positions are chosen by patient coordinates (the liver of the example CT, from its organ labels) and turned
+into screen positions with cornerstone's worldToCanvas; every assertion is about where labels are, never how
+good they are (random SAM2 weights).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from e2e.ohif_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _get_json, open_viewer, run_panel, scroll_to_z
+from e2e.test_ohif_save_matrix import RUNS, _on_grid
+
+pytestmark = pytest.mark.e2e
+
+START_Z, END_Z = -788.5, -780.5  # mm: Start/End (5 images)
+CLICK_Z, BOX_Z, LASSO_Z = -784.5, -782.5, -786.5
+LIVER = 5
+
+SNAPSHOT = f"""() => {{ const c = window.sam2med; const seg = c.segmentation(c.activeViewport().viewportId);
+  return ({RUNS})(c.labelmapImages(seg)); }}"""
+TO_CANVAS = "(w) => Array.from(window.sam2med.activeViewport().viewport.worldToCanvas(w))"
+IMAGE_NUMBER = """(z) => { const v = window.sam2med.activeViewport().viewport;
+  return v.getImageIds().findIndex(id => Math.abs(window.cornerstone.metaData.get('imagePlaneModule', id).imagePositionPatient[2] - z) < 0.01) + 1; }"""
+SHOWN_PROMPTS = "() => Array.from(document.querySelectorAll('[data-testid=sam2med-overlay] [data-prompt]')).map(e => e.dataset.prompt)"
+
+
+class Page:
+    """The shared page with the series' grid (patient position <-> voxel index) and gesture helpers."""
+
+    def __init__(self, page, viewport, grid: dict, liver: np.ndarray):
+        self.page, self.viewport, self.liver = page, viewport, liver
+        self.shape = tuple(grid["shape"])
+        self.origin = np.asarray(grid["origin"], float)
+        self.steps = np.asarray(grid["direction"], float).reshape(3, 3) * np.asarray(grid["spacing"], float)[None, :]
+        from sam2med.geometry import Grid
+
+        self.grid = Grid(tuple(grid["shape"]), tuple(grid["spacing"]), tuple(grid["origin"]), tuple(grid["direction"]))
+
+    def world(self, index) -> list[float]:
+        return [float(v) for v in self.origin + self.steps @ np.asarray(index, float)]
+
+    def slice_of(self, z: float) -> int:
+        return int(round((z - self.origin[2]) / self.steps[2, 2]))
+
+    def z_of(self, k: int) -> float:
+        return round(float(self.origin[2] + k * self.steps[2, 2]), 3)
+
+    def screen(self, index) -> tuple[float, float]:
+        x, y = self.page.evaluate(TO_CANVAS, self.world(index))
+        box = self.viewport.bounding_box()
+        return box["x"] + x, box["y"] + y
+
+    def tool(self, key: str, tool: str) -> None:
+        if self.page.evaluate("() => window.sam2med.tool") != tool:
+            self.page.evaluate("() => document.activeElement && document.activeElement.blur()")  # keys typed in a field stay there
+            self.page.keyboard.press(key)
+        assert self.page.evaluate("() => window.sam2med.tool") == tool, f"key {key} did not select {tool}"
+
+    def gesture(self, key: str, tool: str, indices: list) -> None:
+        """Select the tool with its key, then press at the first voxel, drag through the others, release."""
+        self.tool(key, tool)
+        points = [self.screen(i) for i in indices]
+        self.page.mouse.move(*points[0])
+        self.page.mouse.down()
+        for x, y in points[1:]:
+            self.page.mouse.move(x, y, steps=5)
+        self.page.mouse.up()
+        time.sleep(0.3)
+
+    def labels(self) -> np.ndarray:
+        return _on_grid(self.page.evaluate(SNAPSHOT), self.grid)
+
+    def run(self) -> tuple[dict, dict]:
+        """Run; returns (the params the panel sent, the report)."""
+        with self.page.expect_request(lambda r: "/infer/sam2_propagate" in r.url) as request:
+            report = run_panel(self.page)
+        body = request.value.post_data_buffer
+        params = json.loads(body.split(b'name="params"\r\n\r\n', 1)[1].split(b"\r\n--", 1)[0])
+        params["label file sent"] = b'name="label"' in body
+        return params, report
+
+    def liver_point(self, k: int, quantile: float = 0.5) -> tuple[float, float, int]:
+        """A voxel of the liver on slice k (by the organ labels), near its centre."""
+        xs, ys = np.nonzero(self.liver[:, :, k])
+        order = np.lexsort((ys, xs))
+        at = order[int(quantile * (len(order) - 1))]
+        return float(xs[at]), float(ys[at]), k
+
+
+@pytest.fixture(scope="module")
+def shared(server, orthanc, shared_data):
+    from playwright.sync_api import expect, sync_playwright
+
+    from sam2med.io import load_label, load_volume
+    from sam2med.prompts import seed_on_image_grid
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    grid = _get_json(f"{server}/sam2med/grid?image={orthanc['series']}")
+    assert grid["direction"][8] in (1.0, -1.0) and grid["direction"][0] in (1.0, -1.0), grid
+    organs = load_label(shared_data / "totalsegmentator/example_seg_dicom.nii.gz")
+    from sam2med.geometry import Grid
+
+    on_grid = Grid(tuple(grid["shape"]), tuple(grid["spacing"]), tuple(grid["origin"]), tuple(grid["direction"]))
+    liver = seed_on_image_grid(organs.array, organs.grid, on_grid) == LIVER
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 950})
+            page.set_default_timeout(60_000)
+            warmups = []
+            page.on("request", lambda r: warmups.append(json.loads(r.post_data)) if r.url.endswith("/sam2med/warmup") else None)
+            viewport = open_viewer(page, server, orthanc["study"], orthanc["series"])
+            page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
+            page.get_by_text("Add segmentation").first.click()
+            time.sleep(1)
+            page.locator('[data-cy="sam2med-btn"]').click()
+            expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text("current: image", timeout=60_000)
+            for which, z in (("start", START_Z), ("end", END_Z)):
+                page.locator(f'[data-testid="sam2med-{which}"]').fill(str(page.evaluate(IMAGE_NUMBER, z)))
+            # the series was shown: the panel asked the server to warm it up (a 404 before that route exists is ignored)
+            assert warmups and warmups[0]["image"] == orthanc["series"] and warmups[0]["axis"] == "axial", warmups
+            yield Page(page, viewport, grid, liver)
+        finally:
+            browser.close()
+
+
+def _inside_range(shared: Page, labels: np.ndarray) -> None:
+    ks = sorted({int(k) for k in np.nonzero(labels)[2]})
+    assert ks and all(START_Z <= shared.z_of(k) <= END_Z for k in ks), [shared.z_of(k) for k in ks]
+
+
+def test_positive_click_adds_the_object_on_its_slice(shared):
+    k = shared.slice_of(CLICK_Z)
+    scroll_to_z(shared.page, shared.viewport, CLICK_Z)
+    point = shared.liver_point(k)
+    shared.gesture("c", "click-pos", [point])
+    assert shared.page.evaluate(SHOWN_PROMPTS) == ["click-pos"], "the click is not drawn on its slice"
+    params, report = shared.run()
+    assert len(params["prompts"]) == 1 and not params["label file sent"], params  # nothing painted: prompts alone
+    sent = params["prompts"][0]
+    assert (sent["label"], sent["kind"], sent["positive"]) == (1, "click", True), sent
+    assert np.allclose(sent["points"][0][:2], point[:2], atol=0.5) and sent["points"][0][2] == k, (sent, point)
+    labels = shared.labels()
+    _inside_range(shared, labels)
+    assert labels[int(point[0]), int(point[1]), k] == 1, "the clicked voxel is not in the object on its slice"
+    shared.page.screenshot(path=ARTIFACTS / "prompts-01-click.png")
+
+
+def test_negative_click_removes_the_region_under_it(shared):
+    k = shared.slice_of(CLICK_Z)
+    before = shared.labels()
+    point = shared.liver_point(k)
+    assert before[int(point[0]), int(point[1]), k] == 1
+    shared.gesture("Shift+C", "click-neg", [point])
+    assert sorted(shared.page.evaluate(SHOWN_PROMPTS)) == ["click-neg", "click-pos"]
+    params, _ = shared.run()
+    assert [(p["kind"], p["positive"]) for p in params["prompts"]] == [("click", True), ("click", False)], params["prompts"]
+    after = shared.labels()
+    assert after[int(point[0]), int(point[1]), k] == 0, "the voxel under the negative click is still labelled"
+    _inside_range(shared, after)
+    shared.page.screenshot(path=ARTIFACTS / "prompts-02-negative-click.png")
+
+
+def test_box_labels_only_inside_the_box_and_the_range(shared):
+    shared.page.locator('[data-testid="sam2med-clear"]').click()
+    assert shared.page.evaluate(SHOWN_PROMPTS) == []
+    k = shared.slice_of(BOX_Z)
+    scroll_to_z(shared.page, shared.viewport, BOX_Z)
+    x, y, _ = shared.liver_point(k)
+    corners = [(x - 25, y - 20, k), (x + 25, y + 20, k)]
+    shared.gesture("b", "box", corners)
+    assert shared.page.evaluate(SHOWN_PROMPTS) == ["box"]
+    params, _ = shared.run()
+    [sent] = params["prompts"]
+    assert sent["kind"] == "box" and np.allclose(sent["points"], corners, atol=0.5), sent
+    labels = shared.labels()
+    _inside_range(shared, labels)
+    xs, ys = np.nonzero(labels[:, :, k])
+    assert len(xs), "nothing labelled on the box's slice"
+    assert xs.min() >= x - 25 and xs.max() <= x + 25 and ys.min() >= y - 20 and ys.max() <= y + 20, \
+        f"labelled outside the box on its slice: x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()}"
+    shared.page.screenshot(path=ARTIFACTS / "prompts-03-box.png")
+
+
+def test_lasso_conditions_as_drawn_and_undo_restores_the_labelmap(shared):
+    shared.page.locator('[data-testid="sam2med-clear"]').click()
+    k = shared.slice_of(LASSO_Z)
+    scroll_to_z(shared.page, shared.viewport, LASSO_Z)
+    x, y, _ = shared.liver_point(k)
+    polygon = [(x - 12, y - 10, k), (x + 12, y - 10, k), (x + 12, y + 10, k), (x - 12, y + 10, k)]
+    before = shared.labels()
+    shared.gesture("l", "lasso-pos", polygon)
+    assert shared.page.evaluate(SHOWN_PROMPTS) == ["lasso-pos"]
+    params, _ = shared.run()
+    [sent] = params["prompts"]
+    assert sent["kind"] == "lasso" and sent["positive"] and len(sent["points"]) >= 4
+    assert all(p[2] == k for p in sent["points"])
+    after = shared.labels()
+    _inside_range(shared, after)
+    inner = after[int(x - 10):int(x + 11), int(y - 8):int(y + 9), k]
+    assert (inner == 1).all(), f"{(inner != 1).sum()} voxels inside the lasso are not labelled on its slice"
+
+    # ctrl-z: the page's labelmap as it was before that Run, voxel for voxel; ctrl-shift-z: as after it
+    shared.page.mouse.move(*shared.screen((x, y, k)))
+    shared.page.keyboard.press("Control+z")
+    assert np.array_equal(shared.labels(), before), "undo did not restore the labelmap before the Run"
+    assert shared.page.evaluate(SHOWN_PROMPTS) == ["lasso-pos"], "undoing the Run removed the prompt too"
+    shared.page.keyboard.press("Control+Shift+z")
+    assert np.array_equal(shared.labels(), after), "redo did not restore the labelmap after the Run"
+    shared.page.keyboard.press("Control+z")
+    shared.page.keyboard.press("Control+z")  # and the lasso itself
+    assert shared.page.evaluate(SHOWN_PROMPTS) == []
+    assert np.array_equal(shared.labels(), before)
+    shared.page.screenshot(path=ARTIFACTS / "prompts-04-undo.png")
