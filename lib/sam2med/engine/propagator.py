@@ -27,7 +27,11 @@ from sam2med.windowing import PREPROCESSING, Window, guess_modality
 
 logger = logging.getLogger(__name__)
 
-# progress(done, total, stage) with stage "encode" or "track"
+# progress(done, total, stage) with stage "encode" or "track". A callback that also has a method
+# `slice_done(slice_index, frame_label, labels)` gets each slice as soon as it is tracked: its (H, W) label
+# (as `geometry.to_slices` lays a slice out) and the propagated label values (locked ones are not among them).
+# Slices are tracked forward from the first prompted slice, then backward from it. The final result may
+# still clear a label on a finished slice (beyond an auto-range stop).
 ProgressFn = Callable[[int, int, str], None]
 # Test-only: frame_hook(slice, label, sam2's frame output, mask logits) -> mask logits, called on every
 # propagated (not seed) slice; it may rewrite the output's "object_score_logits" and "iou" to drive the
@@ -472,12 +476,15 @@ class Propagator:
             if memory is not None:
                 for obj in objects:
                     obj.output[SELECTED_MEMORY] = {}
+            slice_done = getattr(progress, "slice_done", None)
             for done, (frame, reverse) in enumerate(order, 1):
                 if stops is None or any(stops[label].active(indices[frame]) for label in labels):  # else every label stopped
                     if stops is not None:
                         encode(indices[frame])
                     self._track_frame(run, frame, reverse, done)
                     self._forget_unreachable(objects, frame, reverse, first, reach)
+                    if slice_done is not None:
+                        slice_done(indices[frame], run.label_frames[frame], list(labels))
                 if progress:
                     progress(done, len(order), "track")
         for per_label in run.scores.values():

@@ -11,10 +11,11 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from sam2med.monailabel.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
+from sam2med.monailabel.corrections import (CorrectionState, CorrectionStore, parse_state_id, select_corrected_seeds,
+                                            slice_digests)
 from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
-from sam2med.errors import PromptError
+from sam2med.errors import InputError, PromptError
 from sam2med.geometry import Axis, to_slices
 from sam2med.io import Volume, load_volume
 from sam2med.monailabel.shared_propagator import SharedEngine
@@ -71,17 +72,19 @@ class _Sam2Task(InferTask):
         self.corrections = corrections
         self.prompts: PromptStore | None = None  # set by the app when it keeps per-image state
 
-    def _remember(self, request: Dict[str, Any], image: Volume, seed_slices: Dict[int, list], result: PropagationResult) -> None:
-        """Keep the conditioning slices and the result's slice digests of a datastore image for its next correction."""
+    def _remember(self, request: Dict[str, Any], image: Volume, seed_slices: Dict[int, list], result: PropagationResult) -> str | None:
+        """Keep the conditioning slices and the result's slice digests of a datastore image for its next correction;
+        the kept state's id (None when nothing is kept: no datastore image, no store, or it could not be written)."""
         image_id = request.get("image_id")
         if self.corrections is None or not image_id:
-            return
+            return None
         state = CorrectionState(str(image_id), image.fingerprint(), result.axis, {k: sorted(v) for k, v in seed_slices.items()},
                                 slice_digests(result.label, result.axis, sorted(result.scores)))
         try:
-            self.corrections.save(state)
+            return self.corrections.save(state)
         except OSError as err:  # the result is still good; only the next correction loses its history
             logger.warning("cannot keep the correction state of %r: %s", image_id, err)
+            return None
 
     def _record_scores(self, request: Dict[str, Any], scores: Dict[str, list], version: str, axis: Axis) -> None:
         """Keep a datastore image's per-slice scores, with the model version, in its image info (for `uncertain`)."""
@@ -109,6 +112,16 @@ class _Sam2Task(InferTask):
     def is_valid(self) -> bool:
         return True
 
+    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        try:
+            return self._run(request)
+        except Exception:
+            PROGRESS.finish(request.get("progress_id") or None, "failed")  # a no-op once the entry is done
+            raise
+
+    def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        raise NotImplementedError
+
     @staticmethod
     def _check_result_tag(request: Dict[str, Any]) -> None:
         """A result tag MONAI Label would refuse after the run is refused before it (nothing run, nothing kept)."""
@@ -116,18 +129,20 @@ class _Sam2Task(InferTask):
             parse_seed_tag(request["label_tag"], "label_tag")
 
     def _propagate(self, request: Dict[str, Any], image: Volume, seeds: Any, slice_range: Any, window: Any,
-                   **options: Any) -> Tuple[PropagationResult, Propagator]:
-        """Run the engine; a request with `progress_id` can be followed at /sam2med/progress/{id} meanwhile.
+                   to_client: Dict[int, int] | None = None, **options: Any) -> Tuple[PropagationResult, Propagator]:
+        """Run the engine; a request with `progress_id` can be followed at /sam2med/progress/{id} meanwhile, its
+        finished slices too (in the client's values, `to_client`); `_finish` settles and closes the entry.
         Returns the propagator that ran, so that the response describes that model even if a newer one is published."""
         progress_id = request.get("progress_id") or None
         reporter = PROGRESS.reporter(progress_id)
+        if reporter is not None and to_client:
+            reporter.values = dict(to_client)
         propagator = self.engine.get()
         try:
             result = propagator.propagate(image, seeds, slice_range, window=window, progress=reporter, **options)
         except Exception:
             PROGRESS.finish(progress_id, "failed")
             raise
-        PROGRESS.finish(progress_id)
         self._record_prompts(request, image, seeds, window, result)
         return result, propagator
 
@@ -144,6 +159,9 @@ class _Sam2Task(InferTask):
         `names` ({server value: name}) are the request's names over the app's (default: the app's)."""
         write_start = time.perf_counter()
         label = result.label if mapping is None else relabel(result.label, mapping.to_client(), "the result")
+        progress_id = request.get("progress_id") or None
+        PROGRESS.settle(progress_id, to_slices(label, result.axis))  # the live slices end as this answer
+        PROGRESS.finish(progress_id)
         path = write_result(label, image.grid, output)
         track_result(path)
         write_seconds = time.perf_counter() - write_start
@@ -236,9 +254,24 @@ class Sam2PropagateTask(_Sam2Task):
         logger.info("%s (no_seed skip: answered with an empty label)", message)
         path = write_result(np.zeros(image.grid.shape, dtype=np.uint8), image.grid, params.output)
         track_result(path)
-        return path, {"message": f"{message}; nothing was run", "seed": None, "label_names": {"background": 0}}
+        return path, {"message": f"{message}; nothing was run", "seed": None, "label_names": {"background": 0}, "state_id": None}
 
-    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    def _correction_state(self, request: Dict[str, Any], image: Volume, axis: Axis, seed_source: str) -> CorrectionState | None:
+        """The correction-loop state a submitted label is read against: the request's `parent_state` (any seed
+        source: the client says the label derives from that state; unknown -> 400), else, for the label saved
+        under the default tag (3D Slicer's Submit Label), the image's newest state; else None (every labelled
+        slice is a seed)."""
+        parent = parse_state_id(request.get("parent_state"))
+        image_id = request.get("image_id")
+        if parent is not None:
+            if self.corrections is None or not image_id:
+                raise InputError("parent_state needs a datastore image (image id) on a server that keeps correction states")
+            return self.corrections.load_id(str(image_id), parent, image.fingerprint(), axis)
+        if self.corrections is not None and image_id and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
+            return self.corrections.load(str(image_id), image.fingerprint(), axis)
+        return None
+
+    def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_propagate(request, self.label_names)
         self._check_result_tag(request)
@@ -260,9 +293,7 @@ class Sam2PropagateTask(_Sam2Task):
         whole = SliceRange(0, num_slices - 1)
         default_range, label_ranges = (whole, {}) if auto else parse_label_slice_ranges(
             params.slice_range, num_slices, {**self.label_names, **{n: v for v, n in names.items()}})
-        state = None
-        if self.corrections is not None and request.get("image_id") and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
-            state = self.corrections.load(str(request["image_id"]), image.fingerprint(), params.axis)
+        state = self._correction_state(request, image, params.axis, seed_source)
         extra: Dict[str, Any] = {"seed": seed_source, "correction": None}
         seeds = seeds_from_label(seed_array, seed.grid, image.grid, params.axis, whole, params.labels, params.locked, names)
         if state is not None:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
@@ -274,9 +305,10 @@ class Sam2PropagateTask(_Sam2Task):
         extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
         load_seconds = time.perf_counter() - start
         locked = locked_voxels(seed_array, seed.grid, image.grid, params.locked)
-        result, propagator = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=own_ranges,
+        result, propagator = self._propagate(request, image, seeds, slice_range, params.window,
+                                             None if mapping is None else mapping.to_client(), label_ranges=own_ranges,
                                              overlap=params.overlap, locked=locked, **policies)
-        self._remember(request, image, seeds.masks, result)
+        extra["state_id"] = self._remember(request, image, seeds.masks, result)
         inputs = {"image": self._image_file(request), "seed": seed_file}
         return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, mapping, names)
 
@@ -294,7 +326,7 @@ class Sam2PointsTask(_Sam2Task):
             corrections=corrections,
         )
 
-    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_points(request, self.label_names)
         self._check_result_tag(request)
@@ -321,7 +353,8 @@ class Sam2PointsTask(_Sam2Task):
         result, propagator = self._propagate(request, image, seeds, slice_range, params.window, **policies)
         if roi is not None:
             extra["roi_cleared_voxels"] = keep_inside(result, roi)
-        self._remember(request, image, {label: [p.slice_index for p in prompts] for label, prompts in seeds.prompts.items()}, result)
+        extra["state_id"] = self._remember(request, image, {label: [p.slice_index for p in prompts]
+                                                            for label, prompts in seeds.prompts.items()}, result)
         return self._finish(request, result, propagator, image, params.output, start, load_seconds,
                             extra, {"image": self._image_file(request)}, params.labels)
 
