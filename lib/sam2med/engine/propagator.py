@@ -1,4 +1,4 @@
-"""`Propagator`: seed masks or clicks on a few slices -> a 3D label through a slice range."""
+"""`Propagator`: masks, clicks and boxes on a few slices (`SlicePrompts`) -> a 3D label through a slice range."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from sam2med.engine.tracker import SELECTED_MEMORY, new_tracking_state
 from sam2med.errors import DeviceError
 from sam2med.geometry import Axis, Grid, from_slices, to_slices
 from sam2med.io import Volume, label_dtype
-from sam2med.prompts import ClickSeeds, SeedMasks, SliceRange
+from sam2med.prompts import ClickSeeds, SeedMasks, SlicePrompts, SliceRange, as_slice_prompts
 from sam2med.windowing import PREPROCESSING, Window, guess_modality
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class _TrackingRun:
     """What the steps of one `Propagator._track` share."""
 
     state: dict  # sam2's inference state
-    seeds: SeedMasks | ClickSeeds
+    seeds: SlicePrompts
     indices: list[int]  # frame -> slice
     objects: list[TrackedObject]
     absent: torch.Tensor  # the low-res logits of an object outside its own range
@@ -201,11 +201,9 @@ def object_score_of(out: dict) -> float:
     return float(torch.sigmoid(out["object_score_logits"].float()).mean())
 
 
-def seed_slices_of(seeds: SeedMasks | ClickSeeds, label: int) -> list[int]:
+def seed_slices_of(seeds: SeedMasks | ClickSeeds | SlicePrompts, label: int) -> list[int]:
     """The conditioning slices of one label."""
-    if isinstance(seeds, SeedMasks):
-        return sorted(seeds.masks[label])
-    return sorted({p.slice_index for p in seeds.prompts[label]})
+    return as_slice_prompts(seeds).slices_of(label)
 
 
 def memory_reach(tracker) -> int:
@@ -214,10 +212,12 @@ def memory_reach(tracker) -> int:
     return max(int(tracker.num_maskmem) * stride, int(tracker.max_obj_ptrs_in_encoder)) + 1
 
 
-def kept_as_drawn(label_slices: np.ndarray, seeds: SeedMasks) -> dict[int, list[int]]:
-    """Per label, its drawn slices on which the output (N, H, W) holds that label exactly where it was drawn."""
+def kept_as_drawn(label_slices: np.ndarray, seeds: SeedMasks | SlicePrompts) -> dict[int, list[int]]:
+    """Per label with drawn slices (a mask and no clicks nor box), those on which the output (N, H, W) holds that
+    label exactly where it was drawn."""
+    drawn = as_slice_prompts(seeds).drawn()
     return {label: [s for s, mask in sorted(per_slice.items()) if np.array_equal(label_slices[s] == label, mask)]
-            for label, per_slice in seeds.masks.items()}
+            for label, per_slice in drawn.items() if per_slice}
 
 
 def _voxels_per_value(label: np.ndarray) -> dict[int, int]:
@@ -312,7 +312,7 @@ class Propagator:
     def propagate(
         self,
         volume: Volume,
-        seeds: SeedMasks | ClickSeeds,
+        seeds: SeedMasks | ClickSeeds | SlicePrompts,
         slice_range: SliceRange | None = None,
         window: "Window | str | None" = None,
         progress: ProgressFn | None = None,
@@ -322,13 +322,14 @@ class Propagator:
         overlap: str = KEEP,
         locked: np.ndarray | None = None,
     ) -> PropagationResult:
-        """Propagate `seeds` (masks or clicks, each label its own object) through `slice_range`, both ways.
+        """Propagate `seeds` (masks, clicks, boxes: `SlicePrompts`, each label its own object) through `slice_range`,
+        both ways.
 
         `label_ranges` narrows some labels to their own ranges inside `slice_range`: they are neither
         tracked nor written outside them. `auto` stops each label where it ends (see `AutoRange`); slices
         are then encoded as tracking reaches them, none beyond the stops. `memory` 'selective' chooses the
         memory frames by confidence and dissimilarity (see `SelectiveMemory`); 'recent' / None is sam2's.
-        A label drawn on a slice (a mask seed) comes back as drawn there; `overlap` says what wins where
+        A label drawn on a slice (a mask, no clicks nor box there) comes back as drawn there; `overlap` says what wins where
         labels meet (`engine.overlap`). `locked` (x, y, z), non-zero where a locked label lies (none of the
         propagated values), is kept as it is everywhere and never overwritten."""
         start_time = time.perf_counter()
@@ -337,8 +338,10 @@ class Propagator:
         slice_range = SliceRange.parse(slice_range, num_slices)
         if isinstance(seeds, ClickSeeds):
             seeds.check(volume.grid, slice_range)
-        elif any(s not in slice_range for s in seeds.slices):
+        elif isinstance(seeds, SeedMasks) and any(s not in slice_range for s in seeds.slices):
             raise ValueError("seed slices outside the range must be rejected by prompts.seeds_from_label")
+        seeds = as_slice_prompts(seeds)
+        seeds.check(volume.grid, slice_range)
         label_ranges = {int(k): v for k, v in (label_ranges or {}).items()}
         if any(r.start < slice_range.start or r.end > slice_range.end for r in label_ranges.values()):
             raise ValueError("a label's range must lie inside slice_range")
@@ -405,7 +408,7 @@ class Propagator:
         full[indices[0] : indices[-1] + 1] = label_frames
         if locked_slices is not None:  # outside the range too: a locked label is returned as it came
             np.copyto(full, locked_slices, where=locked_slices != 0)
-        kept = kept_as_drawn(full, seeds) if isinstance(seeds, SeedMasks) else {}
+        kept = kept_as_drawn(full, seeds)
         label = np.ascontiguousarray(from_slices(full, axis))
         seconds = time.perf_counter() - start_time
         cache_stats = {"request_hit_slices": hits, "request_miss_slices": misses, **self.cache.stats()}
@@ -436,7 +439,7 @@ class Propagator:
         return label_frames, tracked, spans
 
     @torch.inference_mode()
-    def _track(self, features: SliceFeatures, seeds: SeedMasks | ClickSeeds, indices: list[int], height: int, width: int,
+    def _track(self, features: SliceFeatures, seeds: SlicePrompts, indices: list[int], height: int, width: int,
                progress: ProgressFn | None, label_ranges: dict[int, SliceRange] | None = None,
                stops: dict[int, LabelStops] | None = None, memory: SelectiveMemory | None = None,
                encode: Callable[[int], None] | None = None, overlap: str = KEEP,
@@ -498,8 +501,9 @@ class Propagator:
         slice_index = run.indices[frame]
         views = [self._track_object(run, obj, frame, reverse, done) for obj in run.objects]
         logits = self.tracker.frame_logits(run.state, torch.cat([view.mask for view in views], dim=0))  # (O, 1, H, W)
-        drawn = {obj.index: torch.from_numpy(run.seeds.masks[obj.label][slice_index]).to(self.device)
-                 for obj, view in zip(run.objects, views) if view.seed and isinstance(run.seeds, SeedMasks)}
+        drawn = {obj.index: torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
+                 for obj, view in zip(run.objects, views)
+                 if view.seed and (mask := run.seeds.prompts[obj.label][slice_index].drawn) is not None}
         locked = (None if run.locked_slices is None
                   else torch.from_numpy(run.locked_slices[slice_index].astype(np.int64)).to(self.device))
         frame_label = assemble_slice(logits[:, 0].float(), run.label_values, drawn, locked, run.overlap)
@@ -560,18 +564,22 @@ class Propagator:
             candidates.append(MemoryCandidate(frame, order, iou * object_score, memory_descriptor(out), out))
         return select_memory(candidates, int(self.tracker.num_maskmem) - 1, rule.dissimilarity)
 
-    def _add_prompts(self, state: dict, seeds: SeedMasks | ClickSeeds, frame_of: dict[int, int]) -> None:
-        if isinstance(seeds, SeedMasks):
-            for label, per_slice in seeds.masks.items():
-                for slice_index, mask in sorted(per_slice.items()):
-                    self.tracker.add_new_mask(state, frame_of[slice_index], label, torch.from_numpy(np.ascontiguousarray(mask)))
-            return
-        for label, prompts in seeds.prompts.items():
-            for prompt in prompts:
-                points = np.array([[c, r] for r, c in prompt.points_rc], dtype=np.float32).reshape(-1, 2) if prompt.points_rc else None
-                point_labels = np.array(prompt.point_labels, dtype=np.int32) if prompt.points_rc else None
-                box = None
+    def _add_prompts(self, state: dict, seeds: SlicePrompts, frame_of: dict[int, int]) -> None:
+        """Each label's slice prompts into sam2: the mask first, then the clicks and the box, which sam2 decodes
+        with the mask's logits as the previous prediction on that frame (add_new_points_or_box's
+        prev_sam_mask_logits), so they refine the mask rather than replace it."""
+        for label, per_slice in seeds.prompts.items():
+            for slice_index, prompt in sorted(per_slice.items()):
+                frame = frame_of[slice_index]
+                if prompt.mask is not None:
+                    self.tracker.add_new_mask(state, frame, label, torch.from_numpy(np.ascontiguousarray(prompt.mask)))
+                if not prompt.has_clicks:
+                    continue
+                points = labels = box = None
+                if prompt.points_rc:
+                    points = np.array([[c, r] for r, c in prompt.points_rc], dtype=np.float32).reshape(-1, 2)
+                    labels = np.array(prompt.point_labels, dtype=np.int32)
                 if prompt.box_rc is not None:
                     r0, c0, r1, c1 = prompt.box_rc
                     box = np.array([c0, r0, c1, r1], dtype=np.float32)
-                self.tracker.add_new_points_or_box(state, frame_of[prompt.slice_index], label, points=points, labels=point_labels, box=box)
+                self.tracker.add_new_points_or_box(state, frame, label, points=points, labels=labels, box=box)
