@@ -76,6 +76,13 @@ class Page:
         self.page.mouse.up()
         time.sleep(0.3)
 
+    @property
+    def px(self) -> float:
+        """One screen pixel in voxels (mouse events land on whole pixels, the viewport's box need not): how close
+        a gesture lands to the patient position it was aimed at."""
+        a, b = self.screen((100, 100, 0)), self.screen((200, 100, 0))
+        return 100 / abs(b[0] - a[0]) + 0.01
+
     def labels(self) -> np.ndarray:
         return _on_grid(self.page.evaluate(SNAPSHOT), self.grid)
 
@@ -138,39 +145,47 @@ def _inside_range(shared: Page, labels: np.ndarray) -> None:
     assert ks and all(START_Z <= shared.z_of(k) <= END_Z for k in ks), [shared.z_of(k) for k in ks]
 
 
-def test_positive_click_adds_the_object_on_its_slice(shared):
+def _sent_fill(shared: Page, sent: dict) -> tuple[int, np.ndarray]:
+    """(slice, (x, y) bool) of a lasso as sent: the pixels the server fills (sam2med.gestures.polygon_fill)."""
+    from sam2med.geometry import Axis
+    from sam2med.gestures import Gesture, gesture_slice, polygon_fill, slice_shape
+
+    k, points_rc = gesture_slice(Gesture(sent["label"], "lasso", sent["positive"], tuple(map(tuple, sent["points"]))), Axis(2), shared.shape)
+    return k, polygon_fill(points_rc, slice_shape(shared.shape, Axis(2))).T
+
+
+def test_positive_click_lands_where_clicked_and_adds_the_object_on_its_slice(shared):
     k = shared.slice_of(CLICK_Z)
     scroll_to_z(shared.page, shared.viewport, CLICK_Z)
     point = shared.liver_point(k)
     shared.gesture("c", "click-pos", [point])
     assert shared.page.evaluate(SHOWN_PROMPTS) == ["click-pos"], "the click is not drawn on its slice"
     params, report = shared.run()
-    assert len(params["prompts"]) == 1 and not params["label file sent"], params  # nothing painted: prompts alone
+    assert len(params["prompts"]) == 1 and not params["label file sent"], params  # nothing painted: the prompt alone
     sent = params["prompts"][0]
     assert (sent["label"], sent["kind"], sent["positive"]) == (1, "click", True), sent
-    assert np.allclose(sent["points"][0][:2], point[:2], atol=0.5) and sent["points"][0][2] == k, (sent, point)
+    assert np.allclose(sent["points"][0][:2], point[:2], atol=shared.px) and sent["points"][0][2] == k, (sent, point)
+    assert [shared.z_of(s) for s in report["seed_slices"]] == [CLICK_Z], report["seed_slices"]
     labels = shared.labels()
     _inside_range(shared, labels)
-    assert labels[int(point[0]), int(point[1]), k] == 1, "the clicked voxel is not in the object on its slice"
+    assert (labels[:, :, k] == 1).any(), "nothing labelled on the clicked slice"
     shared.page.screenshot(path=ARTIFACTS / "prompts-01-click.png")
 
 
-def test_negative_click_removes_the_region_under_it(shared):
+def test_negative_click_on_the_same_slice_conditions_with_the_positive_one(shared):
     k = shared.slice_of(CLICK_Z)
-    before = shared.labels()
-    point = shared.liver_point(k)
-    assert before[int(point[0]), int(point[1]), k] == 1
+    point = shared.liver_point(k, 0.3)
     shared.gesture("Shift+C", "click-neg", [point])
     assert sorted(shared.page.evaluate(SHOWN_PROMPTS)) == ["click-neg", "click-pos"]
-    params, _ = shared.run()
+    params, report = shared.run()
     assert [(p["kind"], p["positive"]) for p in params["prompts"]] == [("click", True), ("click", False)], params["prompts"]
-    after = shared.labels()
-    assert after[int(point[0]), int(point[1]), k] == 0, "the voxel under the negative click is still labelled"
-    _inside_range(shared, after)
+    assert np.allclose(params["prompts"][1]["points"][0], point, atol=shared.px), (params["prompts"][1], point)
+    assert [shared.z_of(s) for s in report["seed_slices"]] == [CLICK_Z], report["seed_slices"]
+    _inside_range(shared, shared.labels())
     shared.page.screenshot(path=ARTIFACTS / "prompts-02-negative-click.png")
 
 
-def test_box_labels_only_inside_the_box_and_the_range(shared):
+def test_box_labels_only_inside_the_box_on_its_slice_and_inside_the_range(shared):
     shared.page.locator('[data-testid="sam2med-clear"]').click()
     assert shared.page.evaluate(SHOWN_PROMPTS) == []
     k = shared.slice_of(BOX_Z)
@@ -178,16 +193,20 @@ def test_box_labels_only_inside_the_box_and_the_range(shared):
     x, y, _ = shared.liver_point(k)
     corners = [(x - 25, y - 20, k), (x + 25, y + 20, k)]
     shared.gesture("b", "box", corners)
-    assert shared.page.evaluate(SHOWN_PROMPTS) == ["box"]
-    params, _ = shared.run()
+    assert shared.page.evaluate(SHOWN_PROMPTS) == ["box-pos"]
+    params, report = shared.run()
     [sent] = params["prompts"]
-    assert sent["kind"] == "box" and np.allclose(sent["points"], corners, atol=0.5), sent
+    assert sent["kind"] == "box" and np.allclose(sent["points"], corners, atol=shared.px), sent
+    assert [shared.z_of(s) for s in report["seed_slices"]] == [BOX_Z], report["seed_slices"]
     labels = shared.labels()
     _inside_range(shared, labels)
     xs, ys = np.nonzero(labels[:, :, k])
     assert len(xs), "nothing labelled on the box's slice"
-    assert xs.min() >= x - 25 and xs.max() <= x + 25 and ys.min() >= y - 20 and ys.max() <= y + 20, \
-        f"labelled outside the box on its slice: x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()}"
+    (x0, y0, _), (x1, y1, _) = np.sort(np.asarray(sent["points"]), axis=0)
+    assert xs.min() >= x0 and xs.max() <= x1 and ys.min() >= y0 and ys.max() <= y1, \
+        f"labelled outside the box {sent['points']} on its slice: x {xs.min()}..{xs.max()}, y {ys.min()}..{ys.max()}"
+    others = [j for j in range(shared.shape[2]) if j != k and labels[:, :, j].any()]
+    assert others, "the box was not propagated to the other slices of the range"
     shared.page.screenshot(path=ARTIFACTS / "prompts-03-box.png")
 
 
@@ -196,28 +215,29 @@ def test_lasso_conditions_as_drawn_and_undo_restores_the_labelmap(shared):
     k = shared.slice_of(LASSO_Z)
     scroll_to_z(shared.page, shared.viewport, LASSO_Z)
     x, y, _ = shared.liver_point(k)
-    polygon = [(x - 12, y - 10, k), (x + 12, y - 10, k), (x + 12, y + 10, k), (x - 12, y + 10, k)]
     before = shared.labels()
-    shared.gesture("l", "lasso-pos", polygon)
-    assert shared.page.evaluate(SHOWN_PROMPTS) == ["lasso-pos"]
-    params, _ = shared.run()
-    [sent] = params["prompts"]
-    assert sent["kind"] == "lasso" and sent["positive"] and len(sent["points"]) >= 4
-    assert all(p[2] == k for p in sent["points"])
+    shared.gesture("l", "lasso-pos", [(x - 20, y - 15, k), (x + 20, y - 15, k), (x + 20, y + 15, k), (x - 20, y + 15, k)])
+    shared.gesture("Shift+L", "lasso-neg", [(x - 5, y - 5, k), (x + 5, y - 5, k), (x + 5, y + 5, k), (x - 5, y + 5, k)])
+    assert sorted(shared.page.evaluate(SHOWN_PROMPTS)) == ["lasso-neg", "lasso-pos"]
+    params, report = shared.run()
+    positive, negative = params["prompts"]
+    assert (positive["kind"], positive["positive"], negative["kind"], negative["positive"]) == ("lasso", True, "lasso", False)
+    (k1, fill), (k2, hole) = _sent_fill(shared, positive), _sent_fill(shared, negative)
+    assert k1 == k2 == k and fill[int(x), int(y)] and hole[int(x), int(y)] and (fill & ~hole).sum() > 800
     after = shared.labels()
     _inside_range(shared, after)
-    inner = after[int(x - 10):int(x + 11), int(y - 8):int(y + 9), k]
-    assert (inner == 1).all(), f"{(inner != 1).sum()} voxels inside the lasso are not labelled on its slice"
+    # the filled lasso less the negative one is the slice's mask, and a slice with a mask alone comes back as drawn
+    assert np.array_equal(after[:, :, k] == 1, fill & ~hole), "the lasso slice is not as drawn"
+    assert report["kept_slices"] and [shared.z_of(s) for s in next(iter(report["kept_slices"].values()))] == [LASSO_Z]
 
     # ctrl-z: the page's labelmap as it was before that Run, voxel for voxel; ctrl-shift-z: as after it
-    shared.page.mouse.move(*shared.screen((x, y, k)))
     shared.page.keyboard.press("Control+z")
     assert np.array_equal(shared.labels(), before), "undo did not restore the labelmap before the Run"
-    assert shared.page.evaluate(SHOWN_PROMPTS) == ["lasso-pos"], "undoing the Run removed the prompt too"
+    assert sorted(shared.page.evaluate(SHOWN_PROMPTS)) == ["lasso-neg", "lasso-pos"], "undoing the Run removed the prompts too"
     shared.page.keyboard.press("Control+Shift+z")
     assert np.array_equal(shared.labels(), after), "redo did not restore the labelmap after the Run"
-    shared.page.keyboard.press("Control+z")
-    shared.page.keyboard.press("Control+z")  # and the lasso itself
+    for _ in range(3):  # the Run, the negative lasso, the positive lasso
+        shared.page.keyboard.press("Control+z")
     assert shared.page.evaluate(SHOWN_PROMPTS) == []
     assert np.array_equal(shared.labels(), before)
     shared.page.screenshot(path=ARTIFACTS / "prompts-04-undo.png")

@@ -15,7 +15,7 @@ from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.engine.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
-from sam2med.engine.overlap import KEEP, assemble_slice, parse_overlap
+from sam2med.engine.overlap import KEEP, assemble_slice, clip_to_box, parse_overlap
 from sam2med.engine.policies import (AutoRange, LabelStops, MemoryCandidate, SelectiveMemory, memory_descriptor, parse_memory,
                                      select_memory)
 from sam2med.engine.tracker import SELECTED_MEMORY, new_tracking_state
@@ -501,6 +501,10 @@ class Propagator:
         slice_index = run.indices[frame]
         views = [self._track_object(run, obj, frame, reverse, done) for obj in run.objects]
         logits = self.tracker.frame_logits(run.state, torch.cat([view.mask for view in views], dim=0))  # (O, 1, H, W)
+        for obj, view in zip(run.objects, views):
+            box = run.seeds.prompts[obj.label][slice_index].box_rc if view.seed else None
+            if box is not None:  # on its slice, the label lies inside its box
+                logits[obj.index, 0] = clip_to_box(logits[obj.index, 0], box)
         drawn = {obj.index: torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
                  for obj, view in zip(run.objects, views)
                  if view.seed and (mask := run.seeds.prompts[obj.label][slice_index].drawn) is not None}
