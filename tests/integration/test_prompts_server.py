@@ -124,6 +124,18 @@ def test_prompts_and_seed_combine_per_label_and_slice_and_crop_to_change_places_
     np.testing.assert_allclose(crop_image.GetDirection(), image.GetDirection())
 
 
+def test_a_sagittal_lasso_propagates_along_x_and_is_drawn_at_its_y_z(client):
+    x, (y0, y1), (z0, z1) = 60, (40.5, 60.5), (10.5, 20.5)
+    lasso = [[x, y0, z0], [x, y1, z0], [x, y1, z1], [x, y0, z1]]
+    out, report = client.infer("sam2_propagate", "ct", {"axis": "sagittal", "slice_range": [x - 1, x + 1],
+                                                         "prompts": [{"label": 5, "kind": "lasso", "points": lasso}]})
+    label, _ = _read_xyz(out)
+    ys, zs = np.arange(label.shape[1])[:, None], np.arange(label.shape[2])[None, :]
+    np.testing.assert_array_equal(label[x] == 5, (ys > y0) & (ys < y1) & (zs > z0) & (zs < z1))
+    assert not label[: x - 1].any() and not label[x + 2 :].any()  # only the x range
+    assert report["axis"] == "sagittal" and report["seed_slices_per_label"] == {"5": [x]}
+
+
 @pytest.mark.parametrize("params, detail", [
     ({"prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 16]]},
                   {"label": 5, "kind": "scribble", "points": [[10, 10, 16], [12, 10, 17.6]]}]}, "prompt 1: its points lie on axial slices 16..18"),
