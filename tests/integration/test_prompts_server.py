@@ -146,6 +146,8 @@ def test_a_sagittal_lasso_propagates_along_x_and_is_drawn_at_its_y_z(client):
     ({"prompts": {"label": 5}}, "prompts must be a list"),
     ({"slice_range": RANGE, "prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 25]]}]}, "outside the slice range 14..18"),
     ({"prompts": [{"label": 5, "kind": "click", "positive": False, "points": [[10, 10, 16]]}]}, "has only negative prompts"),
+    ({"labels": "spleen", "prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 16]]}]}, "prompts for label(s) ['liver' (value 5)], which are not in labels ['spleen' (value 1)]"),
+    ({"locked_labels": "liver", "prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 16]]}]}, "are locked"),
     ({"slice_range": RANGE}, "no seed"),
 ])
 def test_bad_prompts_are_a_one_line_4xx_naming_the_prompt(client, params, detail):
