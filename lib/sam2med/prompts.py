@@ -427,7 +427,7 @@ class ClickSeeds:
                 prompt.check(height, width)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: a mask array has no single truth value
 class SlicePrompt:
     """Everything that conditions one label on one slice, as SAM2 takes it: a mask (or None), clicks and a box.
 

@@ -468,7 +468,7 @@ def test_ohif_routes_serve_the_extension_grid_and_progress(server):
 
 
 # The keys of the /infer/sam2_propagate JSON answer (output=json), pinned before the issue-25 refactor: viewers read them.
-INFER_KEYS = {"axis", "cache", "correction", "encode_seconds", "kept_slices", "label_names", "labels", "latencies", "locked_labels",
+INFER_KEYS = {"axis", "cache", "changed_box", "correction", "cropped", "encode_seconds", "kept_slices", "label_names", "labels", "latencies", "locked_labels",
               "model_version", "overlap", "provenance", "review_slices", "seconds", "seed", "seed_slices", "seed_slices_per_label", "state_id",
               "slice_range", "slices_processed", "track_seconds"}
 INFER_LABEL_KEYS = {"mean_iou", "mean_object_score", "means_exclude_seed_slices", "name", "seed_slices", "slice_range", "slices",

@@ -308,6 +308,7 @@ def parse_propagate(request: Mapping[str, Any], label_names: Mapping[str, int]) 
 
 
 MAX_PROMPTS = 500
+MAX_PROMPT_POINTS = 10_000  # in all prompts of a request (each one: at most MAX_POINTS)
 
 
 def parse_prompts(value: Any, label_names: Mapping[str, int]) -> tuple[Gesture, ...]:
@@ -340,6 +341,8 @@ def parse_prompts(value: Any, label_names: Mapping[str, int]) -> tuple[Gesture, 
         gesture = Gesture(label, kind.strip().lower(), positive, points, index)
         gesture.check()
         gestures.append(gesture)
+    if sum(len(g.points) for g in gestures) > MAX_PROMPT_POINTS:
+        raise PromptError(f"prompts hold {sum(len(g.points) for g in gestures)} points in all; at most {MAX_PROMPT_POINTS} are accepted")
     return tuple(gestures)
 
 

@@ -1,0 +1,157 @@
+"""`prompts` and `crop_to_change` of POST /infer/sam2_propagate on the real server (`main.py serve`), through
+MONAI Label's own client, as the OHIF panel sends them: voxel points (x, y, z), gestures per label.
+
+Random weights (SAM2.1-tiny at 256 px): the assertions are about the slices whose output is fixed by the
+prompts (a lasso's fill, a seed minus a negative lasso), the grid and the cropped file's place in space.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from monailabel.client import MONAILabelClient
+
+from live_server import running_server, small_server_args
+
+pytestmark = pytest.mark.integration
+
+SLICE, RANGE = 16, [14, 18]
+
+
+def _square(x0: float, x1: float, y0: float, y1: float, z: int) -> list[list[float]]:
+    return [[x0, y0, z], [x1, y0, z], [x1, y1, z], [x0, y1, z]]
+
+
+def _fill(shape: tuple[int, int, int], x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
+    """(x, y) bool of the voxel centres strictly inside the square (its corners are at half voxels)."""
+    xs, ys = np.arange(shape[0])[:, None], np.arange(shape[1])[None, :]
+    return (xs > x0) & (xs < x1) & (ys > y0) & (ys < y1)
+
+
+def _read_xyz(path: str) -> tuple[np.ndarray, sitk.Image]:
+    image = sitk.ReadImage(path)
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), image
+
+
+def _status(err: Exception) -> tuple[int, str]:
+    match = re.search(r"Status: (\d+); Response: (.*)", str(getattr(err, "msg", err)), re.S)
+    assert match, f"not an HTTP error: {err}"
+    return int(match.group(1)), match.group(2)
+
+
+@pytest.fixture(scope="module")
+def server(shared_data, random_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("prompts_server")
+    studies = root / "studies"
+    studies.mkdir()
+    ts = shared_data / "totalsegmentator"
+    shutil.copy(ts / "example_ct_sm.nii.gz", studies / "ct.nii.gz")
+    truth, label = _read_xyz(str(ts / "example_seg.nii.gz"))
+    seed = np.zeros_like(truth, dtype=np.uint8)
+    seed[..., SLICE][truth[..., SLICE] == 5] = 5  # the liver on one axial slice
+    seed_image = sitk.GetImageFromArray(seed.transpose(2, 1, 0))
+    seed_image.CopyInformation(label)
+    sitk.WriteImage(seed_image, str(root / "seed.nii.gz"))
+    args = small_server_args(studies, random_checkpoint, '{"spleen": 1, "liver": 5}')
+    with running_server(args, root / "server.log", {"TMPDIR": str(root)}) as url:
+        yield {"url": url, "image": studies / "ct.nii.gz", "seed": root / "seed.nii.gz", "seed_xyz": seed}
+
+
+@pytest.fixture()
+def client(server, tmp_path) -> MONAILabelClient:
+    return MONAILabelClient(server["url"], tmpdir=str(tmp_path))
+
+
+def test_prompts_alone_condition_the_run_without_a_seed(server, client):
+    lasso = _square(30.5, 60.5, 40.5, 70.5, SLICE)
+    params = {"slice_range": RANGE, "prompts": [
+        {"label": "liver", "kind": "lasso", "positive": True, "points": lasso},
+        {"label": 1, "kind": "click", "positive": True, "points": [[95.0, 50.0, 15.2]]},
+    ]}
+    out, report = client.infer("sam2_propagate", "ct", params)
+    label, result = _read_xyz(out)
+    image = sitk.ReadImage(str(server["image"]))
+    assert result.GetSize() == image.GetSize()
+    np.testing.assert_allclose(result.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    # the lasso-only slice is the filled polygon, exactly where it was drawn
+    np.testing.assert_array_equal(label[..., SLICE] == 5, _fill(label.shape, 30.5, 60.5, 40.5, 70.5))
+    assert not label[..., : RANGE[0]].any() and not label[..., RANGE[1] + 1 :].any()
+    assert report["seed"] is None and report["prompts"] == 2
+    assert report["seed_slices_per_label"] == {"1": [15], "5": [SLICE]}
+    assert report["kept_slices"] == {"liver": [SLICE]}
+    changed = np.argwhere(label != 0)
+    assert report["changed_box"] == [changed.min(axis=0).tolist(), changed.max(axis=0).tolist()] and not report["cropped"]
+
+
+def test_prompts_and_seed_combine_per_label_and_slice_and_crop_to_change_places_the_box(server, client):
+    seed = server["seed_xyz"]
+    liver = np.argwhere(seed[..., SLICE] == 5)
+    cx, cy = (int(v) for v in liver.mean(axis=0))
+    hole = (cx - 6.5, cx + 6.5, cy - 5.5, cy + 5.5)
+    params = {"slice_range": RANGE, "result_extension": ".nrrd", "prompts": [
+        {"label": 5, "kind": "lasso", "positive": False, "points": _square(*hole, SLICE)},
+        {"label": "spleen", "kind": "lasso", "positive": True, "points": _square(cx - 3.5, cx + 3.5, cy - 2.5, cy + 2.5, SLICE)},
+    ]}
+    out, report = client.infer("sam2_propagate", "ct", params, label_in=str(server["seed"]))
+    full, _ = _read_xyz(out)
+    expected_liver = (seed[..., SLICE] == 5) & ~_fill(seed.shape, *hole)
+    assert (seed[..., SLICE] == 5).sum() > expected_liver.sum() > 0
+    np.testing.assert_array_equal(full[..., SLICE] == 5, expected_liver)  # the seed, less the negative lasso
+    np.testing.assert_array_equal(full[..., SLICE] == 1, _fill(seed.shape, cx - 3.5, cx + 3.5, cy - 2.5, cy + 2.5))
+    assert report["seed"] == "upload" and report["seed_slices_per_label"] == {"1": [SLICE], "5": [SLICE]}
+
+    low, high = report["changed_box"]
+    changed = np.argwhere(full != seed)
+    assert [changed.min(axis=0).tolist(), changed.max(axis=0).tolist()] == [low, high]
+
+    out_crop, cropped_report = client.infer("sam2_propagate", "ct", {**params, "crop_to_change": True}, label_in=str(server["seed"]))
+    assert out_crop.endswith(".nrrd") and cropped_report["cropped"] and cropped_report["changed_box"] == [low, high]
+    cropped, crop_image = _read_xyz(out_crop)
+    box = tuple(slice(a, b + 1) for a, b in zip(low, high))
+    assert cropped.shape == tuple(b - a + 1 for a, b in zip(low, high))
+    np.testing.assert_array_equal(cropped, full[box])
+    image = sitk.ReadImage(str(server["image"]))
+    # every cropped voxel lies at the patient position of the same voxel of the whole image
+    np.testing.assert_allclose(crop_image.GetOrigin(), image.TransformIndexToPhysicalPoint([int(v) for v in low]), atol=1e-4)
+    np.testing.assert_allclose(crop_image.TransformIndexToPhysicalPoint([int(v) for v in np.subtract(high, low)]),
+                               image.TransformIndexToPhysicalPoint([int(v) for v in high]), atol=1e-4)
+    np.testing.assert_allclose(crop_image.GetSpacing(), image.GetSpacing())
+    np.testing.assert_allclose(crop_image.GetDirection(), image.GetDirection())
+
+
+def test_a_sagittal_lasso_propagates_along_x_and_is_drawn_at_its_y_z(client):
+    x, (y0, y1), (z0, z1) = 60, (40.5, 60.5), (10.5, 20.5)
+    lasso = [[x, y0, z0], [x, y1, z0], [x, y1, z1], [x, y0, z1]]
+    out, report = client.infer("sam2_propagate", "ct", {"axis": "sagittal", "slice_range": [x - 1, x + 1],
+                                                         "prompts": [{"label": 5, "kind": "lasso", "points": lasso}]})
+    label, _ = _read_xyz(out)
+    ys, zs = np.arange(label.shape[1])[:, None], np.arange(label.shape[2])[None, :]
+    np.testing.assert_array_equal(label[x] == 5, (ys > y0) & (ys < y1) & (zs > z0) & (zs < z1))
+    assert not label[: x - 1].any() and not label[x + 2 :].any()  # only the x range
+    assert report["axis"] == "sagittal" and report["seed_slices_per_label"] == {"5": [x]}
+
+
+@pytest.mark.parametrize("params, detail", [
+    ({"prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 16]]},
+                  {"label": 5, "kind": "scribble", "points": [[10, 10, 16], [12, 10, 17.6]]}]}, "prompt 1: its points lie on axial slices 16..18"),
+    ({"prompts": [{"label": 5, "kind": "box", "positive": False, "points": [[1, 1, 16], [9, 9, 16]]}]}, "prompt 0: a box is positive only"),
+    ({"prompts": [{"label": "kidney", "kind": "click", "points": [[10, 10, 16]]}]}, "prompt 0: unknown label name 'kidney'"),
+    ({"prompts": [{"label": 5, "kind": "tap", "points": [[10, 10, 16]]}]}, "prompt 0: kind must be one of click, box, scribble, lasso"),
+    ({"prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 99]]}]}, "prompt 0: point [10.0, 10.0, 99.0] is outside the image"),
+    ({"prompts": {"label": 5}}, "prompts must be a list"),
+    ({"slice_range": RANGE, "prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 25]]}]}, "outside the slice range 14..18"),
+    ({"prompts": [{"label": 5, "kind": "click", "positive": False, "points": [[10, 10, 16]]}]}, "has only negative prompts"),
+    ({"labels": "spleen", "prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 16]]}]}, "prompts for label(s) ['liver' (value 5)], which are not in labels ['spleen' (value 1)]"),
+    ({"locked_labels": "liver", "prompts": [{"label": 5, "kind": "click", "points": [[10, 10, 16]]}]}, "are locked"),
+    ({"slice_range": RANGE}, "no seed"),
+])
+def test_bad_prompts_are_a_one_line_4xx_naming_the_prompt(client, params, detail):
+    with pytest.raises(Exception) as caught:
+        client.infer("sam2_propagate", "ct", params)
+    status, body = _status(caught.value)
+    assert status == 422 and detail in body and "\\n" not in body
