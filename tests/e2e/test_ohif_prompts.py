@@ -241,3 +241,27 @@ def test_lasso_conditions_as_drawn_and_undo_restores_the_labelmap(shared):
     assert shared.page.evaluate(SHOWN_PROMPTS) == []
     assert np.array_equal(shared.labels(), before)
     shared.page.screenshot(path=ARTIFACTS / "prompts-04-undo.png")
+
+
+def test_live_mode_runs_on_stroke_end_and_paints_slices_before_the_answer(shared):
+    page = shared.page
+    page.locator('[data-testid="sam2med-clear"]').click()
+    page.locator('[data-testid="sam2med-live"]').check()
+    k = shared.slice_of(LASSO_Z)
+    x, y, _ = shared.liver_point(k)
+    started = page.evaluate("() => performance.now()")
+    with page.expect_response(lambda r: "/infer/sam2_propagate" in r.url, timeout=120_000) as answer:
+        shared.gesture("l", "lasso-pos", [(x - 15, y - 10, k), (x + 15, y - 10, k), (x + 15, y + 10, k), (x - 15, y + 10, k)])
+    assert answer.value.status == 200
+    page.wait_for_function("(t) => window.sam2med.responseAt > t && !window.sam2med.state.busy", arg=started, timeout=120_000)
+    log = page.evaluate("(t) => window.sam2med.liveLog.filter(e => e.at > t)", started)
+    first = page.evaluate("(t) => window.sam2med.responseAt", started)
+    assert any(e["at"] < first for e in log), f"no slice painted before the answer: {log}"
+    assert {shared.z_of(e["slice"]) for e in log} <= {shared.z_of(j) for j in range(shared.shape[2]) if START_Z <= shared.z_of(j) <= END_Z}
+    report = page.evaluate("() => window.sam2med.lastResult")
+    low, high = report["changed_box"]
+    assert low[2] <= k <= high[2], report["changed_box"]  # the answer names the box of what changed
+    (_, fill) = _sent_fill(shared, {"label": 1, "positive": True, "points": page.evaluate(
+        "() => window.sam2med.prompts.at(-1).world.map(w => window.sam2med.grids.values().next().value.toIndex(w))")})
+    assert np.array_equal(shared.labels()[:, :, k] == 1, fill), "the live lasso slice is not as drawn"
+    page.locator('[data-testid="sam2med-live"]').uncheck()

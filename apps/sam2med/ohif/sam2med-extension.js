@@ -275,13 +275,17 @@ class Sam2medController {
       if (seeds.size) form.append('label', new Blob([await encodeNrrd(data, seedGrid)]), 'seed.nrrd');
       const before = this.snapshot(true);  // undo returns the page (and the server state) to this
       const url = `${this.serverUrl}/infer/sam2_propagate?image=${encodeURIComponent(displaySet.SeriesInstanceUID)}&output=all`;
-      const poll = setInterval(() => this.pollProgress(params.progress_id), 700);
+      const live = this.live ? { grid: n.grid, axis: AXIS_INDEX[params.axis], images, locked, seg, since: 0, painted: 0 } : null;
+      this.liveRun = live;
+      const poll = setInterval(() => this.pollProgress(params.progress_id, live), live ? 200 : 700);
       let response;
       try {
         response = await this.fetchChecked(url, { method: 'POST', body: form });
       } finally {
         clearInterval(poll);
       }
+      this.liveRun = null;
+      this.responseAt = performance.now();
       this.setBusy(true, 'painting the result…');
       const parts = await response.formData();
       const report = JSON.parse(await (parts.get('params').text ? parts.get('params').text() : parts.get('params')));
@@ -363,11 +367,19 @@ class Sam2medController {
     return painted;
   }
 
-  async pollProgress(id) {
+  async pollProgress(id, live = null) {
     try {
-      const response = await fetch(`${this.serverUrl}/sam2med/progress/${id}`);
+      if (live && live.polling) return;
+      if (live) live.polling = true;
+      const response = await fetch(`${this.serverUrl}/sam2med/progress/${id}${live ? `?since=${live.since}` : ''}`);
+      if (live) live.polling = false;
       if (!response.ok) return;
       const p = await response.json();
+      if (live && Array.isArray(p.slices) && p.slice_shape && this.liveRun === live && this.state.busy) {
+        for (const entry of p.slices) this.paintLiveSlice(live, entry, p.slice_shape);
+        if (p.slices.length) this.libs.cornerstoneTools.segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(live.seg.segmentationId);
+        live.since = p.next ?? live.since + p.slices.length;
+      }
       if (this.state.busy && p.total) this.setBusy(true, `${p.stage === 'encode' ? 'encoding slices' : 'tracking'}: ${p.done}/${p.total}`);
     } catch (err) { /* progress is best effort */ }
   }
@@ -685,6 +697,33 @@ class Sam2medController {
     }
     this.view.q('prompts').textContent = groups.size ? [...groups].map(([where, list]) => `${where}: ${list.join(', ')}`).join('\n') : 'no prompts';
     this.showTools();
+  }
+
+  /**
+   * Live mode: one finished slice of one label (`/sam2med/progress/{id}?since=N`, rle of its (H, W) mask as the
+   * engine tracks it: H, W = the grid's other two axes, the larger index first) painted into the page by
+   * position, locked voxels left alone; the response then paints the whole result as usual.
+   */
+  paintLiveSlice(live, entry, [height, width]) {
+    const { grid, axis, images, locked } = live;
+    const [first, second] = [0, 1, 2].filter((c) => c !== axis);
+    if (grid.shape[first] !== width || grid.shape[second] !== height) return;
+    const mask = new Uint8Array(height * width);
+    let at = 0;
+    entry.rle.forEach((count, i) => { if (i % 2) mask.fill(1, at, at + count); at += count; });
+    const value = Number(entry.label);
+    for (const image of images) {
+      const { pixels } = image;
+      const mapping = pixelMapping(image.plane, grid);
+      if (!mapping.di[axis] && !mapping.dj[axis] && mapping.base[axis] !== entry.axis_index) continue;  // another slice
+      forEachVoxel(mapping, image.plane, grid, (p, voxel, xyz) => {
+        if (xyz[axis] !== entry.axis_index || locked.has(pixels[p])) return;
+        if (mask[xyz[second] * width + xyz[first]]) pixels[p] = value;
+        else if (pixels[p] === value) pixels[p] = 0;
+      });
+    }
+    live.painted += 1;
+    (this.liveLog = this.liveLog || []).push({ seq: entry.seq, slice: entry.axis_index, label: value, at: performance.now() });
   }
 
   // -- save --------------------------------------------------------------------------------------
