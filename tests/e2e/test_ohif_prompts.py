@@ -1,7 +1,8 @@
 """The sam2med panel's prompt tools in a real OHIF (issue 26): each gesture is made with real mouse events on
 the viewport after its keyboard shortcut, lands at the patient position it was drawn at (checked against the
-server's voxel grid), is sent with Run as a `prompts` entry, and conditions the run as drawn; undo/redo of a
-Run restores the page's labelmap voxel for voxel.
+server's voxel grid), is shown on its slice only, is sent with Run as a `prompts` entry, and conditions the run
+as drawn (a box bounds its label on its slice, a lasso alone comes back exactly as filled); undo/redo of a Run
+restores the page's labelmap voxel for voxel; live mode runs on stroke end and paints slices before the answer.
 
 One browser page and one server serve every case, in order (each case builds on the page the previous left).
 Positions are chosen by patient coordinates (the liver of the example CT, from its organ labels) and turned
@@ -208,6 +209,33 @@ def test_box_labels_only_inside_the_box_on_its_slice_and_inside_the_range(shared
     others = [j for j in range(shared.shape[2]) if j != k and labels[:, :, j].any()]
     assert others, "the box was not propagated to the other slices of the range"
     shared.page.screenshot(path=ARTIFACTS / "prompts-03-box.png")
+
+
+def test_scribble_is_sent_along_the_stroke_and_shown_on_its_slice_only(shared):
+    shared.page.locator('[data-testid="sam2med-clear"]').click()
+    k = shared.slice_of(BOX_Z)
+    scroll_to_z(shared.page, shared.viewport, BOX_Z)
+    x, y, _ = shared.liver_point(k)
+    path = [(x - 20, y - 5, k), (x, y + 5, k), (x + 20, y - 5, k)]
+    shared.gesture("s", "scribble-pos", path)
+    shared.gesture("Shift+S", "scribble-neg", [(x - 10, y + 15, k), (x + 10, y + 15, k)])
+    assert sorted(shared.page.evaluate(SHOWN_PROMPTS)) == ["scribble-neg", "scribble-pos"]
+    scroll_to_z(shared.page, shared.viewport, CLICK_Z)
+    assert shared.page.evaluate(SHOWN_PROMPTS) == [], "prompts shown on another slice than theirs"
+    params, report = shared.run()
+    positive, negative = params["prompts"]
+    assert (positive["kind"], positive["positive"], negative["kind"], negative["positive"]) == ("scribble", True, "scribble", False)
+    points = np.asarray(positive["points"])
+    assert len(points) >= 10 and (points[:, 2] == k).all()
+    assert np.allclose(points[0], path[0], atol=shared.px) and np.allclose(points[-1], path[-1], atol=shared.px)
+    segments = [(np.asarray(a[:2]), np.asarray(b[:2])) for a, b in zip(path, path[1:])]
+
+    def distance(p):  # to the drawn polyline, in voxels
+        return min(np.linalg.norm(p - (a + np.clip(np.dot(p - a, b - a) / np.dot(b - a, b - a), 0, 1) * (b - a))) for a, b in segments)
+
+    assert max(distance(p[:2]) for p in points) <= shared.px, "the scribble was not sent along the stroke"
+    assert [shared.z_of(s) for s in report["seed_slices"]] == [BOX_Z], report["seed_slices"]
+    _inside_range(shared, shared.labels())
 
 
 def test_lasso_conditions_as_drawn_and_undo_restores_the_labelmap(shared):
