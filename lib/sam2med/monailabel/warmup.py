@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from monailabel.interfaces.utils.app import app_instance
 from starlette.concurrency import run_in_threadpool
 
-from sam2med.errors import InputError
+from sam2med.errors import InputError, PromptError
 from sam2med.geometry import Axis
 from sam2med.io import load_volume
 from sam2med.monailabel.auth import user_role
@@ -215,7 +215,10 @@ def _image_path(image: str) -> str:
 def schedule_warmup(body: Any) -> dict:
     """Check a warm-up request, queue it; {"scheduled": slices queued} (0 when warm-up is off on this server)."""
     image, axis, center, window = parse_warmup(body)
-    parse_window(window)
+    try:
+        parse_window(window)
+    except PromptError as err:  # the infer route's 422 for a bad window; a bad warm-up request is a 400
+        raise InputError(str(err)) from None
     path = _image_path(image)
     grid = load_volume(path).grid if os.path.isdir(path) else image_grid(path)
     slices = grid.num_slices(axis)
