@@ -14,8 +14,8 @@ does when the series is shown; the warm-up itself is not timed: it ran while the
 
 And whether a warm-up slows requests (`concurrency`): the near request on a cold cache, idle vs while a
 warm-up of another, longer volume runs (started first; the request arrives while it encodes a slice), vs
-while a warm-up that does not yield runs (its own priority gate: how a warm-up that only ran in a background
-thread would compete, as before). From the gate's events: how long the request waited (at most the one
+while a warm-up that does not yield runs (its own priority gate and the process's thread count: how a warm-up
+that only ran in a background thread would compete, as before). From the gate's events: how long the request waited (at most the one
 slice being encoded) and that no warm-up slice started while it ran.
 
 Model loading is not timed. A benchmark, never a test: numbers depend on the machine and its load.
@@ -189,7 +189,9 @@ def _request_during_warm_up(propagator, warmer, other: Volume, axis: Axis, windo
     gate.events.clear()
     propagator.priority.events.clear()
     stop = threading.Event()
-    worker = threading.Thread(target=lambda: warmer.warm_up(other, axis, window, should_stop=stop.is_set), daemon=True)
+    threads = None if warmer is propagator else torch.get_num_threads()  # the server's warm-up, or a plain thread's
+    worker = threading.Thread(target=lambda: warmer.warm_up(other, axis, window, should_stop=stop.is_set, threads=threads),
+                              daemon=True)
     worker.start()
     try:
         deadline = time.monotonic() + 600

@@ -321,14 +321,32 @@ class Propagator:
 
     def warm_up(self, volume: Volume, axis: "Axis | str" = Axis.AXIAL, window: "Window | str | None" = None,
                 slice_range: "SliceRange | None" = None, progress: ProgressFn | None = None, center: int | None = None,
-                should_stop: Callable[[], bool] | None = None, max_bytes: int | None = None) -> dict:
+                should_stop: Callable[[], bool] | None = None, max_bytes: int | None = None,
+                threads: int | None = None) -> dict:
         """Encode a volume's slices ahead of the first seed, so that the first propagation is cached.
 
         The slices nearest `center` go first (default: the middle of the range; `warm_up_order`), one slice at a
         time, each as a background step of `self.priority`: a request waits for at most the slice being encoded.
         Stops early when `should_stop()` is true between slices, or before the entry would grow past `max_bytes`
         (default: half the cache budget, so that a warm-up never pushes the cache past half its budget on its own).
+
+        `threads`: the CPU threads this thread computes with during the warm-up (restored after); default 1 on a
+        CPU device. Measured (docs/performance.md, "Warm-up"): once a thread has computed with torch's 2 OpenMP
+        threads, merely being blocked it made every request computed in another thread 2-3x slower on this 2-core
+        CPU; a warm-up thread that computes with 1 thread leaves requests at their idle speed.
         """
+        if threads is None:
+            threads = 1 if self.device.type == "cpu" else 0
+        previous = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return self._warm_up(volume, axis, window, slice_range, progress, center, should_stop, max_bytes)
+        finally:
+            if threads:
+                torch.set_num_threads(previous)
+
+    def _warm_up(self, volume, axis, window, slice_range, progress, center, should_stop, max_bytes) -> dict:
         axis = Axis.parse(axis)
         window = self._window(volume, window)
         slice_range = SliceRange.parse(slice_range, volume.grid.num_slices(axis))
