@@ -469,6 +469,35 @@ def test_ohif_routes_serve_the_extension_grid_and_progress(server):
     assert 400 <= bad.status_code < 500 and "progress_id" in bad.json()["detail"]
 
 
+def test_warmup_route_encodes_the_series_and_the_first_run_encodes_nothing_more(server):
+    """POST /sam2med/warmup (what the OHIF panel sends when a series is shown): 202 at once, the slices encoded
+    in the background, and then a Run over the whole series encodes no slice; bad input is a one-line 4xx."""
+    url = server["url"]
+    answer = requests.post(f"{url}/sam2med/warmup", json={"image": "mr", "axis": "axial", "center": MR_SLICE}, timeout=60)
+    assert answer.status_code == 202 and answer.json() == {"scheduled": 20}, answer.text
+    deadline = time.time() + 300
+    while (status := requests.get(f"{url}/sam2med/warmup", params={"image": "mr"}, timeout=30).json())["state"] != "done":
+        assert status["state"] in ("queued", "running") and time.time() < deadline, status
+        time.sleep(0.5)
+    assert status["encoded"] + status["cached"] == 20 and status["center"] == MR_SLICE
+    with open(server["mr_seed"], "rb") as seed:
+        run = requests.post(f"{url}/infer/sam2_propagate", params={"image": "mr", "output": "json"},
+                            data={"params": json.dumps({"slice_range": [0, 19]})},
+                            files={"label": ("seed.nii.gz", seed)}, timeout=600)
+    assert run.status_code == 200, run.text
+    assert (run.json()["cache"]["request_miss_slices"], run.json()["cache"]["request_hit_slices"]) == (0, 20)
+    for body, status_code, words in [({"image": "mr", "axis": "oblique"}, 400, "axis must be one of"),
+                                     ({"image": "nope"}, 404, "'nope' is not in the datastore"),
+                                     ({"image": "mr", "center": 20}, 400, "center 20 is outside the 20 axial slices"),
+                                     ({"image": "mr", "window": "??"}, 400, "unknown window")]:
+        bad = requests.post(f"{url}/sam2med/warmup", json=body, timeout=30)
+        assert bad.status_code == status_code and words in bad.json()["detail"], (body, bad.text)
+        assert "\n" not in bad.json()["detail"] and str(server["root"]) not in bad.text
+    not_json = requests.post(f"{url}/sam2med/warmup", data="{image", timeout=30)
+    assert not_json.status_code == 400 and "not JSON" in not_json.json()["detail"]
+    assert requests.get(f"{url}/sam2med/warmup", params={"image": "ct2", "axis": "sagittal"}, timeout=30).status_code == 404
+
+
 # The keys of the /infer/sam2_propagate JSON answer (output=json), pinned before the issue-25 refactor: viewers read them.
 INFER_KEYS = {"axis", "cache", "changed_box", "correction", "cropped", "encode_seconds", "kept_slices", "label_names", "labels", "latencies", "locked_labels",
               "model_version", "overlap", "provenance", "review_slices", "seconds", "seed", "seed_slices", "seed_slices_per_label", "state_id",

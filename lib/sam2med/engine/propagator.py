@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from sam2med.engine.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
 from sam2med.engine.overlap import KEEP, assemble_slice, clip_to_box, parse_overlap
+from sam2med.engine.priority import EncoderPriority
 from sam2med.engine.policies import (AutoRange, LabelStops, MemoryCandidate, SelectiveMemory, memory_descriptor, parse_memory,
                                      select_memory)
 from sam2med.engine.tracker import SELECTED_MEMORY, new_tracking_state
@@ -212,6 +214,25 @@ def memory_reach(tracker) -> int:
     return max(int(tracker.num_maskmem) * stride, int(tracker.max_obj_ptrs_in_encoder)) + 1
 
 
+def _in_foreground(method):
+    """A `Propagator` method run as a request of its `priority`: a warm-up running meanwhile pauses after its slice."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.priority.foreground(method.__name__):
+            return method(self, *args, **kwargs)
+    return run
+
+
+def warm_up_order(slice_range: SliceRange, center: int | None = None) -> list[int]:
+    """The range's slices nearest `center` first (ties: the lower slice first); `center` defaults to the middle and
+    is clamped into the range."""
+    indices = list(slice_range.indices)
+    if center is None:
+        center = (slice_range.start + slice_range.end) // 2
+    center = min(max(int(center), slice_range.start), slice_range.end)
+    return sorted(indices, key=lambda s: (abs(s - center), s))
+
+
 def kept_as_drawn(label_slices: np.ndarray, seeds: SeedMasks | SlicePrompts) -> dict[int, list[int]]:
     """Per label with drawn slices (a mask and no clicks nor box), those on which the output (N, H, W) holds that
     label exactly where it was drawn."""
@@ -243,6 +264,7 @@ class Propagator:
         batch_size: int | None = None,
         download: bool = True,
         precision: str = "auto",
+        priority: EncoderPriority | None = None,
     ):
         choice = choose_model(model, checkpoint, image_size)
         self.model_name = choice.model
@@ -256,6 +278,8 @@ class Propagator:
         self.cache = cache or FeatureCache(cache_bytes or default_budget_bytes(self.device), self.compute_dtype)
         self.batch_size = batch_size or self._default_batch_size()
         self.frame_hook: FrameHook | None = None  # test-only, see FrameHook
+        # requests (`propagate`) before warm-up slices (`warm_up`); shared with the server's infer requests
+        self.priority = priority or EncoderPriority()
         stat = self.checkpoint.stat()
         self._model_key = f"{self.model_name}:{self.checkpoint.resolve()}:{stat.st_size}:{int(stat.st_mtime)}:{self.image_size}"
 
@@ -280,12 +304,13 @@ class Propagator:
         return Window.parse(window, guess_modality(volume.array, volume.modality)).for_model(self.preprocessing)
 
     def _fill(self, features: SliceFeatures, volume: Volume, axis: Axis, window: Window, indices: list[int],
-              progress: ProgressFn | None) -> tuple[int, int]:
-        """Encode the slices of `indices` that `features` lacks; returns (hits, misses)."""
+              progress: ProgressFn | None, bounds: tuple[float, float] | None = None) -> tuple[int, int]:
+        """Encode the slices of `indices` that `features` lacks; returns (hits, misses). `bounds`: the window's
+        bounds on this volume when already known (`Window.bounds` reads the whole volume)."""
         with features.lock:  # one request encodes; concurrent ones on the same volume wait, then hit
             missing = features.missing(indices)
             if missing:
-                bounds = window.bounds(volume.array)
+                bounds = window.bounds(volume.array) if bounds is None else bounds
                 slices = to_slices(volume.array, axis)
                 stack = np.stack([window.apply(slices[i], bounds) for i in missing])  # (M, H, W)
                 encoded = encode_slices(self.tracker, stack, list(range(len(missing))), self.batch_size, self.compute_dtype,
@@ -299,16 +324,63 @@ class Propagator:
         return hits, misses
 
     def warm_up(self, volume: Volume, axis: "Axis | str" = Axis.AXIAL, window: "Window | str | None" = None,
-                slice_range: "SliceRange | None" = None, progress: ProgressFn | None = None) -> dict:
-        """Encode a volume's slices ahead of the first seed, so that the first propagation is cached."""
+                slice_range: "SliceRange | None" = None, progress: ProgressFn | None = None, center: int | None = None,
+                should_stop: Callable[[], bool] | None = None, max_bytes: int | None = None,
+                threads: int | None = None) -> dict:
+        """Encode a volume's slices ahead of the first seed, so that the first propagation is cached.
+
+        The slices nearest `center` go first (default: the middle of the range; `warm_up_order`), one slice at a
+        time, each as a background step of `self.priority`: a request waits for at most the slice being encoded.
+        Stops early when `should_stop()` is true between slices, or before the entry would grow past `max_bytes`
+        (default: half the cache budget, so that a warm-up never pushes the cache past half its budget on its own).
+
+        `threads`: the CPU threads this thread computes with during the warm-up (restored after); default 1 on a
+        CPU device. Measured (docs/performance.md, "Warm-up"): once a thread has computed with torch's 2 OpenMP
+        threads, merely being blocked it made every request computed in another thread 2-3x slower on this 2-core
+        CPU; a warm-up thread that computes with 1 thread leaves requests at their idle speed.
+        """
+        if threads is None:
+            threads = 1 if self.device.type == "cpu" else 0
+        previous = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return self._warm_up(volume, axis, window, slice_range, progress, center, should_stop, max_bytes)
+        finally:
+            if threads:
+                torch.set_num_threads(previous)
+
+    def _warm_up(self, volume, axis, window, slice_range, progress, center, should_stop, max_bytes) -> dict:
         axis = Axis.parse(axis)
         window = self._window(volume, window)
         slice_range = SliceRange.parse(slice_range, volume.grid.num_slices(axis))
+        order = warm_up_order(slice_range, center)
+        limit = self.cache.budget_bytes // 2 if max_bytes is None else int(max_bytes)
         start = time.perf_counter()
+        hits = misses = 0
+        stopped = None
+        bounds = window.bounds(volume.array)
         with self.cache.use(self._cache_key(volume, axis, window)) as features:
-            hits, misses = self._fill(features, volume, axis, window, list(slice_range.indices), progress)
-        return {"request_hit_slices": hits, "request_miss_slices": misses, "seconds": round(time.perf_counter() - start, 3), **self.cache.stats()}
+            per_slice = 0
+            for done, slice_index in enumerate(order, 1):
+                if should_stop is not None and should_stop():
+                    stopped = "asked to stop"
+                    break
+                if features.missing([slice_index]) and per_slice and features.nbytes + per_slice > limit:
+                    stopped = f"feature budget ({limit / 1e6:.0f} MB) reached"
+                    break
+                with self.priority.background(("warm-up", slice_index)):
+                    before = features.nbytes
+                    hit, miss = self._fill(features, volume, axis, window, [slice_index], None, bounds)
+                    if miss:
+                        per_slice = max(per_slice, features.nbytes - before)
+                hits, misses = hits + hit, misses + miss
+                if progress:
+                    progress(done, len(order), "encode")
+        return {"request_hit_slices": hits, "request_miss_slices": misses, "slices": len(order), "stopped": stopped,
+                "seconds": round(time.perf_counter() - start, 3), **self.cache.stats()}
 
+    @_in_foreground
     def propagate(
         self,
         volume: Volume,
