@@ -108,7 +108,7 @@ class Page:
 def shared(server, orthanc, shared_data):
     from playwright.sync_api import expect, sync_playwright
 
-    from sam2med.io import load_label, load_volume
+    from sam2med.io import load_label
     from sam2med.prompts import seed_on_image_grid
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from sam2med.monailabel.corrections import (CorrectionState, CorrectionStore, pa
 from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import InputError, PromptError
-from sam2med.geometry import Axis, Grid, changed_box, sub_grid, to_slices
+from sam2med.geometry import Axis, changed_box, sub_grid, to_slices
 from sam2med.gestures import gestures_to_prompts
 from sam2med.io import Volume, load_volume
 from sam2med.monailabel.shared_propagator import SharedEngine
