@@ -1,6 +1,6 @@
 """The sam2med mode in a real OHIF: paint a seed with the Brush, set Start/End from the viewer, Run,
 correct with the Eraser, Run again, Save as DICOM-SEG (written by the server, tests/e2e/test_ohif_save_matrix.py
-checks it voxel for voxel on five series). Headless Chromium, real mouse events, Orthanc and
+checks it voxel for voxel on six series). Headless Chromium, real mouse events, Orthanc and
 the sam2med server (random weights: geometry and plumbing are checked, never segmentation quality).
 
 Slices are compared by patient position (z in mm), never by list index: the example series lists its

@@ -1,12 +1,8 @@
 """The correction loop's bookkeeping: which slices of a re-submitted label are the user's."""
 
-import json
-
 import numpy as np
-import pytest
 
-from sam2med.monailabel.corrections import (CorrectionState, CorrectionStore, parse_state_id, select_corrected_seeds,
-                                            slice_digests)
+from sam2med.monailabel.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
 from sam2med.geometry import Axis, Grid
 from sam2med.prompts import SliceRange, seeds_from_label
 
@@ -55,52 +51,3 @@ def test_unchanged_resubmission_without_its_seeds_falls_back_to_every_slice():
     submitted[..., 1] = 0  # the seed slice erased, the rest as returned
     seeds, _ = select_corrected_seeds(_all_seeds(submitted), state)
     assert sorted(seeds.masks[3]) == [2, 3, 4, 5, 6]
-
-
-def _state(k: int, image_id: str = "img") -> CorrectionState:
-    label = np.zeros(GRID.shape, np.uint8)
-    label[2:6, 2 : 3 + k % 7, 1 + k // 7 % 6] = 3  # 42 different results, then 9 more with one extra voxel
-    label[0, 0, k // 42] = 3 if k >= 42 else 0
-    return CorrectionState(image_id, "fp", Axis.AXIAL, {3: [1 + k // 7 % 6]}, slice_digests(label, Axis.AXIAL, [3]))
-
-
-def test_state_ids_are_content_addresses_and_the_last_50_are_kept(tmp_path):
-    from sam2med.errors import InputError
-
-    store = CorrectionStore(tmp_path)
-    states = [_state(k) for k in range(51)]
-    assert len({s.state_id for s in states}) == 51
-    assert _state(3).state_id == states[3].state_id and len(states[3].state_id) == 32  # same content, same id
-    ids = [store.save(s) for s in states]
-    assert ids == [s.state_id for s in states]
-    for k in (1, 25, 50):  # kept: each comes back as it was saved
-        assert CorrectionStore(tmp_path).load_id("img", ids[k], "fp", Axis.AXIAL).to_json() == states[k].to_json()
-    assert store.load("img", "fp", Axis.AXIAL).state_id == ids[50]  # the newest is the loop's default
-    with pytest.raises(InputError, match="is not a state of image 'img' this server keeps"):
-        store.load_id("img", ids[0], "fp", Axis.AXIAL)  # the 51st-oldest is gone
-    with pytest.raises(InputError, match="other voxels"):
-        store.load_id("img", ids[7], "fp2", Axis.AXIAL)
-    with pytest.raises(InputError, match="axial axis"):
-        store.load_id("img", ids[7], "fp", Axis.CORONAL)
-    with pytest.raises(InputError):
-        store.load_id("other", ids[7], "fp", Axis.AXIAL)  # states are per image
-    store.save(states[10])  # saved again: it moves to newest, nothing is duplicated
-    assert store.load("img", "fp", Axis.AXIAL).state_id == ids[10]
-    assert len(json.loads(store._path("img").read_text())["states"]) == 50
-
-
-def test_a_version_1_state_file_is_read_as_one_kept_state(tmp_path):
-    state = _state(0)
-    store = CorrectionStore(tmp_path)
-    store.folder.mkdir(exist_ok=True)
-    store._path("img").write_text(json.dumps(state.to_json()))
-    assert store.load_id("img", state.state_id, "fp", Axis.AXIAL).to_json() == state.to_json()
-
-
-@pytest.mark.parametrize("value", ["abc", 5, "G" * 32, "A" * 32])
-def test_parent_state_that_is_no_state_id_is_refused(value):
-    from sam2med.errors import InputError
-
-    with pytest.raises(InputError, match="parent_state must be a state_id"):
-        parse_state_id(value)
-    assert parse_state_id(None) is None and parse_state_id("ab" * 16) == "ab" * 16

@@ -8,12 +8,6 @@ result's is a correction; the next run conditions on the corrected slices plus t
 slices, and every slice left as the server returned it is propagated again rather than taken as a seed.
 
 The state is a small JSON file per image (slice indices and 16-byte digests), so it survives a restart.
-
-Undo: every state is content-addressed (`CorrectionState.state_id`, a digest of what it holds) and the store
-keeps the last `MAX_STATES` states of each image, newest last. A response names the state after its run
-(`state_id`); a request may name the state its label was derived from (`parent_state`), and the loop then
-reads the label against that state instead of the newest one. A page that restores an earlier snapshot
-together with its state id therefore gets, for the same label, the same run as it did then.
 """
 
 from __future__ import annotations
@@ -26,10 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-import re
-import threading
-
-from sam2med.errors import InputError
 from sam2med.geometry import Axis, to_slices
 from sam2med.io import write_json_atomic
 from sam2med.prompts import SeedMasks
@@ -37,18 +27,6 @@ from sam2med.prompts import SeedMasks
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-STORE_VERSION = 2  # a file of the last MAX_STATES states of one image (version 1: one state)
-MAX_STATES = 50
-_STATE_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def parse_state_id(value: object, name: str = "parent_state") -> str | None:
-    """A state id as a request sends it (None when not sent); anything but 32 lowercase hex digits is a 400."""
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str) or not _STATE_ID.match(value):
-        raise InputError(f"{name} must be a state_id of an earlier response (32 hex digits), got {value!r}"[:300])
-    return value
 
 
 def mask_digest(mask: np.ndarray) -> str:
@@ -86,13 +64,6 @@ class CorrectionState:
             "seed_slices": {str(k): v for k, v in self.seed_slices.items()},
             "result": {str(k): {str(s): d for s, d in v.items()} for k, v in self.result.items()},
         }
-
-    @property
-    def state_id(self) -> str:
-        """The content address of this state: equal states (same image voxels, axis, seeds, result) share it."""
-        canonical = json.dumps({k: v for k, v in self.to_json().items() if k != "version"}, sort_keys=True,
-                               separators=(",", ":"))
-        return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
 
     @classmethod
     def from_json(cls, data: dict) -> "CorrectionState":
@@ -144,70 +115,32 @@ def select_corrected_seeds(seeds: SeedMasks, state: CorrectionState) -> tuple[Se
 
 
 class CorrectionStore:
-    """Per-image files in `folder` (created on first write), each with the last `max_states` `CorrectionState`s
-    of its image, oldest first."""
+    """Per-image `CorrectionState` files in `folder` (created on first write)."""
 
-    def __init__(self, folder: str | Path, max_states: int = MAX_STATES):
+    def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.max_states = max_states
-        self._lock = threading.Lock()  # one read-modify-write of an image's file at a time
 
     def _path(self, image_id: str) -> Path:
         return self.folder / f"{hashlib.sha256(image_id.encode()).hexdigest()[:24]}.json"
 
-    def _states(self, image_id: str) -> list[CorrectionState]:
-        """The kept states of `image_id`, oldest first ([] when none or unreadable)."""
+    def load(self, image_id: str, image_fingerprint: str, axis: Axis) -> CorrectionState | None:
+        """The state of `image_id`, or None when there is none, or it is for other voxels or another axis."""
         path = self._path(image_id)
         try:
-            data = json.loads(path.read_text())
-            listed = data["states"] if data.get("version") == STORE_VERSION else [data]
-            states = [CorrectionState.from_json(item) for item in listed]
+            state = CorrectionState.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
-            return []
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as err:
             logger.warning("ignoring unreadable correction state %s (%s)", path, err)
-            return []
-        return [state for state in states if state.image_id == image_id]
-
-    def load(self, image_id: str, image_fingerprint: str, axis: Axis) -> CorrectionState | None:
-        """The newest state of `image_id`, or None when there is none, or it is for other voxels or another axis."""
-        with self._lock:
-            states = self._states(image_id)
-        if not states:
             return None
-        state = states[-1]
-        if state.image_fingerprint != image_fingerprint or state.axis != axis:
+        if state.image_id != image_id or state.image_fingerprint != image_fingerprint or state.axis != axis:
             return None
-        return state
-
-    def load_id(self, image_id: str, state_id: str, image_fingerprint: str, axis: Axis) -> CorrectionState:
-        """The kept state `state_id` of `image_id`; an InputError (400) when it is not kept (unknown, or one of
-        more than `max_states` newer ones pushed it out) or was made for other voxels or another axis."""
-        with self._lock:
-            states = self._states(image_id)
-        state = next((s for s in states if s.state_id == state_id), None)
-        if state is None:
-            raise InputError(f"parent_state {state_id} is not a state of image {image_id!r} this server keeps "
-                             f"(it keeps the last {self.max_states}): run without parent_state")
-        if state.image_fingerprint != image_fingerprint:
-            raise InputError(f"parent_state {state_id} was made for other voxels of image {image_id!r}: run without parent_state")
-        if state.axis != axis:
-            raise InputError(f"parent_state {state_id} was made along the {state.axis.name.lower()} axis, "
-                             f"this request propagates along the {axis.name.lower()} axis")
         return state
 
     def remove(self, image_id: str) -> None:
-        """Forget the states of `image_id` (the image was removed)."""
-        with self._lock:
-            self._path(image_id).unlink(missing_ok=True)
+        """Forget the state of `image_id` (the image was removed)."""
+        self._path(image_id).unlink(missing_ok=True)
 
-    def save(self, state: CorrectionState) -> str:
-        """Keep `state` as the newest of its image (an equal state kept before moves to newest); its state id."""
-        state_id = state.state_id
-        with self._lock:
-            states = [s for s in self._states(state.image_id) if s.state_id != state_id] + [state]
-            states = states[-self.max_states:]
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_json_atomic({"version": STORE_VERSION, "image_id": state.image_id,
-                               "states": [s.to_json() for s in states]}, self._path(state.image_id))
-        return state_id
+    def save(self, state: CorrectionState) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return write_json_atomic(state.to_json(), self._path(state.image_id))
