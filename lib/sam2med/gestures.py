@@ -62,6 +62,15 @@ class Gesture:
             raise PromptError(f"{where}: a box is positive only (mark what is not the object with negative clicks, scribbles or a lasso)")
 
 
+def relabel_gestures(gestures: Sequence[Gesture], mapping: Mapping[int, int]) -> tuple[Gesture, ...]:
+    """The gestures with each label v replaced by mapping[v] (client -> server values); an unmapped label is a `PromptError`."""
+    unnamed = sorted({g.label for g in gestures} - set(mapping))
+    if unnamed:
+        raise PromptError(f"prompts for label value(s) {', '.join(map(str, unnamed))} that label_info does not name "
+                          f"(it names {', '.join(str(v) for v in sorted(mapping)) or 'none'})")
+    return tuple(replace(g, label=int(mapping[g.label])) for g in gestures)
+
+
 def gesture_slice(gesture: Gesture, axis: Axis, shape: Sequence[int]) -> tuple[int, tuple[PointRC, ...]]:
     """(slice index, points (row, column)) of a gesture: every point inside the image and on one slice along `axis`."""
     where = f"prompt {gesture.index}"

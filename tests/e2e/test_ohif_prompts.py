@@ -155,6 +155,12 @@ def _sent_fill(shared: Page, sent: dict) -> tuple[int, np.ndarray]:
     return k, polygon_fill(points_rc, slice_shape(shared.shape, Axis(2))).T
 
 
+def _clicked_voxel(sent: dict) -> tuple[int, int]:
+    """(x, y) of the voxel under a click as sent: the nearest voxel centre (as the server rounds it)."""
+    x, y = np.floor(np.asarray(sent["points"][0][:2], float) + 0.5).astype(int)
+    return int(x), int(y)
+
+
 def test_positive_click_lands_where_clicked_and_adds_the_object_on_its_slice(shared):
     k = shared.slice_of(CLICK_Z)
     scroll_to_z(shared.page, shared.viewport, CLICK_Z)
@@ -169,20 +175,36 @@ def test_positive_click_lands_where_clicked_and_adds_the_object_on_its_slice(sha
     assert [shared.z_of(s) for s in report["seed_slices"]] == [CLICK_Z], report["seed_slices"]
     labels = shared.labels()
     _inside_range(shared, labels)
-    assert (labels[:, :, k] == 1).any(), "nothing labelled on the clicked slice"
+    x, y = _clicked_voxel(sent)
+    assert labels[x, y, k] == 1, "the clicked voxel is not labelled"  # engine.overlap.honour_clicks
     shared.page.screenshot(path=ARTIFACTS / "prompts-01-click.png")
 
 
-def test_negative_click_on_the_same_slice_conditions_with_the_positive_one(shared):
+def test_negative_click_removes_the_voxel_under_it_and_conditions_with_the_positive_one(shared):
     k = shared.slice_of(CLICK_Z)
-    point = shared.liver_point(k, 0.3)
+    before = shared.labels()
+    # a labelled voxel whose neighbours are labelled too (a click lands within a screen pixel of its aim),
+    # away from the positive click
+    inner = (before[:, :, k] == 1)
+    inner = inner & np.roll(inner, 1, 0) & np.roll(inner, -1, 0) & np.roll(inner, 1, 1) & np.roll(inner, -1, 1)
+    candidates = np.argwhere(inner)
+    candidates = candidates[(candidates >= 2).all(axis=1) & (candidates < np.asarray(shared.shape[:2]) - 2).all(axis=1)]
+    candidates = candidates[np.hypot(*(candidates - np.asarray(shared.liver_point(k)[:2])).T) > 3]  # the positive click's aim
+    assert len(candidates), "the positive click's run labelled no voxel with labelled neighbours on its slice"
+    at = candidates[np.argmin(np.hypot(*(candidates - np.asarray(shared.liver_point(k, 0.3)[:2])).T))]
+    point = (float(at[0]), float(at[1]), k)
     shared.gesture("Shift+C", "click-neg", [point])
     assert sorted(shared.page.evaluate(SHOWN_PROMPTS)) == ["click-neg", "click-pos"]
     params, report = shared.run()
     assert [(p["kind"], p["positive"]) for p in params["prompts"]] == [("click", True), ("click", False)], params["prompts"]
     assert np.allclose(params["prompts"][1]["points"][0], point, atol=shared.px), (params["prompts"][1], point)
     assert [shared.z_of(s) for s in report["seed_slices"]] == [CLICK_Z], report["seed_slices"]
-    _inside_range(shared, shared.labels())
+    labels = shared.labels()
+    x, y = _clicked_voxel(params["prompts"][1])
+    assert before[x, y, k] == 1 and labels[x, y, k] == 0, "the voxel clicked away is still labelled"
+    x, y = _clicked_voxel(params["prompts"][0])
+    assert labels[x, y, k] == 1, "the positive click's voxel lost its label"
+    _inside_range(shared, labels)
     shared.page.screenshot(path=ARTIFACTS / "prompts-02-negative-click.png")
 
 

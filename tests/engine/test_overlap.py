@@ -147,3 +147,20 @@ def test_clip_to_box_keeps_the_pixels_whose_centres_lie_in_the_box():
     assert torch.equal(logits, torch.full((6, 8), 5.0)), "the input was modified"
     label = assemble_slice(clipped[None], torch.tensor([3]), {}, None, "keep")
     assert torch.equal(label != 0, inside)
+
+
+def test_honour_clicks_sets_the_pixel_under_each_click_and_nothing_else():
+    from sam2med.engine.overlap import honour_clicks
+
+    logits = torch.full((6, 8), -3.0)
+    logits[2:5, 2:6] = 4.0  # the model's object
+    # a negative click inside the object (2.6 -> row 3), a positive one outside it (5.4 -> column 5), one off the edge
+    out = honour_clicks(logits, [(2.6, 3.4), (0.49, 5.4), (9.0, -2.0)], [0, 1, 0])
+    expected = logits > 0
+    expected[3, 3] = False
+    expected[0, 5] = True
+    expected[5, 0] = False  # the clamped pixel of the click off the edge (it was background already)
+    assert torch.equal(out > 0, expected)
+    assert torch.equal(logits[2:5, 2:6], torch.full((3, 4), 4.0)), "the input was modified"
+    label = assemble_slice(torch.stack([out, logits]), torch.tensor([3, 4]), {}, None, "confidence")
+    assert label[3, 3] == 4 and label[0, 5] == 3  # clicked away from 3, the other object keeps the pixel

@@ -47,3 +47,18 @@ def test_mask_and_click_on_one_slice_both_condition_the_run(ct, propagator):
     assert (both[s] != click_only[s]).any(), "the mask did not condition the clicked slice"
     assert (both[s] != other_and_click[s]).any(), "another mask with the same click gave the same slice"
     assert (both[s + 1] != mask_only[s + 1]).any(), "the click did not reach the propagated slices"
+
+
+def test_clicks_are_kept_on_their_slice_whatever_the_model_predicts(ct, propagator):
+    image, truth = ct
+    axis = Axis.AXIAL
+    slices = to_slices(truth.array, axis)
+    s = int(np.argmax((slices == 5).sum(axis=(1, 2))))
+    mask = slices[s] == 5
+    rows, cols = np.nonzero(mask)
+    inside = (float(rows[len(rows) // 2]), float(cols[len(cols) // 2]))  # a pixel of the drawn liver, clicked away
+    outside = (2.0, 3.0)  # a corner pixel, clicked in
+    prompt = SlicePrompt(mask=mask, points_rc=(inside, outside), point_labels=(0, 1))
+    result = propagator.propagate(image, SlicePrompts(axis, {5: {s: prompt}}), SliceRange(s - 1, s + 1))
+    label = to_slices(result.label, axis)
+    assert label[s][int(inside[0]), int(inside[1])] == 0 and label[s][2, 3] == 5

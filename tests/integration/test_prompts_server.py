@@ -154,3 +154,39 @@ def test_bad_prompts_are_a_one_line_4xx_naming_the_prompt(client, params, detail
         client.infer("sam2_propagate", "ct", params)
     status, body = _status(caught.value)
     assert status == 422 and detail in body and "\\n" not in body
+
+
+def test_prompts_alone_ignore_a_stored_label_unless_its_seed_tag_is_named(server, client, tmp_path):
+    """The OHIF panel sends prompts and no label when nothing is painted: a label saved earlier (another
+    client's, named otherwise) must not become part of the seed, nor its label_info the client's names."""
+    import requests
+
+    stored = np.zeros_like(server["seed_xyz"])
+    stored[20:40, 20:40, SLICE] = 7  # a label value the app does not name, saved with a name of its own
+    stored_path = str(tmp_path / "stored.nii.gz")
+    stored_image = sitk.GetImageFromArray(stored.transpose(2, 1, 0))
+    stored_image.CopyInformation(sitk.ReadImage(str(server["image"])))
+    sitk.WriteImage(stored_image, stored_path)
+    client.save_label("ct", stored_path, tag="final", params={"label_info": [{"name": "kidney", "idx": 7}]})
+    try:
+        lasso = _square(60.5, 80.5, 40.5, 70.5, SLICE)
+        params = {"slice_range": RANGE, "prompts": [{"label": 5, "kind": "lasso", "positive": True, "points": lasso}]}
+        out, report = client.infer("sam2_propagate", "ct", params)
+        label, _ = _read_xyz(out)
+        assert report["seed"] is None and report["seed_slices_per_label"] == {"5": [SLICE]}
+        np.testing.assert_array_equal(label[..., SLICE], np.where(_fill(label.shape, 60.5, 80.5, 40.5, 70.5), 5, 0))
+
+        # named, the stored label joins the prompts; its saved names map the client's values to the app's
+        out, report = client.infer("sam2_propagate", "ct", {**params, "seed_tag": "final", "prompts": [
+            {"label": 7, "kind": "lasso", "positive": True, "points": lasso}]})
+        label, _ = _read_xyz(out)
+        assert report["seed"] == "datastore:final"
+        np.testing.assert_array_equal(label[..., SLICE] == 7, (stored[..., SLICE] == 7) | _fill(label.shape, 60.5, 80.5, 40.5, 70.5))
+        assert set(np.unique(label)) <= {0, 7}
+
+        with pytest.raises(Exception) as caught:  # a prompt's value that the stored names do not give
+            client.infer("sam2_propagate", "ct", {**params, "seed_tag": "final"})
+        status, body = _status(caught.value)
+        assert status == 422 and "prompts for label value(s) 5 that label_info does not name (it names 7)" in body
+    finally:
+        requests.delete(f"{server['url']}/datastore/label", params={"id": "ct", "tag": "final"}, timeout=30).raise_for_status()

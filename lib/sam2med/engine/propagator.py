@@ -16,7 +16,7 @@ from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.engine.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
-from sam2med.engine.overlap import KEEP, assemble_slice, clip_to_box, parse_overlap
+from sam2med.engine.overlap import KEEP, assemble_slice, clip_to_box, honour_clicks, parse_overlap
 from sam2med.engine.priority import EncoderPriority
 from sam2med.engine.policies import (AutoRange, LabelStops, MemoryCandidate, SelectiveMemory, memory_descriptor, parse_memory,
                                      select_memory)
@@ -574,9 +574,13 @@ class Propagator:
         views = [self._track_object(run, obj, frame, reverse, done) for obj in run.objects]
         logits = self.tracker.frame_logits(run.state, torch.cat([view.mask for view in views], dim=0))  # (O, 1, H, W)
         for obj, view in zip(run.objects, views):
-            box = run.seeds.prompts[obj.label][slice_index].box_rc if view.seed else None
-            if box is not None:  # on its slice, the label lies inside its box
-                logits[obj.index, 0] = clip_to_box(logits[obj.index, 0], box)
+            if not view.seed:
+                continue
+            prompt = run.seeds.prompts[obj.label][slice_index]
+            if prompt.box_rc is not None:  # on its slice, the label lies inside its box
+                logits[obj.index, 0] = clip_to_box(logits[obj.index, 0], prompt.box_rc)
+            if prompt.points_rc:  # and its clicks are kept where they were made
+                logits[obj.index, 0] = honour_clicks(logits[obj.index, 0], prompt.points_rc, prompt.point_labels)
         drawn = {obj.index: torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
                  for obj, view in zip(run.objects, views)
                  if view.seed and (mask := run.seeds.prompts[obj.label][slice_index].drawn) is not None}

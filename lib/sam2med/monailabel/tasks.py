@@ -17,7 +17,7 @@ from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import InputError, PromptError
 from sam2med.geometry import Axis, changed_box, sub_grid, to_slices
-from sam2med.gestures import gestures_to_prompts
+from sam2med.gestures import gestures_to_prompts, relabel_gestures
 from sam2med.io import Volume, load_volume
 from sam2med.monailabel.shared_propagator import SharedEngine
 from sam2med.provenance import model_version
@@ -251,12 +251,15 @@ class Sam2PropagateTask(_Sam2Task):
             corrections=corrections,
         )
 
-    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume, Dict[str, Any], Any] | None:
-        """(source, seed, file description, the label_info saved with it), or None when there is no seed."""
+    def _seed(self, request: Dict[str, Any], image: Volume, tag: str, stored: bool = True) -> Tuple[str, Volume, Dict[str, Any], Any] | None:
+        """(source, seed, file description, the label_info saved with it), or None when there is no seed: the
+        uploaded label, else (with `stored`) the datastore's label under `tag`."""
         uploaded = request.get("label")
         if uploaded:  # the app's guard (service.py) admits only a file this request uploaded
             return "upload", load_seed(uploaded, image), describe_file(uploaded, "upload"), None
         image_id = request.get("image_id")
+        if not stored:
+            return None
         uri = self.datastore().get_label_uri(image_id, tag) if image_id else ""
         if not uri or not os.path.isfile(uri):
             return None
@@ -299,7 +302,9 @@ class Sam2PropagateTask(_Sam2Task):
         policies = parse_policies(request, auto)
         client_labels = parse_label_info(request.get("label_info"))
         image = load_volume(request["image"])
-        found = self._seed(request, image, params.seed_tag)
+        # prompts are a seed of their own: a stored label joins them only when the request names its seed_tag
+        stored = not params.prompts or bool(request.get("seed_tag"))
+        found = self._seed(request, image, params.seed_tag, stored)
         if found is None and not params.prompts:
             return self._no_seed(request, image, params)
         seed_source, seed, seed_file, saved_labels = found if found is not None else ("prompts", None, None, None)
@@ -319,15 +324,16 @@ class Sam2PropagateTask(_Sam2Task):
             seeds, correction = select_corrected_seeds(seeds, state)
             extra["correction"] = correction.to_json()
         prompts: SeedMasks | SlicePrompts = seeds
-        if params.prompts:
-            locked_prompted = sorted({g.label for g in params.prompts} & set(params.locked))
+        gestures = params.prompts if mapping is None else relabel_gestures(params.prompts, mapping.to_server())
+        if gestures:
+            locked_prompted = sorted({g.label for g in gestures} & set(params.locked))
             if locked_prompted:
                 raise PromptError(f"label(s) {named(locked_prompted, names)} are locked: a locked label is kept, not prompted")
-            outside = sorted({g.label for g in params.prompts} - set(params.labels)) if params.labels is not None else []
+            outside = sorted({g.label for g in gestures} - set(params.labels)) if params.labels is not None else []
             if outside:
                 raise PromptError(f"prompts for label(s) {named(outside, names)}, which are not in labels {named(params.labels, names)}")
-            prompts = gestures_to_prompts(params.prompts, params.axis, image.grid.shape, as_slice_prompts(seeds), names)
-            extra["prompts"] = len(params.prompts)
+            prompts = gestures_to_prompts(gestures, params.axis, image.grid.shape, as_slice_prompts(seeds), names)
+            extra["prompts"] = len(gestures)
         slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, prompts.labels, names)
         check_seeds_in_range(prompts, default_range, label_ranges, names)
         extra["seed_slices"] = prompts.slices
