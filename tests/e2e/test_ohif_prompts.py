@@ -293,16 +293,40 @@ def test_lasso_conditions_as_drawn_and_undo_restores_the_labelmap(shared):
     shared.page.screenshot(path=ARTIFACTS / "prompts-04-undo.png")
 
 
-def test_live_mode_runs_on_stroke_end_and_paints_slices_before_the_answer(shared):
+def _ask_again_uncropped(request, folder) -> np.ndarray:
+    """The panel's request sent again to the server with crop_to_change off (and no progress id): the whole
+    label, (x, y, z) on the server's grid."""
+    import requests
+    import SimpleITK as sitk
+
+    body = request.post_data_buffer
+    head, rest = body.split(b'name="params"\r\n\r\n', 1)
+    sent, tail = rest.split(b"\r\n--", 1)
+    params = json.loads(sent)
+    assert params["crop_to_change"] is True, params
+    params = {**params, "crop_to_change": False}
+    params.pop("progress_id", None)
+    body = head + b'name="params"\r\n\r\n' + json.dumps(params).encode() + b"\r\n--" + tail
+    answer = requests.post(request.url.replace("output=all", "output=image"), data=body,
+                           headers={"Content-Type": request.headers["content-type"]}, timeout=300)
+    assert answer.status_code == 200, answer.text[:300]
+    path = folder / "whole.nrrd"
+    path.write_bytes(answer.content)
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
+
+
+def test_live_mode_runs_on_stroke_end_and_paints_slices_before_the_answer(shared, tmp_path):
     page = shared.page
     page.locator('[data-testid="sam2med-clear"]').click()
     page.locator('[data-testid="sam2med-live"]').check()
     k = shared.slice_of(LASSO_Z)
+    scroll_to_z(page, shared.viewport, LASSO_Z)
     x, y, _ = shared.liver_point(k)
     started = page.evaluate("() => performance.now()")
-    with page.expect_response(lambda r: "/infer/sam2_propagate" in r.url, timeout=120_000) as answer:
-        shared.gesture("l", "lasso-pos", [(x - 15, y - 10, k), (x + 15, y - 10, k), (x + 15, y + 10, k), (x - 15, y + 10, k)])
-    assert answer.value.status == 200
+    with page.expect_request(lambda r: "/infer/sam2_propagate" in r.url, timeout=120_000) as asked:
+        with page.expect_response(lambda r: "/infer/sam2_propagate" in r.url, timeout=120_000) as answer:
+            shared.gesture("l", "lasso-pos", [(x - 15, y - 10, k), (x + 15, y - 10, k), (x + 15, y + 10, k), (x - 15, y + 10, k)])
+    assert answer.value.status == 200, answer.value.text()
     page.wait_for_function("(t) => window.sam2med.responseAt > t && !window.sam2med.state.busy", arg=started, timeout=120_000)
     log = page.evaluate("(t) => window.sam2med.liveLog.filter(e => e.at > t)", started)
     first = page.evaluate("(t) => window.sam2med.responseAt", started)
@@ -313,5 +337,12 @@ def test_live_mode_runs_on_stroke_end_and_paints_slices_before_the_answer(shared
     assert low[2] <= k <= high[2], report["changed_box"]  # the answer names the box of what changed
     (_, fill) = _sent_fill(shared, {"label": 1, "positive": True, "points": page.evaluate(
         "() => window.sam2med.prompts.at(-1).world.map(w => window.sam2med.grids.values().next().value.toIndex(w))")})
-    assert np.array_equal(shared.labels()[:, :, k] == 1, fill), "the live lasso slice is not as drawn"
+    page_labels = shared.labels()
+    assert np.array_equal(page_labels[:, :, k] == 1, fill), "the live lasso slice is not as drawn"
+    # the answer held only the box of what changed; the page equals, in the range, the whole answer to the same request
+    assert report["cropped"], report
+    whole = _ask_again_uncropped(asked.value, tmp_path)
+    assert whole.shape == page_labels.shape and np.prod(np.subtract(high, low) + 1) < whole.size
+    ks = [j for j in range(shared.shape[2]) if START_Z <= shared.z_of(j) <= END_Z]
+    assert whole[..., ks].any() and np.array_equal(page_labels[..., ks], whole[..., ks]), "the cropped answer was painted wrong"
     page.locator('[data-testid="sam2med-live"]').uncheck()

@@ -260,7 +260,7 @@ class Sam2medController {
       const key = `${seg.segmentationId}|${displaySet.SeriesInstanceUID}`;
       const n = await this.numbering();
       const prompts = this.promptsParam(displaySet.SeriesInstanceUID, n.grid);
-      const { grid: seedGrid, data, seeds } = this.seedVolume(images, key, locked, prompts.length > 0);
+      const { grid: seedGrid, data, seeds, sorted } = this.seedVolume(images, key, locked, prompts.length > 0);
       const range = this.rangeParam(n);
       this.checkSeedsInRange(n, images, seeds, range, locked);
       const { progress_id } = await (await this.fetchChecked(`${this.serverUrl}/sam2med/progress`, { method: 'POST' })).json();
@@ -270,6 +270,7 @@ class Sam2medController {
       if (range) params.slice_range = range;
       if (prompts.length) params.prompts = prompts;
       if (this.stateId) params.parent_state = this.stateId;
+      if (this.live) params.crop_to_change = true;  // the answer is the box of what changed; elsewhere it is the seed sent
       const form = new FormData();
       form.append('params', JSON.stringify(params));
       if (seeds.size) form.append('label', new Blob([await encodeNrrd(data, seedGrid)]), 'seed.nrrd');
@@ -291,7 +292,8 @@ class Sam2medController {
       const report = JSON.parse(await (parts.get('params').text ? parts.get('params').text() : parts.get('params')));
       const result = await decodeNrrd(await parts.get('image').arrayBuffer());
       this.remember(true, before);
-      const paintedIds = this.paint(images, result, report, locked);
+      const sent = { data, plane: seedGrid.shape[0] * seedGrid.shape[1], slot: new Map(sorted.map(({ image }, k) => [image.imageId, k])) };
+      const paintedIds = this.paint(images, report.cropped ? this.uncropped(result, report, n.grid, images, sent) : result, report, locked);
       this.stateId = report.state_id || null;
       this.state.key = key;
       this.state.seeds = seeds;
@@ -343,6 +345,33 @@ class Sam2medController {
     const [value, slices] = [...outside.entries()][0];
     throw new Error(`${this.nameOf(value)} is drawn on ${this.describeSlices(n, slices)}, outside Start..End ` +
       `(${this.describeSlice(n, range[0])} to ${this.describeSlice(n, range[1])}): widen the range or erase that drawing`);
+  }
+
+  /**
+   * A result cropped to the box of what changed (`crop_to_change`), as the whole grid: inside the box the
+   * answer, elsewhere the seed as it was sent (the server's reference: what did not change equals it).
+   * `sent`: the seed's voxels (`data`), its slice size and each image's slot in it (the seed's own grid).
+   */
+  uncropped(result, report, grid, images, sent) {
+    const data = new Uint8Array(grid.size);
+    const [nx, ny] = grid.shape;
+    for (const image of images) {
+      const k = sent.slot.get(image.imageId);
+      if (k === undefined) continue;
+      forEachVoxel(pixelMapping(image.plane, grid), image.plane, grid, (at, voxel) => { data[voxel] = sent.data[k * sent.plane + at]; });
+    }
+    if (report.changed_box) {
+      const [low, high] = report.changed_box;
+      const [cx, cy] = result.grid.shape;
+      for (let z = low[2]; z <= high[2]; z++) {
+        for (let y = low[1]; y <= high[1]; y++) {
+          for (let x = low[0]; x <= high[0]; x++) {
+            data[x + nx * (y + ny * z)] = result.data[(x - low[0]) + cx * ((y - low[1]) + cy * (z - low[2]))];
+          }
+        }
+      }
+    }
+    return { grid, data };
   }
 
   /** Write the result into the labelmap images, by position, inside the range only. Returns the painted image ids. */
