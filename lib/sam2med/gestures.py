@@ -5,7 +5,8 @@ stroke given as a mask is out of its training distribution (it reads as a thin o
 becomes the prompt that says the same thing in SAM2's terms, per label and per slice (`SlicePrompt`):
 
 - click: one point (foreground when positive, background when negative);
-- box: SAM2's box (two opposite corners; positive only);
+- box: SAM2's box (two opposite corners; positive only); with `slices` (first, last) it is the box-and-z-range
+  gesture (a box on the middle slice plus the object's extent along the axis): its label's range (`box_ranges`);
 - positive scribble: foreground clicks sampled evenly along the stroke by arc length (`stroke_clicks`, at most 8);
 - negative scribble: background clicks sampled the same way, and the stroke, dilated by 1 px, erased from the
   slice's mask when the slice has one (`stroke_pixels`);
@@ -28,7 +29,7 @@ import numpy as np
 
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis, voxel_to_slice_point
-from sam2med.prompts import SlicePrompt, SlicePrompts, named
+from sam2med.prompts import SlicePrompt, SlicePrompts, SliceRange, named
 
 KINDS = ("click", "box", "scribble", "lasso")
 MAX_SAMPLED_CLICKS = 8
@@ -48,6 +49,7 @@ class Gesture:
     positive: bool
     points: tuple[tuple[float, float, float], ...]
     index: int = 0  # its position in the request, for errors
+    slices: tuple[int, int] | None = None  # a box's z-range: its label is propagated over these slices (both included)
 
     def check(self) -> None:
         where = f"prompt {self.index}"
@@ -60,6 +62,8 @@ class Gesture:
             raise PromptError(f"{where}: a {self.kind} needs at least {need} points, got {len(self.points)}")
         if self.kind == "box" and not self.positive:
             raise PromptError(f"{where}: a box is positive only (mark what is not the object with negative clicks, scribbles or a lasso)")
+        if self.slices is not None and self.kind != "box":
+            raise PromptError(f"{where}: only a box takes slices (its z-range), not a {self.kind}")
 
 
 def relabel_gestures(gestures: Sequence[Gesture], mapping: Mapping[int, int]) -> tuple[Gesture, ...]:
@@ -69,6 +73,23 @@ def relabel_gestures(gestures: Sequence[Gesture], mapping: Mapping[int, int]) ->
         raise PromptError(f"prompts for label value(s) {', '.join(map(str, unnamed))} that label_info does not name "
                           f"(it names {', '.join(str(v) for v in sorted(mapping)) or 'none'})")
     return tuple(replace(g, label=int(mapping[g.label])) for g in gestures)
+
+
+def box_ranges(gestures: Iterable[Gesture], num_slices: int, names: "Mapping[int, str] | None" = None) -> dict[int, SliceRange]:
+    """{label: its range} from the boxes given with `slices`; one range per label (two different ones are an error)."""
+    ranges: dict[int, SliceRange] = {}
+    for gesture in gestures:
+        if gesture.slices is None:
+            continue
+        first, last = sorted(gesture.slices)
+        if first < 0 or last >= num_slices:
+            raise PromptError(f"prompt {gesture.index}: slices {first}..{last} lie outside the volume's slices 0..{num_slices - 1}")
+        found = SliceRange(first, last)
+        if ranges.setdefault(gesture.label, found) != found:
+            earlier = ranges[gesture.label]
+            raise PromptError(f"prompt {gesture.index}: label {named(gesture.label, names)} has two z-ranges, "
+                              f"{earlier.start}..{earlier.end} and {first}..{last} (one box with slices per label)")
+    return ranges
 
 
 def gesture_slice(gesture: Gesture, axis: Axis, shape: Sequence[int]) -> tuple[int, tuple[PointRC, ...]]:

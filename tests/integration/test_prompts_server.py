@@ -190,3 +190,38 @@ def test_prompts_alone_ignore_a_stored_label_unless_its_seed_tag_is_named(server
         assert status == 422 and "prompts for label value(s) 5 that label_info does not name (it names 7)" in body
     finally:
         requests.delete(f"{server['url']}/datastore/label", params={"id": "ct", "tag": "final"}, timeout=30).raise_for_status()
+
+
+def test_a_box_with_slices_is_its_labels_range_and_bounds_it_on_its_slice(client):
+    """The box-and-z-range gesture (a box on the middle slice plus the z-extent): the liver is tracked over the
+    box's slices only, inside the box on its slice; the spleen's click, with no range of its own, over slice_range."""
+    x0, x1, y0, y1 = 40.0, 90.0, 30.0, 80.0
+    params = {"slice_range": [12, 20], "prompts": [
+        {"label": "liver", "kind": "box", "points": [[x0, y0, SLICE], [x1, y1, SLICE]], "slices": [SLICE + 2, SLICE - 1]},
+        {"label": "spleen", "kind": "click", "points": [[95.0, 50.0, 13]]}]}
+    out, report = client.infer("sam2_propagate", "ct", params)
+    label, _ = _read_xyz(out)
+    liver_z = sorted({int(z) for z in np.nonzero(label == 5)[2]})
+    assert liver_z and set(liver_z) <= set(range(SLICE - 1, SLICE + 3)), liver_z
+    xs, ys = np.nonzero(label[..., SLICE] == 5)
+    assert len(xs) and xs.min() >= x0 and xs.max() <= x1 and ys.min() >= y0 and ys.max() <= y1
+    spleen_z = {int(z) for z in np.nonzero(label == 1)[2]}
+    assert spleen_z <= set(range(12, 21)) and 13 in spleen_z
+    assert report["slice_range"] == [12, 20]
+
+
+@pytest.mark.parametrize("prompts, extra, detail", [
+    ([{"label": 5, "kind": "click", "points": [[10, 10, 16]], "slices": [14, 18]}], {}, "prompt 0: only a box takes slices"),
+    ([{"label": 5, "kind": "box", "points": [[1, 1, 16], [9, 9, 16]], "slices": [14]}], {}, "prompt 0: slices must be [first, last]"),
+    ([{"label": 5, "kind": "box", "points": [[1, 1, 16], [9, 9, 16]], "slices": [14, 99]}], {}, "prompt 0: slices 14..99 lie outside"),
+    ([{"label": 5, "kind": "box", "points": [[1, 1, 16], [9, 9, 16]], "slices": [14, 18]},
+      {"label": 5, "kind": "box", "points": [[1, 1, 17], [9, 9, 17]], "slices": [15, 18]}], {}, "label 'liver' (value 5) has two z-ranges"),
+    ([{"label": 5, "kind": "box", "points": [[1, 1, 16], [9, 9, 16]], "slices": [17, 19]}], {}, "outside"),
+    ([{"label": 5, "kind": "box", "points": [[1, 1, 16], [9, 9, 16]], "slices": [14, 18]}], {"slice_range": "liver:12-18"}, "give one"),
+    ([{"label": 5, "kind": "box", "points": [[1, 1, 16], [9, 9, 16]], "slices": [14, 18]}], {"slice_range": "auto"}, "not with slice_range auto"),
+])
+def test_bad_box_slices_are_a_one_line_422(client, prompts, extra, detail):
+    with pytest.raises(Exception) as caught:
+        client.infer("sam2_propagate", "ct", {"prompts": prompts, **extra})
+    status, body = _status(caught.value)
+    assert status == 422 and detail in body and "\\n" not in body, body

@@ -17,6 +17,8 @@ const TOOLS = {
   'click-pos': { kind: 'click', positive: true, key: 'c', shift: false, title: 'click +' },
   'click-neg': { kind: 'click', positive: false, key: 'c', shift: true, title: 'click −' },
   'box': { kind: 'box', positive: true, key: 'b', shift: false, title: 'box' },
+  // a box on the middle slice plus the object's z-extent (Start..End when drawn): its segment's own range
+  'box-range': { kind: 'box', positive: true, key: 'b', shift: true, title: 'box + z-range', range: true },
   'scribble-pos': { kind: 'scribble', positive: true, key: 's', shift: false, title: 'scribble +' },
   'scribble-neg': { kind: 'scribble', positive: false, key: 's', shift: true, title: 'scribble −' },
   'lasso-pos': { kind: 'lasso', positive: true, key: 'l', shift: false, title: 'lasso +' },
@@ -539,7 +541,7 @@ class Sam2medController {
   /** A finished gesture becomes a prompt of the active segment on the slice it was drawn on (undoable). */
   async addPrompt(drag) {
     const { tool, viewport, world } = drag;
-    const { kind, positive } = TOOLS[tool];
+    const { kind, positive, range: withRange } = TOOLS[tool];
     const need = { click: 1, box: 2, scribble: 2, lasso: 3 }[kind];
     const points = kind === 'box' ? world.slice(0, 2) : kind === 'click' ? world.slice(0, 1) : world;
     if (points.length < need) throw new Error(`a ${kind} needs ${kind === 'box' ? 'a drag between two corners' : `at least ${need} points: drag`}`);
@@ -570,9 +572,19 @@ class Sam2medController {
       this.state.axis = axisName;  // prompts propagate along the normal of the view they are drawn on
       if (this.view) this.view.q('axis').value = axisName;
     }
+    let slices = null;
+    if (withRange) {  // the z-range of the box-and-range gesture: Start..End as they are now, in server slices
+      const range = this.rangeParam(await this.numbering());
+      if (!Array.isArray(range)) throw new Error('box + z-range: type Start and End (the first and last image of the object) first');
+      slices = [Math.min(...range), Math.max(...range)];
+      if (slice < slices[0] || slice > slices[1]) throw new Error(`box + z-range: the box is on slice ${slice}, outside its range ${slices[0]}..${slices[1]}`);
+      if (this.prompts.some((p) => p.series === series && p.label === label && p.slices && (p.slices[0] !== slices[0] || p.slices[1] !== slices[1]))) {
+        throw new Error(`${this.nameOf(label)} has a box with another z-range: one range per segment (undo it, or Clear prompts)`);
+      }
+    }
     this.remember(false);
     this.prompts.push({ id: this.nextPromptId++, series, label, kind, positive, world: points.map((p) => Array.from(p)), axis, slice,
-      normal: Array.from(camera.viewPlaneNormal), half: grid.spacing[axis] / 2 });
+      normal: Array.from(camera.viewPlaneNormal), half: grid.spacing[axis] / 2, slices });
     this.showPrompts();
     if (this.live) this.runLive();
   }
@@ -580,7 +592,7 @@ class Sam2medController {
   /** The prompts of a series as the server takes them (voxel indices on its grid). */
   promptsParam(series, grid) {
     return this.prompts.filter((p) => p.series === series).map((p) => ({ label: p.label, kind: p.kind, positive: p.positive,
-      points: promptVoxels(grid, p.world, p.axis, p.slice) }));
+      points: promptVoxels(grid, p.world, p.axis, p.slice), ...(p.slices ? { slices: p.slices } : {}) }));
   }
 
   clearPrompts() {
@@ -722,7 +734,7 @@ class Sam2medController {
     for (const p of this.prompts) {
       const axisName = Object.keys(AXIS_INDEX).find((a) => AXIS_INDEX[a] === p.axis);
       const where = `${this.nameOf(p.label)} on ${axisName} slice ${p.slice}`;
-      groups.set(where, [...(groups.get(where) || []), `${p.kind} ${p.positive ? '+' : '−'}`]);
+      groups.set(where, [...(groups.get(where) || []), `${p.kind} ${p.positive ? '+' : '−'}${p.slices ? ` (slices ${p.slices[0]}..${p.slices[1]})` : ''}`]);
     }
     this.view.q('prompts').textContent = groups.size ? [...groups].map(([where, list]) => `${where}: ${list.join(', ')}`).join('\n') : 'no prompts';
     this.showTools();

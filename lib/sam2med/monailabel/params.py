@@ -311,10 +311,20 @@ MAX_PROMPTS = 500
 MAX_PROMPT_POINTS = 10_000  # in all prompts of a request (each one: at most MAX_POINTS)
 
 
+def _box_slices(value: Any) -> tuple[int, int] | None:
+    """A box's `slices`: [first, last] whole slice numbers along the axis (either order), or absent."""
+    if value is None or value == "" or value == []:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or any(isinstance(v, bool) or not _is_integral(v) or int(v) < 0 for v in value)):
+        raise PromptError(f"slices must be [first, last] slice numbers, got {_short(value)}")
+    return int(value[0]), int(value[1])
+
+
 def parse_prompts(value: Any, label_names: Mapping[str, int]) -> tuple[Gesture, ...]:
     """`prompts`: [{"label": 3 or a name, "kind": click|box|scribble|lasso, "positive": true|false (default true),
-    "points": [[x, y, z], ...]}, ...] (or its JSON text), voxel points; checked against the image later
-    (`gestures.gestures_to_prompts`). Errors name the prompt by its index."""
+    "points": [[x, y, z], ...], a box's "slices": [first, last]}, ...] (or its JSON text), voxel points; checked
+    against the image later (`gestures.gestures_to_prompts`, `gestures.box_ranges`). Errors name the prompt by its index."""
     value = _decoded(value, "prompts", "a list of prompt objects")
     if value is None or value == "" or value == []:
         return ()
@@ -336,9 +346,10 @@ def parse_prompts(value: Any, label_names: Mapping[str, int]) -> tuple[Gesture, 
             label = parse_label_value(item.get("label"), label_names)
             positive = parse_bool(item.get("positive"), "positive", True)
             points = _points(item.get("points"), "points")
+            slices = _box_slices(item.get("slices"))
         except PromptError as err:
             raise PromptError(f"{where}: {err}") from None
-        gesture = Gesture(label, kind.strip().lower(), positive, points, index)
+        gesture = Gesture(label, kind.strip().lower(), positive, points, index, slices)
         gesture.check()
         gestures.append(gesture)
     if sum(len(g.points) for g in gestures) > MAX_PROMPT_POINTS:

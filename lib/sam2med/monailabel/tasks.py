@@ -17,7 +17,7 @@ from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import InputError, PromptError
 from sam2med.geometry import Axis, changed_box, sub_grid, to_slices
-from sam2med.gestures import gestures_to_prompts, relabel_gestures
+from sam2med.gestures import box_ranges, gestures_to_prompts, relabel_gestures
 from sam2med.io import Volume, load_volume
 from sam2med.monailabel.shared_propagator import SharedEngine
 from sam2med.provenance import model_version
@@ -334,6 +334,7 @@ class Sam2PropagateTask(_Sam2Task):
                 raise PromptError(f"prompts for label(s) {named(outside, names)}, which are not in labels {named(params.labels, names)}")
             prompts = gestures_to_prompts(gestures, params.axis, image.grid.shape, as_slice_prompts(seeds), names)
             extra["prompts"] = len(gestures)
+        label_ranges = self._with_box_ranges(label_ranges, gestures, num_slices, auto, names)
         slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, prompts.labels, names)
         check_seeds_in_range(prompts, default_range, label_ranges, names)
         extra["seed_slices"] = prompts.slices
@@ -350,6 +351,20 @@ class Sam2PropagateTask(_Sam2Task):
                      else seed_on_image_grid(seed_array, seed.grid, image.grid))
         return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, mapping, names,
                             reference=reference, crop=params.crop_to_change)
+
+    @staticmethod
+    def _with_box_ranges(label_ranges: Dict[int, SliceRange], gestures: Any, num_slices: int, auto: bool,
+                         names: Dict[int, str]) -> Dict[int, SliceRange]:
+        """The labels' own ranges with those of boxes given with `slices` (the box-and-z-range gesture)."""
+        boxed = box_ranges(gestures, num_slices, names) if gestures else {}
+        if not boxed:
+            return label_ranges
+        if auto:
+            raise PromptError("a box with slices gives its label's range: not with slice_range auto")
+        clash = sorted(label for label, found in boxed.items() if label_ranges.get(label, found) != found)
+        if clash:
+            raise PromptError(f"label(s) {named(clash, names)} have a range in slice_range and another in a box's slices: give one")
+        return {**label_ranges, **boxed}
 
     @staticmethod
     def _seed_masks(seed_array: np.ndarray | None, seed: Volume | None, image: Volume, params: PropagateParams,
