@@ -12,6 +12,7 @@ good they are (random SAM2 weights).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -80,9 +81,11 @@ class Page:
     @property
     def px(self) -> float:
         """One screen pixel in voxels (mouse events land on whole pixels, the viewport's box need not): how close
-        a gesture lands to the patient position it was aimed at."""
-        a, b = self.screen((100, 100, 0)), self.screen((200, 100, 0))
-        return 100 / abs(b[0] - a[0]) + 0.01
+        a gesture lands to the patient position it was aimed at (the coarsest of the view's two in-plane axes)."""
+        origin = np.asarray(self.screen((100, 100, 5)))
+        lengths = [np.hypot(*(np.asarray(self.screen(np.add((100, 100, 5), np.eye(3)[a] * 10))) - origin)) for a in range(3)]
+        steps = [10 / d for d in lengths if d > 1e-6]
+        return max(steps) + 0.01
 
     def labels(self) -> np.ndarray:
         return _on_grid(self.page.evaluate(SNAPSHOT), self.grid)
@@ -146,13 +149,14 @@ def _inside_range(shared: Page, labels: np.ndarray) -> None:
     assert ks and all(START_Z <= shared.z_of(k) <= END_Z for k in ks), [shared.z_of(k) for k in ks]
 
 
-def _sent_fill(shared: Page, sent: dict) -> tuple[int, np.ndarray]:
-    """(slice, (x, y) bool) of a lasso as sent: the pixels the server fills (sam2med.gestures.polygon_fill)."""
+def _sent_fill(shared: Page, sent: dict, axis: int = 2) -> tuple[int, np.ndarray]:
+    """(slice, bool of the slice's other two axes in index order, e.g. (x, y) for axial, (y, z) for sagittal) of a
+    lasso as sent: the pixels the server fills (sam2med.gestures.polygon_fill)."""
     from sam2med.geometry import Axis
     from sam2med.gestures import Gesture, gesture_slice, polygon_fill, slice_shape
 
-    k, points_rc = gesture_slice(Gesture(sent["label"], "lasso", sent["positive"], tuple(map(tuple, sent["points"]))), Axis(2), shared.shape)
-    return k, polygon_fill(points_rc, slice_shape(shared.shape, Axis(2))).T
+    k, points_rc = gesture_slice(Gesture(sent["label"], "lasso", sent["positive"], tuple(map(tuple, sent["points"]))), Axis(axis), shared.shape)
+    return k, polygon_fill(points_rc, slice_shape(shared.shape, Axis(axis))).T
 
 
 def _clicked_voxel(sent: dict) -> tuple[int, int]:
@@ -380,3 +384,100 @@ def test_live_mode_runs_on_stroke_end_and_paints_slices_before_the_answer(shared
     ks = [j for j in range(shared.shape[2]) if START_Z <= shared.z_of(j) <= END_Z]
     assert whole[..., ks].any() and np.array_equal(page_labels[..., ks], whole[..., ks]), "the cropped answer was painted wrong"
     page.locator('[data-testid="sam2med-live"]').uncheck()
+
+
+
+SAGITTAL_HALF = 4  # Start/End: the drawn x slice and 4 x slices either side
+FOCAL_INDEX = """(id) => window.sam2med.grids.values().next().value.toIndex(
+  window.sam2med.services.cornerstoneViewportService.getCornerstoneViewport(id).getCamera().focalPoint)"""
+
+
+def _click(page, locator, count: int = 1) -> None:
+    """A real mouse click (or double click) at the middle of an element."""
+    box = locator.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, click_count=count)
+
+
+def test_lasso_on_the_mpr_sagittal_view_propagates_along_x_inside_the_typed_range(shared):
+    """OHIF's MPR layout, its sagittal view: a lasso drawn there is sent on one x slice with axis sagittal, Start/End
+    are x slice numbers, and the result lies inside that x range, the lasso's slice exactly as filled. Starts from an
+    empty labelmap (the previous cases undone) and ends on one axial view."""
+    from playwright.sync_api import expect
+
+    page = shared.page
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    for _ in range(page.evaluate("() => window.sam2med.undoStack.length")):  # the previous cases' runs and prompts
+        page.keyboard.press("Control+z")
+    assert page.evaluate(SHOWN_PROMPTS) == [] and not shared.labels().any(), "undo did not empty the labelmap"
+
+    # OHIF's Layout menu -> MPR, then the sagittal view alone (double click), zoomed in (right drag: OHIF's zoom);
+    # a volume viewport: its slice index counts along its normal, not OHIF's images
+    _click(page, page.locator('[data-cy="Layout"]'))
+    _click(page, page.locator('[data-cy="MPR"]'))
+    element = page.locator('[data-viewport-uid="mpr-sagittal"]')
+    element.wait_for()
+    time.sleep(1)
+    _click(page, element, count=2)
+    time.sleep(1)
+    box = element.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down(button="right")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2 + 250, steps=10)
+    page.mouse.up(button="right")
+    page.mouse.wheel(0, 100)  # one x slice on: the view snaps onto a slice of the volume
+    time.sleep(0.5)
+    assert page.evaluate("() => window.sam2med.activeViewport().viewportId") == "mpr-sagittal"
+    focal = page.evaluate(FOCAL_INDEX, "mpr-sagittal")
+    x = int(round(focal[0]))
+    assert abs(focal[0] - x) < 0.01, f"the sagittal view shows no x slice of the grid: x index {focal[0]}"
+    sag = copy.copy(shared)
+    sag.viewport = element
+
+    page.locator('[data-testid="sam2med-clear"]').click()
+    y, z = int(round(focal[1])), 10
+    corners = [(x, y - 30, z - 3), (x, y + 30, z - 3), (x, y + 30, z + 3), (x, y - 30, z + 3)]
+    sag.gesture("l", "lasso-pos", corners)
+    assert page.evaluate(SHOWN_PROMPTS) == ["lasso-pos"], "the lasso is not drawn on its x slice"
+    assert page.locator('[data-testid="sam2med-axis"]').input_value() == "sagittal", "a sagittal prompt did not set the axis"
+    for which, value in (("start", x - SAGITTAL_HALF), ("end", x + SAGITTAL_HALF)):
+        page.locator(f'[data-testid="sam2med-{which}"]').fill(str(value))
+    # the panel follows the sagittal view: Start/End are x slice numbers (OHIF's images do not step along x)
+    expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text(f"sagittal slice {x} of 0-{shared.shape[0] - 1}")
+    expect(page.locator('[data-testid="sam2med-range"]')).to_have_text(
+        f"range: sagittal slice {x - SAGITTAL_HALF} to sagittal slice {x + SAGITTAL_HALF}")
+    params, report = sag.run()
+    page.screenshot(path=ARTIFACTS / "prompts-07-sagittal.png")
+    [sent] = params["prompts"]
+    assert params["axis"] == "sagittal" and params["slice_range"] == [x - SAGITTAL_HALF, x + SAGITTAL_HALF], params
+    assert (sent["kind"], sent["positive"]) == ("lasso", True) and {p[0] for p in sent["points"]} == {x}, sent
+    points = np.asarray(sent["points"])
+    assert np.allclose(points[0], corners[0], atol=sag.px) and np.allclose(points[-1], corners[-1], atol=sag.px), (points, corners)
+    assert report["seed_slices"] == [x], report["seed_slices"]
+    labels = sag.labels()
+    xs = sorted({int(i) for i in np.nonzero(labels)[0]})
+    assert xs and x - SAGITTAL_HALF <= xs[0] and xs[-1] <= x + SAGITTAL_HALF, \
+        f"labelled outside x {x - SAGITTAL_HALF}..{x + SAGITTAL_HALF}: {xs}"
+    assert set(xs) - {x}, "the lasso was not propagated to other x slices"
+    k, fill = _sent_fill(shared, sent, axis=0)
+    assert k == x and fill.sum() > 200 and fill[y, z], (k, fill.sum())
+    assert np.array_equal(labels[x] == 1, fill), "the lasso's x slice is not as drawn"
+
+    # back to one axial view: Esc (OHIF's tools again), Layout MPR (the grid again), the axial view, Layout 1x1
+    page.locator('[data-testid="sam2med-clear"]').click()
+    page.locator('[data-testid="sam2med-axis"]').select_option("axial")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("Escape")
+    assert page.evaluate("() => window.sam2med.tool") is None, "Esc did not give the mouse back to OHIF's tools"
+    _click(page, page.locator('[data-cy="Layout"]'))
+    _click(page, page.locator('[data-cy="MPR"]'))
+    axial = page.locator('[data-viewport-uid="mpr-axial"]')
+    axial.wait_for()
+    _click(page, axial)
+    _click(page, page.locator('[data-cy="Layout"]'))
+    _click(page, page.get_by_text("Common", exact=True).locator("xpath=following-sibling::div[1]/div[1]"))
+    expect(page.locator("[data-viewport-uid]")).to_have_count(1)
+    assert page.evaluate("() => window.sam2med.activeViewport().viewport.getCamera().viewPlaneNormal.map(Math.abs)")[2] > 0.99
+    expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text("current: image")
+    for which, at in (("start", START_Z), ("end", END_Z)):  # Start/End as the fixture typed them: OHIF image numbers again
+        page.locator(f'[data-testid="sam2med-{which}"]').fill(str(page.evaluate(IMAGE_NUMBER, at)))
+    expect(page.locator('[data-testid="sam2med-range"]')).to_contain_text("range: image")

@@ -185,8 +185,10 @@ class Sam2medController {
     const n = await this.numbering();
     const point = n.viewport.getCamera().focalPoint;
     const server = sliceOf(n.grid, point, n.axis);
-    const index = n.viewport.getCurrentImageIdIndex?.();
-    if (index === undefined || index < 0 || index >= n.planes.length) throw new Error('the image is still loading');
+    let index = n.viewport.getCurrentImageIdIndex?.();
+    // a volume viewport (MPR) counts its own slices along its normal, not OHIF's images: the image at the focal point
+    if (n.numbered && n.slices[index] !== server) index = n.slices.indexOf(server);
+    if (n.numbered && (index === undefined || index < 0 || index >= n.planes.length)) throw new Error('the image is still loading');
     if (server < 0 || server >= n.grid.shape[n.axis]) throw new Error('the image is still loading');
     return { n, server, ohif: index + 1, total: n.planes.length, plane: n.planes[index], count: n.grid.shape[n.axis] };
   }
