@@ -52,7 +52,7 @@ def running_server(args: Sequence[str], log_path: Path, env: Mapping[str, str], 
                     pass
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"server did not answer {ready_path}: {log_path.read_text()[-3000:]}")
-                time.sleep(1)
+                time.sleep(0.2)
             yield url
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -335,7 +335,7 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
             except Exception:
                 if proc.poll() is not None or time.time() > deadline:
                     pytest.fail(f"monailabel start_server did not answer: {(tmp_path / 'server.log').read_text()[-3000:]}")
-                time.sleep(1)
+                time.sleep(0.2)
         assert {"sam2_propagate", "sam2_points"} <= set(info["models"]) and info["sam2med"]["loaded"] is False
         status, body = _rejected(client, None, "sam2_propagate", "ct", {"slice_range": [0, 40]}, seed)
         assert status == 422 and "outside the volume" in body

@@ -136,7 +136,7 @@ def test_named_segments_round_trip_through_submit_run_correct_and_train(client, 
     deadline = time.time() + 300
     while client.train_status(check_if_running=True) is True or client.train_status().get("status") in ("SUBMITTED", "RUNNING"):
         assert time.time() < deadline, "training did not finish"
-        time.sleep(2)
+        time.sleep(0.5)
     assert client.train_status()["status"] == "DONE", client.train_status()
     stats = client.info()["train_stats"]["sam2_finetune"]
     assert stats["labels"] == {"spleen": 1, "liver": 1}, stats
