@@ -7,7 +7,6 @@ prompts (a lasso's fill, a seed minus a negative lasso), the grid and the croppe
 
 from __future__ import annotations
 
-import re
 import shutil
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 from monailabel.client import MONAILabelClient
 
-from live_server import running_server, small_server_args
+from live_server import http_error, running_server, small_server_args
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +34,6 @@ def _fill(shape: tuple[int, int, int], x0: float, x1: float, y0: float, y1: floa
 def _read_xyz(path: str) -> tuple[np.ndarray, sitk.Image]:
     image = sitk.ReadImage(path)
     return sitk.GetArrayFromImage(image).transpose(2, 1, 0), image
-
-
-def _status(err: Exception) -> tuple[int, str]:
-    match = re.search(r"Status: (\d+); Response: (.*)", str(getattr(err, "msg", err)), re.S)
-    assert match, f"not an HTTP error: {err}"
-    return int(match.group(1)), match.group(2)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +145,7 @@ def test_a_sagittal_lasso_propagates_along_x_and_is_drawn_at_its_y_z(client):
 def test_bad_prompts_are_a_one_line_4xx_naming_the_prompt(client, params, detail):
     with pytest.raises(Exception) as caught:
         client.infer("sam2_propagate", "ct", params)
-    status, body = _status(caught.value)
+    status, body = http_error(caught.value)
     assert status == 422 and detail in body and "\\n" not in body
 
 
@@ -186,7 +179,7 @@ def test_prompts_alone_ignore_a_stored_label_unless_its_seed_tag_is_named(server
 
         with pytest.raises(Exception) as caught:  # a prompt's value that the stored names do not give
             client.infer("sam2_propagate", "ct", {**params, "seed_tag": "final"})
-        status, body = _status(caught.value)
+        status, body = http_error(caught.value)
         assert status == 422 and "prompts for label value(s) 5 that label_info does not name (it names 7)" in body
     finally:
         requests.delete(f"{server['url']}/datastore/label", params={"id": "ct", "tag": "final"}, timeout=30).raise_for_status()
@@ -223,5 +216,5 @@ def test_a_box_with_slices_is_its_labels_range_and_bounds_it_on_its_slice(client
 def test_bad_box_slices_are_a_one_line_422(client, prompts, extra, detail):
     with pytest.raises(Exception) as caught:
         client.infer("sam2_propagate", "ct", {"prompts": prompts, **extra})
-    status, body = _status(caught.value)
+    status, body = http_error(caught.value)
     assert status == 422 and detail in body and "\\n" not in body, body

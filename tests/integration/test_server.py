@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from monailabel.client import MONAILabelClient
 
-from live_server import free_port, running_server
+from live_server import free_port, http_error, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -68,12 +68,6 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _status(err: Exception) -> tuple[int, str]:
-    match = re.search(r"Status: (\d+); Response: (.*)", str(getattr(err, "msg", err)), re.S)
-    assert match, f"not an HTTP error: {err}"
-    return int(match.group(1)), match.group(2)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +238,7 @@ def test_points_task_as_ohif_sends_it(client, server):
 def _rejected(client, server, model, image, params, label=None) -> tuple[int, str]:
     with pytest.raises(Exception) as caught:
         client.infer(model, image, params, label_in=str(label) if label else None)
-    return _status(caught.value)
+    return http_error(caught.value)
 
 
 def test_bad_requests_get_4xx_naming_the_problem(client, server):
@@ -356,7 +350,6 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
 
 def test_slicer_correction_loop_conditions_on_seeds_and_corrected_slices(client, server, shared_data):
     """As the Slicer plugin does it: Submit Label (tag final), Run, correct one slice of the result, Submit, Run."""
-    image_path = server["studies"] / "ct3.nii.gz"
     params = {"slice_range": list(CT_RANGE)}
     client.save_label("ct3", str(server["ct_seed"]))  # no tag: the plugin's Submit Label saves `final`
     first_out, first = client.infer("sam2_propagate", "ct3", params)
