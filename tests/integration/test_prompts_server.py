@@ -51,7 +51,8 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     sitk.WriteImage(seed_image, str(root / "seed.nii.gz"))
     args = small_server_args(studies, random_checkpoint, '{"spleen": 1, "liver": 5}')
     with running_server(args, root / "server.log", {"TMPDIR": str(root)}) as url:
-        yield {"url": url, "image": studies / "ct.nii.gz", "seed": root / "seed.nii.gz", "seed_xyz": seed}
+        yield {"url": url, "image": studies / "ct.nii.gz", "seed": root / "seed.nii.gz", "seed_xyz": seed,
+               "truth": ts / "example_seg.nii.gz"}
 
 
 @pytest.fixture()
@@ -218,3 +219,43 @@ def test_bad_box_slices_are_a_one_line_422(client, prompts, extra, detail):
         client.infer("sam2_propagate", "ct", {"prompts": prompts, **extra})
     status, body = http_error(caught.value)
     assert status == 422 and detail in body and "\\n" not in body, body
+
+
+def _write_like(array_xyz: np.ndarray, like: str, path) -> str:
+    image = sitk.GetImageFromArray(array_xyz.transpose(2, 1, 0))
+    image.CopyInformation(sitk.ReadImage(like))
+    sitk.WriteImage(image, str(path))
+    return str(path)
+
+
+def test_refine_reruns_only_the_band_a_correction_can_change_and_keeps_the_rest(server, client, tmp_path):
+    """Liver seeds on slices 12 and 20, spleen on 14; the result corrected on liver slice 16 and sent back with
+    parent_state and refine: the liver is propagated again over 12..20 only (between the kept seeds around the
+    correction), every other voxel is the submitted label, and the unchanged spleen is kept as submitted."""
+    truth, _ = _read_xyz(str(server["truth"]))
+    seed = np.zeros(truth.shape, dtype=np.uint8)
+    for k in (12, 20):
+        seed[..., k][truth[..., k] == 5] = 5
+    seed[..., 14][truth[..., 14] == 1] = 1
+    first_out, first = client.infer("sam2_propagate", "ct", {"slice_range": [8, 24]},
+                                    label_in=_write_like(seed, str(server["image"]), tmp_path / "seed.nii.gz"))
+    result, _ = _read_xyz(first_out)
+    corrected = result.copy()
+    redrawn = corrected[..., 16]  # the liver redrawn on slice 16, the spleen's voxels left as returned
+    redrawn[redrawn == 5] = 0
+    redrawn[(truth[..., 16] == 5) & (redrawn == 0)] = 5
+    redrawn[40:60, 40:60][redrawn[40:60, 40:60] == 0] = 5  # surely not what was returned
+    assert (corrected[..., 16] != result[..., 16]).any() and np.array_equal(corrected == 1, result == 1)
+    params = {"slice_range": [8, 24], "parent_state": first["state_id"], "refine": True}
+    out, report = client.infer("sam2_propagate", "ct", params,
+                               label_in=_write_like(corrected, str(server["image"]), tmp_path / "corrected.nii.gz"))
+    label, _ = _read_xyz(out)
+    assert report["refine"] == {"bands": {"5": [12, 20]}, "unchanged_labels": [1]}, report["refine"]
+    assert report["correction"]["changed_slices"] == {"1": [], "5": [16]} and report["labels"]["5"]["slice_range"] == [12, 20]
+    assert report["seed_slices_per_label"] == {"5": [12, 16, 20]}
+    outside = np.r_[0:12, 21:label.shape[2]]
+    np.testing.assert_array_equal(label[..., outside], corrected[..., outside])  # the rest is as submitted
+    np.testing.assert_array_equal(label == 1, corrected == 1)  # the unchanged spleen, everywhere
+    for k in (12, 16, 20):  # the conditioning slices come back as drawn
+        np.testing.assert_array_equal(label[..., k] == 5, corrected[..., k] == 5)
+    assert report["slices_processed"] <= 9, report["slices_processed"]

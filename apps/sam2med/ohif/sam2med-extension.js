@@ -60,6 +60,7 @@ class Sam2medController {
     this.redoStack = [];
     this.stateId = null;  // the server's correction-loop state the page shows (report.state_id)
     this.live = false;
+    this.refine = true;  // a correction (a Run after a Run) re-propagates only the band of slices it can change
     this.liveQueued = false;
     this.warmed = new Set();  // series asked to warm up
     this.overlays = new Map();  // viewport element -> its SVG overlay
@@ -273,7 +274,10 @@ class Sam2medController {
       if (locked.size) params.locked_labels = [...locked];
       if (range) params.slice_range = range;
       if (prompts.length) params.prompts = prompts;
-      if (this.stateId) params.parent_state = this.stateId;
+      if (this.stateId) {
+        params.parent_state = this.stateId;
+        if (this.refine) params.refine = true;  // a correction re-runs only the band of slices it can change
+      }
       if (this.live) params.crop_to_change = true;  // the answer is the box of what changed; elsewhere it is the seed sent
       const form = new FormData();
       form.append('params', JSON.stringify(params));
@@ -298,10 +302,14 @@ class Sam2medController {
       this.remember(true, before);
       const sent = { data, plane: seedGrid.shape[0] * seedGrid.shape[1], slot: new Map(sorted.map(({ image }, k) => [image.imageId, k])) };
       const paintedIds = this.paint(images, report.cropped ? this.uncropped(result, report, n.grid, images, sent) : result, report, locked);
+      // what each image looked like when a Run last painted it (a refined Run paints only its bands: the
+      // images it left keep their earlier entry, so an untouched image is never sent as a correction)
+      const earlier = this.state.key === key && this.state.painted ? this.state.painted : new Map();
       this.stateId = report.state_id || null;
       this.state.key = key;
       this.state.seeds = seeds;
-      this.state.painted = new Map(images.filter((image) => paintedIds.has(image.imageId)).map((image) => [image.imageId, Uint8Array.from(image.pixels)]));
+      this.state.painted = new Map([...earlier, ...images.filter((image) => paintedIds.has(image.imageId))
+        .map((image) => [image.imageId, Uint8Array.from(image.pixels)])]);
       const { cornerstoneTools: tools } = this.libs;
       tools.segmentation.triggerSegmentationEvents.triggerSegmentationDataModified(seg.segmentationId);
       this.showReport(n, report, (performance.now() - started) / 1000, seeds.size, prompts.length);
@@ -378,22 +386,28 @@ class Sam2medController {
     return { grid, data };
   }
 
-  /** Write the result into the labelmap images, by position, inside the range only. Returns the painted image ids. */
+  /**
+   * Write the result into the labelmap images, by position, inside the range only; a propagated segment is
+   * cleared where the result lacks it only inside its own range (a box's z-range, a refined band), so that
+   * another segment's wider range never erases it. Returns the painted image ids.
+   */
   paint(images, result, report, locked) {
     const axis = AXIS_INDEX[report.axis] ?? 2;
     const [lo, hi] = report.slice_range;
-    const labels = new Set(Object.keys(report.labels || {}).map(Number));
+    const ranges = new Map(Object.entries(report.labels || {}).map(([value, info]) => [Number(value), info.slice_range || report.slice_range]));
     const { grid, data } = result;
     const painted = new Set();
     for (const image of images) {
       const { pixels } = image;
       let touched = false;
       forEachVoxel(pixelMapping(image.plane, grid), image.plane, grid, (at, voxel, xyz) => {
-        if (xyz[axis] < lo || xyz[axis] > hi || locked.has(pixels[at])) return;
+        const k = xyz[axis];
+        if (k < lo || k > hi || locked.has(pixels[at])) return;
         touched = true;
         const value = data[voxel];
-        if (value) pixels[at] = value;
-        else if (labels.has(pixels[at])) pixels[at] = 0;
+        if (value) { pixels[at] = value; return; }
+        const own = ranges.get(pixels[at]);
+        if (own && k >= own[0] && k <= own[1]) pixels[at] = 0;
       });
       if (touched) painted.add(image.imageId);
     }
@@ -843,6 +857,7 @@ class Sam2medController {
           <button data-testid="sam2med-redo" title="redo (ctrl-shift-z)" style="${BUTTON}">Redo</button>
           <button data-testid="sam2med-clear" title="remove every prompt (undoable)" style="${BUTTON}">Clear prompts</button>
           <label title="Run at once on each finished prompt"><input type="checkbox" data-testid="sam2med-live"> live</label>
+          <label title="a correction re-propagates only the slices between the seeds around it; the rest stays as it is"><input type="checkbox" data-testid="sam2med-refine"> refine</label>
         </div>
         <div style="border-top:1px solid #444;padding-top:6px">
           Save what is shown as <select data-testid="sam2med-format" style="color:#000">
@@ -879,6 +894,8 @@ class Sam2medController {
     q('clear').onclick = () => this.clearPrompts();
     q('live').checked = this.live;
     q('live').onchange = () => { this.live = q('live').checked; };
+    q('refine').checked = this.refine;
+    q('refine').onchange = () => { this.refine = q('refine').checked; };
     for (const id of Object.keys(TOOLS)) q(`tool-${id}`).onclick = () => this.setTool(this.tool === id ? null : id);
     q('save').onclick = () => this.save();
     this.updateControls();
@@ -1031,6 +1048,11 @@ class Sam2medController {
       ` (server: encode ${report.encode_seconds} s, track ${report.track_seconds} s)`,
       `from ${this.describeSlice(n, lo)} to ${this.describeSlice(n, hi)}, ${seedSlices} drawn or corrected image(s) and ${promptCount} prompt(s) sent`,
       `feature cache: ${cache.request_hit_slices ?? 0} slices reused, ${cache.request_miss_slices ?? 0} encoded`];
+    if (report.refine) {  // a refined correction: what was propagated again, what was left as it was
+      const bands = Object.entries(report.refine.bands).map(([v, [a, b]]) => `${this.nameOf(v)} from ${this.describeSlice(n, a)} to ${this.describeSlice(n, b)}`);
+      const kept = report.refine.unchanged_labels.map((v) => this.nameOf(v));
+      lines.push(`refined: ${bands.join('; ')} propagated again${kept.length ? `; ${kept.join(', ')} left as it was` : ''}`);
+    }
     for (const [value, label] of Object.entries(report.labels || {})) {
       const low = label.slices.filter((s) => (s.predicted_iou ?? s.iou ?? 1) < LOW_CONFIDENCE && !s.seed).map((s) => s.slice);
       const kept = (report.kept_slices || {})[label.name] || (report.kept_slices || {})[value] || [];

@@ -21,18 +21,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
-
 import re
 import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
 
 from sam2med.errors import InputError
 from sam2med.geometry import Axis, to_slices
 from sam2med.io import write_json_atomic
-from sam2med.prompts import SeedMasks
+from sam2med.prompts import SeedMasks, SlicePrompts, SliceRange, as_slice_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,63 @@ def select_corrected_seeds(seeds: SeedMasks, state: CorrectionState) -> tuple[Se
             changed[label] = sorted(per_slice)
         chosen.masks[label] = {s: per_slice[s] for s in sorted(picked)}
     return chosen, Correction(changed, kept)
+
+
+@dataclass(frozen=True)
+class RefinePlan:
+    """What a refining correction re-runs: per label, the band of slices it can change; the labels it leaves as
+    submitted (nothing of theirs changed)."""
+
+    bands: dict[int, SliceRange]
+    unchanged: tuple[int, ...]
+
+    def to_json(self) -> dict:
+        return {"bands": {str(k): [r.start, r.end] for k, r in sorted(self.bands.items())},
+                "unchanged_labels": list(self.unchanged)}
+
+
+def refine_bands(state: CorrectionState, correction: Correction, prompted: Mapping[int, Iterable[int]],
+                 ranges: Mapping[int, SliceRange]) -> RefinePlan | None:
+    """Per label of `ranges` (its range in this run): the slices changed since `state` (corrected slices and the
+    slices of new prompts, `prompted`) can change the label from the nearest kept seed slice below them to the
+    nearest above (or the range's ends); that band is re-propagated, the rest of the label stays as it was.
+    A label the last result did not hold is run over its range; a label with no change is left as submitted.
+    None when no label changed (nothing to refine: the caller runs as usual)."""
+    bands: dict[int, SliceRange] = {}
+    unchanged = []
+    for label, own in sorted(ranges.items()):
+        if label not in state.result:
+            bands[label] = own
+            continue
+        changed = set(correction.changed.get(label, [])) | set(prompted.get(label, []))
+        if not changed:
+            unchanged.append(label)
+            continue
+        kept = correction.kept.get(label, [])
+        low = max((s for s in kept if s < min(changed)), default=own.start)
+        high = min((s for s in kept if s > max(changed)), default=own.end)
+        bands[label] = SliceRange(max(low, own.start), min(high, own.end))
+    if not bands or all(label not in state.result for label in bands):
+        return None
+    return RefinePlan(bands, tuple(unchanged))
+
+
+def restrict_to_bands(prompts: SeedMasks | SlicePrompts, bands: Mapping[int, SliceRange]) -> SlicePrompts:
+    """The prompts of the labels with a band, on the slices inside it."""
+    per_label = as_slice_prompts(prompts).prompts
+    return SlicePrompts(prompts.axis, {label: {s: p for s, p in per_label[label].items() if band.start <= s <= band.end}
+                                       for label, band in bands.items() if label in per_label})
+
+
+def keep_outside_bands(label: np.ndarray, submitted: np.ndarray, bands: Mapping[int, SliceRange], axis: Axis) -> None:
+    """In place: outside its band, each label is as submitted (where the run put nothing else)."""
+    slices = np.arange(label.shape[int(axis)])
+    for value, band in bands.items():
+        outside = (slices < band.start) | (slices > band.end)
+        shape = [1, 1, 1]
+        shape[int(axis)] = -1
+        fill = (submitted == value) & outside.reshape(shape) & (label == 0)
+        label[fill] = value
 
 
 class CorrectionStore:

@@ -273,6 +273,7 @@ class PropagateParams:
     names: dict[int, str] = field(default_factory=dict)  # the app's label names, and the request's over them
     prompts: tuple[Gesture, ...] = ()  # clicks, boxes, scribbles, lassos (sam2med.gestures); the seed is then optional
     crop_to_change: bool = False  # return only the box of the voxels that differ from the seed (or from 0)
+    refine: bool = False  # a correction re-propagates only the band of slices it can change (corrections.refine_bands)
 
 
 def parse_no_seed(value: Any) -> str:
@@ -304,6 +305,7 @@ def parse_propagate(request: Mapping[str, Any], label_names: Mapping[str, int]) 
         names=names,
         prompts=parse_prompts(request.get("prompts"), by_name),
         crop_to_change=parse_bool(request.get("crop_to_change"), "crop_to_change", False),
+        refine=parse_bool(request.get("refine"), "refine", False),
     )
 
 

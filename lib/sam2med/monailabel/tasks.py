@@ -11,13 +11,13 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from sam2med.monailabel.corrections import (CorrectionState, CorrectionStore, parse_state_id, select_corrected_seeds,
-                                            slice_digests)
+from sam2med.monailabel.corrections import (CorrectionState, CorrectionStore, keep_outside_bands, parse_state_id,
+                                            refine_bands, restrict_to_bands, select_corrected_seeds, slice_digests)
 from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import InputError, PromptError
 from sam2med.geometry import Axis, changed_box, sub_grid, to_slices
-from sam2med.gestures import box_ranges, gestures_to_prompts, relabel_gestures
+from sam2med.gestures import box_ranges, gesture_slice, gestures_to_prompts, relabel_gestures
 from sam2med.io import Volume, load_volume
 from sam2med.monailabel.shared_propagator import SharedEngine
 from sam2med.provenance import model_version
@@ -236,6 +236,9 @@ def in_client_values(report: Dict[str, Any], to_client: Dict[int, int]) -> None:
         report["correction"] = {k: rekey(v) for k, v in report["correction"].items()}
     for item in report.get("review_slices", []):
         item["label"] = to_client.get(item["label"], item["label"])
+    if isinstance(report.get("refine"), dict):
+        report["refine"] = {"bands": rekey(report["refine"]["bands"]),
+                            "unchanged_labels": [to_client.get(v, v) for v in report["refine"]["unchanged_labels"]]}
 
 
 class Sam2PropagateTask(_Sam2Task):
@@ -320,6 +323,7 @@ class Sam2PropagateTask(_Sam2Task):
         state = self._correction_state(request, image, params.axis, seed_source)
         extra: Dict[str, Any] = {"seed": None if seed is None else seed_source, "correction": None}
         seeds = self._seed_masks(seed_array, seed, image, params, names)
+        correction = None
         if state is not None and seeds.masks:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
             seeds, correction = select_corrected_seeds(seeds, state)
             extra["correction"] = correction.to_json()
@@ -335,20 +339,35 @@ class Sam2PropagateTask(_Sam2Task):
             prompts = gestures_to_prompts(gestures, params.axis, image.grid.shape, as_slice_prompts(seeds), names)
             extra["prompts"] = len(gestures)
         label_ranges = self._with_box_ranges(label_ranges, gestures, num_slices, auto, names)
+        kept_as_submitted: tuple[int, ...] = ()
+        plan = None
+        if params.refine and correction is not None and not auto:
+            own = {label: label_ranges.get(label, default_range) for label in prompts.labels}
+            prompted: Dict[int, set] = {}
+            for gesture in gestures:
+                prompted.setdefault(gesture.label, set()).add(gesture_slice(gesture, params.axis, image.grid.shape)[0])
+            plan = refine_bands(state, correction, prompted, own)
+        if plan is not None:  # only the bands are propagated; a label with no change is kept as submitted
+            prompts = restrict_to_bands(prompts, plan.bands)
+            label_ranges = {**label_ranges, **plan.bands}
+            kept_as_submitted = plan.unchanged
+            extra["refine"] = plan.to_json()
         slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, prompts.labels, names)
         check_seeds_in_range(prompts, default_range, label_ranges, names)
         extra["seed_slices"] = prompts.slices
         conditioning = as_slice_prompts(prompts).prompts
         extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in conditioning.items()}
         load_seconds = time.perf_counter() - start
-        locked = None if seed_array is None else locked_voxels(seed_array, seed.grid, image.grid, params.locked)
+        locked = None if seed_array is None else locked_voxels(seed_array, seed.grid, image.grid, params.locked + kept_as_submitted)
         result, propagator = self._propagate(request, image, prompts, slice_range, params.window,
                                              None if mapping is None else mapping.to_client(), label_ranges=own_ranges,
                                              overlap=params.overlap, locked=locked, **policies)
-        extra["state_id"] = self._remember(request, image, {k: sorted(v) for k, v in conditioning.items()}, result)
-        inputs = {"image": self._image_file(request), "seed": seed_file}
         reference = (np.zeros(image.grid.shape, dtype=result.label.dtype) if seed_array is None
                      else seed_on_image_grid(seed_array, seed.grid, image.grid))
+        if plan is not None:
+            keep_outside_bands(result.label, reference, plan.bands, params.axis)
+        extra["state_id"] = self._remember(request, image, {k: sorted(v) for k, v in conditioning.items()}, result)
+        inputs = {"image": self._image_file(request), "seed": seed_file}
         return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, mapping, names,
                             reference=reference, crop=params.crop_to_change)
 
