@@ -104,3 +104,29 @@ def test_parent_state_that_is_no_state_id_is_refused(value):
     with pytest.raises(InputError, match="parent_state must be a state_id"):
         parse_state_id(value)
     assert parse_state_id(None) is None and parse_state_id("ab" * 16) == "ab" * 16
+
+
+def test_refine_bands_run_from_the_kept_seed_below_to_the_one_above_the_changes():
+    from sam2med.monailabel.corrections import Correction, keep_outside_bands, refine_bands
+
+    state = CorrectionState("img", "fp", Axis.AXIAL, {5: [10, 20, 30], 1: [4]}, {5: {10: "a"}, 1: {4: "b"}})
+    ranges = {5: SliceRange(0, 40), 1: SliceRange(0, 40), 2: SliceRange(3, 8)}
+    correction = Correction(changed={5: [22, 24], 1: []}, kept={5: [10, 20, 30], 1: [4]})
+    plan = refine_bands(state, correction, {}, ranges)
+    # 5: between its kept seeds 20 and 30; 1: nothing changed; 2: new to the last result, its whole range
+    assert plan.bands == {5: SliceRange(20, 30), 2: SliceRange(3, 8)} and plan.unchanged == (1,)
+    # a prompt on slice 35 of label 5 widens its band to the range's end (no kept seed above it)
+    assert refine_bands(state, correction, {5: {35}}, ranges).bands[5] == SliceRange(20, 40)
+    # a change below every kept seed: from the range's start
+    assert refine_bands(state, Correction({5: [3]}, {5: [10]}), {}, {5: SliceRange(2, 40)}).bands == {5: SliceRange(2, 10)}
+    assert refine_bands(state, Correction({5: [], 1: []}, {5: [10], 1: [4]}), {}, {5: SliceRange(0, 40), 1: SliceRange(0, 40)}) is None
+
+    label = np.zeros((2, 2, 6), np.uint8)
+    label[..., 2] = 5  # the run's output inside the band 2..3
+    submitted = np.full((2, 2, 6), 5, np.uint8)
+    submitted[0, 0, :] = 1
+    keep_outside_bands(label, submitted, {5: SliceRange(2, 3)}, Axis.AXIAL)
+    expected = np.where(submitted == 5, 5, 0).astype(np.uint8)
+    expected[..., 2] = 5
+    expected[..., 3] = 0  # inside the band: what the run gave
+    np.testing.assert_array_equal(label, expected)

@@ -250,7 +250,8 @@ class Sam2PropagateTask(_Sam2Task):
             engine, datastore, labels, type=InferType.SEGMENTATION,
             description="SAM2.1 propagation of a seed mask (uploaded label, else the saved one) through a slice range",
             config={"slice_range": "", "axis": AXES, "window": WINDOWS, "labels": "", "seed_tag": DEFAULT_SEED_TAG,
-                    "memory": MEMORIES, "no_seed": NO_SEED, "overlap": list(OVERLAP_POLICIES), "locked_labels": ""},
+                    "memory": MEMORIES, "no_seed": NO_SEED, "overlap": list(OVERLAP_POLICIES), "locked_labels": "",
+                    "refine": False},
             corrections=corrections,
         )
 
