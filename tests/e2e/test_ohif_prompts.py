@@ -271,6 +271,42 @@ def test_box_with_z_range_is_one_gesture_that_sets_its_segments_range(shared):
     assert np.array_equal(shared.labels(), before)
 
 
+def test_two_segments_keep_their_own_ranges_on_the_page(shared):
+    """Segment 1's box with a narrow z-range, segment 2's plain box over Start..End, one Run: on the images
+    only segment 2 runs through, segment 1 is never cleared (only painted over where segment 2 now lies)."""
+    from playwright.sync_api import expect
+
+    page = shared.page
+    page.locator('[data-testid="sam2med-clear"]').click()
+    k = shared.slice_of(BOX_Z)
+    scroll_to_z(page, shared.viewport, BOX_Z)
+    narrow = (BOX_Z - 2, BOX_Z)
+    _type_range(shared, *narrow)
+    x, y, _ = shared.liver_point(k)
+    shared.gesture("Shift+B", "box-range", [(x - 20, y - 15, k), (x + 20, y + 15, k)])
+    page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
+    page.get_by_role("button", name="Add Segment").first.click()  # segment 2, now the active one
+    expect(page.get_by_text("Segment 2").first).to_be_visible()
+    page.locator('[data-cy="sam2med-btn"]').click()
+    _type_range(shared, START_Z, END_Z)
+    shared.gesture("b", "box", [(x - 60, y + 20, k), (x - 25, y + 45, k)])
+    before = shared.labels()
+    wide_only = [j for j in range(shared.shape[2]) if START_Z <= shared.z_of(j) <= END_Z and not min(narrow) <= shared.z_of(j) <= max(narrow)]
+    assert (before[..., wide_only] == 1).any(), "no segment 1 outside its narrow range to keep: the case cannot fail"
+    params, report = shared.run()
+    assert sorted((p["label"], "slices" in p) for p in params["prompts"]) == [(1, True), (2, False)], params["prompts"]
+    assert report["labels"]["1"]["slice_range"] == sorted(shared.slice_of(z) for z in narrow), report["labels"]["1"]
+    assert [shared.z_of(j) for j in report["labels"]["2"]["slice_range"]] in ([START_Z, END_Z], [END_Z, START_Z])
+    after = shared.labels()
+    lost = (before[..., wide_only] == 1) & (after[..., wide_only] != 1)
+    assert not (lost & (after[..., wide_only] != 2)).any(), "segment 1 was cleared outside its own range"
+    assert (after == 2).any()
+    page.keyboard.press("Control+z")  # the page as the next cases expect it: segment 1 active, no segment 2 voxels
+    assert np.array_equal(shared.labels(), before)
+    page.evaluate("""() => { const c = window.sam2med; const seg = c.segmentation(c.activeViewport().viewportId);
+      c.services.segmentationService.setActiveSegment(seg.segmentationId, 1); }""")
+
+
 def test_scribble_is_sent_along_the_stroke_and_shown_on_its_slice_only(shared):
     shared.page.locator('[data-testid="sam2med-clear"]').click()
     k = shared.slice_of(BOX_Z)
