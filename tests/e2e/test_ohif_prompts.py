@@ -237,6 +237,29 @@ def test_box_labels_only_inside_the_box_on_its_slice_and_inside_the_range(shared
     shared.page.screenshot(path=ARTIFACTS / "prompts-03-box.png")
 
 
+def test_a_correction_click_after_the_box_reruns_only_its_band(shared):
+    """The box's Run left on the page; a click on another image, Run (refine, the panel's default): the box's
+    image is the kept seed, so only the images from it to the range's end beyond the click run again; the
+    images on the box's other side stay exactly as they were."""
+    k_box, k_click = shared.slice_of(BOX_Z), shared.slice_of(CLICK_Z)
+    scroll_to_z(shared.page, shared.viewport, CLICK_Z)
+    before = shared.labels()
+    shared.gesture("c", "click-pos", [shared.liver_point(k_click)])
+    params, report = shared.run()
+    assert params["refine"] is True and params["parent_state"], params
+    assert report["correction"]["changed_slices"] == {"1": [k_click]} and report["correction"]["kept_seed_slices"] == {"1": [k_box]}
+    ends = [j for j in range(shared.shape[2]) if shared.z_of(j) in (START_Z, END_Z)]
+    beyond_click = min(ends, key=lambda j: abs(j - k_click))  # the range's end on the click's side
+    band = sorted((k_box, beyond_click))
+    assert report["refine"]["bands"] == {"1": band} and report["slice_range"] == band, report["refine"]
+    after = shared.labels()
+    others = [j for j in range(shared.shape[2]) if not band[0] <= j <= band[1]]
+    assert any(before[..., j].any() for j in others), "nothing outside the band to keep: the case cannot fail"
+    np.testing.assert_array_equal(after[..., others], before[..., others])
+    expect_report = shared.page.locator('[data-testid="sam2med-report"]')
+    assert "refined: 'Segment 1' from image" in expect_report.inner_text()
+
+
 def _type_range(shared: Page, start_z: float, end_z: float) -> None:
     for which, z in (("start", start_z), ("end", end_z)):
         shared.page.locator(f'[data-testid="sam2med-{which}"]').fill(str(shared.page.evaluate(IMAGE_NUMBER, z)))

@@ -259,3 +259,23 @@ def test_refine_reruns_only_the_band_a_correction_can_change_and_keeps_the_rest(
     for k in (12, 16, 20):  # the conditioning slices come back as drawn
         np.testing.assert_array_equal(label[..., k] == 5, corrected[..., k] == 5)
     assert report["slices_processed"] <= 9, report["slices_processed"]
+
+
+def test_refine_with_prompts_alone_reruns_the_band_of_the_new_prompt(client):
+    """No label sent, the prompts sent again with one more: the new click's slice is the change, the box's slice
+    the kept seed; the liver is propagated from the box's slice to the range's end beyond the click only."""
+    box = {"label": 5, "kind": "box", "points": [[40.0, 30.0, SLICE], [90.0, 80.0, SLICE]]}
+    first_out, first = client.infer("sam2_propagate", "ct", {"slice_range": [10, 22], "prompts": [box]})
+    click = {"label": 5, "kind": "click", "points": [[60.0, 50.0, 19]]}
+    params = {"slice_range": [10, 22], "prompts": [box, click], "parent_state": first["state_id"], "refine": True}
+    out, report = client.infer("sam2_propagate", "ct", params)
+    assert report["correction"] == {"changed_slices": {"5": [19]}, "kept_seed_slices": {"5": [SLICE]}}, report["correction"]
+    assert report["refine"] == {"bands": {"5": [SLICE, 22]}, "unchanged_labels": []}
+    assert report["labels"]["5"]["slice_range"] == [SLICE, 22] and report["slices_processed"] == 22 - SLICE + 1
+    label, _ = _read_xyz(out)
+    assert not label[..., :SLICE].any()  # nothing was sent there: the client keeps what it shows (the OHIF panel paints the band)
+    first_label, _ = _read_xyz(first_out)
+    np.testing.assert_array_equal(label[..., SLICE] == 5, first_label[..., SLICE] == 5)  # the box's slice: the same prompt
+    # the state remembers both prompts: sent again unchanged, nothing is new, and the run is a plain one
+    again = client.infer("sam2_propagate", "ct", {**params, "parent_state": report["state_id"]})[1]
+    assert "refine" not in again and again["correction"] == {"changed_slices": {"5": []}, "kept_seed_slices": {"5": [SLICE, 19]}}

@@ -32,7 +32,7 @@ import numpy as np
 from sam2med.errors import InputError
 from sam2med.geometry import Axis, to_slices
 from sam2med.io import write_json_atomic
-from sam2med.prompts import SeedMasks, SlicePrompts, SliceRange, as_slice_prompts
+from sam2med.prompts import SeedMasks, SlicePrompt, SlicePrompts, SliceRange, as_slice_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,21 @@ def mask_digest(mask: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def prompt_digest(prompt: SlicePrompt) -> str:
+    """A digest of what conditions one label on one slice: its mask, clicks (to 1/1000 px) and box."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(b"none" if prompt.mask is None else mask_digest(prompt.mask).encode())
+    digest.update(json.dumps([[round(float(v), 3) for v in p] for p in prompt.points_rc]).encode())
+    digest.update(json.dumps(list(prompt.point_labels)).encode())
+    digest.update(json.dumps(None if prompt.box_rc is None else [round(float(v), 3) for v in prompt.box_rc]).encode())
+    return digest.hexdigest()
+
+
+def prompt_digests(conditioning: Mapping[int, Mapping[int, SlicePrompt]]) -> dict[int, dict[int, str]]:
+    """{label: {slice: prompt_digest}} of a run's conditioning slices."""
+    return {int(label): {int(s): prompt_digest(p) for s, p in per_slice.items()} for label, per_slice in conditioning.items()}
+
+
 def slice_digests(label_xyz: np.ndarray, axis: Axis, labels: list[int]) -> dict[int, dict[int, str]]:
     """{label: {slice: digest}} of the slices along `axis` where each of `labels` is present."""
     slices = to_slices(label_xyz, axis)
@@ -78,14 +93,18 @@ class CorrectionState:
     axis: Axis
     seed_slices: dict[int, list[int]]
     result: dict[int, dict[int, str]] = field(default_factory=dict)
+    prompts: dict[int, dict[int, str]] = field(default_factory=dict)  # prompt_digest per conditioning slice
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "version": STATE_VERSION, "image_id": self.image_id, "image_fingerprint": self.image_fingerprint,
             "axis": self.axis.name.lower(),
             "seed_slices": {str(k): v for k, v in self.seed_slices.items()},
             "result": {str(k): {str(s): d for s, d in v.items()} for k, v in self.result.items()},
         }
+        if self.prompts:  # absent from states written before it existed: their ids stay as they were
+            data["prompts"] = {str(k): {str(s): d for s, d in v.items()} for k, v in self.prompts.items()}
+        return data
 
     @property
     def state_id(self) -> str:
@@ -100,6 +119,7 @@ class CorrectionState:
             image_id=str(data["image_id"]), image_fingerprint=str(data["image_fingerprint"]), axis=Axis.parse(data["axis"]),
             seed_slices={int(k): [int(s) for s in v] for k, v in data["seed_slices"].items()},
             result={int(k): {int(s): str(d) for s, d in v.items()} for k, v in data["result"].items()},
+            prompts={int(k): {int(s): str(d) for s, d in v.items()} for k, v in data.get("prompts", {}).items()},
         )
 
 
@@ -141,6 +161,22 @@ def select_corrected_seeds(seeds: SeedMasks, state: CorrectionState) -> tuple[Se
             changed[label] = sorted(per_slice)
         chosen.masks[label] = {s: per_slice[s] for s in sorted(picked)}
     return chosen, Correction(changed, kept)
+
+
+def prompt_correction(state: CorrectionState, conditioning: Mapping[int, Mapping[int, SlicePrompt]]) -> Correction | None:
+    """How a run's prompts differ from those of `state` (a client that sends its prompts again, and no label):
+    per label, the slices whose prompt is new or changed, and the earlier conditioning slices kept as they
+    were. None when `state` holds no prompt digests (written before them, or by a run of masks only)."""
+    if not state.prompts:
+        return None
+    changed: dict[int, list[int]] = {}
+    kept: dict[int, list[int]] = {}
+    for label, per_slice in conditioning.items():
+        before = state.prompts.get(label, {})
+        digests = {s: prompt_digest(p) for s, p in per_slice.items()}
+        changed[label] = sorted(s for s, d in digests.items() if before.get(s) != d)
+        kept[label] = sorted(s for s, d in digests.items() if before.get(s) == d)
+    return Correction(changed, kept)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from sam2med.monailabel.corrections import (CorrectionState, CorrectionStore, keep_outside_bands, parse_state_id,
-                                            refine_bands, restrict_to_bands, select_corrected_seeds, slice_digests)
+                                            prompt_correction, prompt_digests, refine_bands, restrict_to_bands,
+                                            select_corrected_seeds, slice_digests)
 from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import InputError, PromptError
@@ -47,7 +48,7 @@ from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import track_result
 from sam2med.monailabel.rescoring import PromptStore, record_scores
 from sam2med.labelnames import LabelMapping, keyed_by_name, label_name, parse_label_info, relabel
-from sam2med.prompts import (SeedMasks, SlicePrompts, SliceRange, as_slice_prompts, check_seeds_in_range, locked_voxels, named,
+from sam2med.prompts import (SeedMasks, SlicePrompt, SlicePrompts, SliceRange, as_slice_prompts, check_seeds_in_range, locked_voxels, named,
                              resolve_label_ranges, seed_on_image_grid, seeds_from_label)
 from sam2med.provenance import describe_file, provenance
 from sam2med.monailabel.uncertainty import review_slices
@@ -74,14 +75,16 @@ class _Sam2Task(InferTask):
         self.corrections = corrections
         self.prompts: PromptStore | None = None  # set by the app when it keeps per-image state
 
-    def _remember(self, request: Dict[str, Any], image: Volume, seed_slices: Dict[int, list], result: PropagationResult) -> str | None:
+    def _remember(self, request: Dict[str, Any], image: Volume, seed_slices: Dict[int, list], result: PropagationResult,
+                  conditioning: Dict[int, Dict[int, SlicePrompt]] | None = None) -> str | None:
         """Keep the conditioning slices and the result's slice digests of a datastore image for its next correction;
         the kept state's id (None when nothing is kept: no datastore image, no store, or it could not be written)."""
         image_id = request.get("image_id")
         if self.corrections is None or not image_id:
             return None
         state = CorrectionState(str(image_id), image.fingerprint(), result.axis, {k: sorted(v) for k, v in seed_slices.items()},
-                                slice_digests(result.label, result.axis, sorted(result.scores)))
+                                slice_digests(result.label, result.axis, sorted(result.scores)),
+                                {} if conditioning is None else prompt_digests(conditioning))
         try:
             return self.corrections.save(state)
         except OSError as err:  # the result is still good; only the next correction loses its history
@@ -342,12 +345,18 @@ class Sam2PropagateTask(_Sam2Task):
         label_ranges = self._with_box_ranges(label_ranges, gestures, num_slices, auto, names)
         kept_as_submitted: tuple[int, ...] = ()
         plan = None
+        if params.refine and state is not None and correction is None and gestures:  # prompts sent again, no label
+            correction = prompt_correction(state, as_slice_prompts(prompts).prompts)
+            if correction is not None:
+                extra["correction"] = correction.to_json()
+                gestures = ()  # their slices are in the correction already
         if params.refine and correction is not None and not auto:
             own = {label: label_ranges.get(label, default_range) for label in prompts.labels}
             prompted: Dict[int, set] = {}
             for gesture in gestures:
                 prompted.setdefault(gesture.label, set()).add(gesture_slice(gesture, params.axis, image.grid.shape)[0])
             plan = refine_bands(state, correction, prompted, own)
+        remembered = as_slice_prompts(prompts).prompts  # every seed stays a seed for the next correction, refined or not
         if plan is not None:  # only the bands are propagated; a label with no change is kept as submitted
             prompts = restrict_to_bands(prompts, plan.bands)
             label_ranges = {**label_ranges, **plan.bands}
@@ -367,7 +376,7 @@ class Sam2PropagateTask(_Sam2Task):
                      else seed_on_image_grid(seed_array, seed.grid, image.grid))
         if plan is not None:
             keep_outside_bands(result.label, reference, plan.bands, params.axis)
-        extra["state_id"] = self._remember(request, image, {k: sorted(v) for k, v in conditioning.items()}, result)
+        extra["state_id"] = self._remember(request, image, {k: sorted(v) for k, v in remembered.items()}, result, remembered)
         inputs = {"image": self._image_file(request), "seed": seed_file}
         return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, mapping, names,
                             reference=reference, crop=params.crop_to_change)
