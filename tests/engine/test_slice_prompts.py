@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 
 from sam2med.geometry import Axis, to_slices
-from sam2med.io import load_label, load_volume
 from sam2med.prompts import SlicePrompt, SlicePrompts, SliceRange
 
+from tests.engine.test_propagator import ct  # noqa: F401  (ct: the real CT and its labels, a fixture)
+
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def ct(shared_data):
-    d = shared_data / "totalsegmentator"
-    return load_volume(d / "example_ct_sm.nii.gz"), load_label(d / "example_seg.nii.gz")
 
 
 def test_mask_and_click_on_one_slice_both_condition_the_run(ct, propagator):
