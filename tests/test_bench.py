@@ -59,3 +59,26 @@ def test_stretch_volume_repeats_slices_and_keeps_one_seed_slice():
     assert sorted(set(image.array[0, 0].tolist())) == [0, 1, 2, 3, 4]
     seeded = np.flatnonzero(label.array.any(axis=(0, 1)))
     assert len(seeded) == 1 and image.array[0, 0, seeded[0]] == 2
+
+
+def test_bench_latency_writes_cold_warm_and_during_warm_up_figures(shared_data, random_checkpoint, tmp_path, capsys):
+    """`bench --latency` on 3 slices: the figures are there, warm requests encode nothing, and the request sent
+    during the warm-up waited at most one slice with no warm-up slice started while it ran (from the gate's events)."""
+    seed = _seed_file(shared_data, tmp_path)
+    out = tmp_path / "latency.json"
+    code = main(["bench", str(shared_data / "totalsegmentator" / "example_ct_sm.nii.gz"), "--seed", str(seed), "--latency",
+                 "--near", "0", "--range", "14", "16", "--checkpoint", str(random_checkpoint), "--device", "cpu",
+                 "--image-size", str(TEST_IMAGE_SIZE), "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert (report["slices"], report["near_slices"], report["near_range"]) == (3, 1, [15, 15])
+    for name in ("cold_first_painted", "cold_full_range", "warm_first_painted", "warm_full_range", "near_idle",
+                 "near_during_warm_up", "near_during_unyielding_warm_up"):
+        assert report[f"{name}_s"] > 0
+    assert report["warm_misses"] == {"warm_first_painted": [0], "warm_full_range": [0]}
+    assert report["warm_up_slices_started_during_requests"] == 0
+    assert report["request_wait_for_warm_up_s"]["max"] <= report["warm_up_slice_encode_s"]["max"]
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("  near request idle")
+    assert main(["bench", str(shared_data / "totalsegmentator" / "example_ct_sm.nii.gz"), "--seed", str(seed), "--latency",
+                 "--near", "-1", "--checkpoint", str(random_checkpoint), "--json", str(tmp_path / "x.json")]) != 0
+    assert not (tmp_path / "x.json").exists()

@@ -139,3 +139,24 @@ def reorient_to(array_xyz: np.ndarray, source: Grid, target: Grid, atol: float =
         if sign < 0:
             out = np.flip(out, axis=k)
     return np.ascontiguousarray(out)
+
+
+def sub_grid(grid: Grid, low: "tuple[int, int, int]", shape: "tuple[int, int, int]") -> Grid:
+    """The grid of the box of `shape` voxels starting at voxel `low` of `grid`: same spacing and direction, its origin
+    the patient position of voxel `low`, so each of its voxels lies where the same voxel of `grid` lies."""
+    direction = np.asarray(grid.direction, dtype=float).reshape(3, 3)
+    origin = np.asarray(grid.origin, dtype=float) + direction @ (np.asarray(grid.spacing, dtype=float) * np.asarray(low, dtype=float))
+    return Grid(tuple(int(v) for v in shape), tuple(grid.spacing), tuple(float(v) for v in origin), tuple(grid.direction))  # type: ignore[arg-type]
+
+
+def changed_box(result: np.ndarray, reference: np.ndarray) -> "tuple[tuple[int, int, int], tuple[int, int, int]] | None":
+    """Inclusive voxel corners ((x0, y0, z0), (x1, y1, z1)) of every voxel where `result` differs from `reference`;
+    None when none does."""
+    changed = result != reference
+    if not changed.any():
+        return None
+    corners = []
+    for axis in range(3):
+        used = np.flatnonzero(changed.any(axis=tuple(a for a in range(3) if a != axis)))
+        corners.append((int(used[0]), int(used[-1])))
+    return (corners[0][0], corners[1][0], corners[2][0]), (corners[0][1], corners[1][1], corners[2][1])

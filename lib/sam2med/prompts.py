@@ -198,10 +198,10 @@ def axis_hint(seeds: SeedMasks) -> str | None:
     return None
 
 
-def check_seeds_in_range(seeds: SeedMasks, slice_range: SliceRange, label_ranges: "Mapping[int, SliceRange] | None" = None,
-                         names: "Mapping[int, str] | None" = None) -> None:
-    """Reject seed masks on slices outside `slice_range` (or outside their label's own range)."""
-    for value, per_slice in seeds.masks.items():
+def check_seeds_in_range(seeds: "SeedMasks | SlicePrompts", slice_range: SliceRange,
+                         label_ranges: "Mapping[int, SliceRange] | None" = None, names: "Mapping[int, str] | None" = None) -> None:
+    """Reject seed masks (or any slice prompts) on slices outside `slice_range` (or outside their label's own range)."""
+    for value, per_slice in (seeds.masks if isinstance(seeds, SeedMasks) else seeds.prompts).items():
         own = (label_ranges or {}).get(value, slice_range)
         outside = [s for s in sorted(per_slice) if s not in own]
         if outside:
@@ -379,12 +379,16 @@ class ClickPrompt:
     def check(self, height: int, width: int) -> None:
         if not self.points_rc and self.box_rc is None:
             raise PromptError(f"slice {self.slice_index}: a click prompt needs at least one point or a box")
+        if self.point_labels and 1 not in self.point_labels and self.box_rc is None:
+            raise PromptError(f"slice {self.slice_index}: give at least one foreground click or a box")
+        self.check_points(height, width)
+
+    def check_points(self, height: int, width: int) -> None:
+        """Every click and the box inside the slice, each click with a label 0 or 1."""
         if len(self.points_rc) != len(self.point_labels):
             raise PromptError("each click needs a label (1 foreground, 0 background)")
         if any(lab not in (0, 1) for lab in self.point_labels):
             raise PromptError("click labels must be 1 (foreground) or 0 (background)")
-        if self.point_labels and 1 not in self.point_labels and self.box_rc is None:
-            raise PromptError(f"slice {self.slice_index}: give at least one foreground click or a box")
         for r, c in self.points_rc:
             if not (0 <= r < height and 0 <= c < width):
                 raise PromptError(f"click ({r:g}, {c:g}) on slice {self.slice_index} is outside the {height}x{width} slice")
@@ -421,3 +425,104 @@ class ClickSeeds:
                 if prompt.slice_index not in slice_range:
                     raise PromptError(f"label {label}: prompt on slice {prompt.slice_index} is outside the slice range {slice_range}")
                 prompt.check(height, width)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: a mask array has no single truth value
+class SlicePrompt:
+    """Everything that conditions one label on one slice, as SAM2 takes it: a mask (or None), clicks and a box.
+
+    The engine adds the mask first (`add_new_mask`), then the clicks and the box (`add_new_points_or_box`), which
+    refine it: sam2 feeds a frame's previous prediction (here: the mask) to the decoder with the new clicks. A slice
+    with a mask and no clicks nor box comes back as the mask (drawn); with clicks or a box it comes back as SAM2's
+    refined mask. Points and the box are in slice pixel coordinates (row, column)."""
+
+    mask: np.ndarray | None = None  # (H, W) bool
+    points_rc: tuple[tuple[float, float], ...] = ()
+    point_labels: tuple[int, ...] = ()  # 1 foreground, 0 background
+    box_rc: tuple[float, float, float, float] | None = None  # (row0, col0, row1, col1)
+
+    @property
+    def has_clicks(self) -> bool:
+        """Clicks or a box: SAM2 predicts the slice (refining the mask, if any) rather than taking the mask as drawn."""
+        return bool(self.points_rc) or self.box_rc is not None
+
+    @property
+    def drawn(self) -> np.ndarray | None:
+        """The mask this slice comes back as, exactly: the mask of a slice with no clicks nor box, else None."""
+        return None if self.has_clicks else self.mask
+
+    @property
+    def positive(self) -> bool:
+        """Says where the object is: a non-empty mask, a foreground click or a box."""
+        return (self.mask is not None and bool(self.mask.any())) or 1 in self.point_labels or self.box_rc is not None
+
+    def check(self, slice_index: int, height: int, width: int) -> None:
+        if self.mask is None and not self.has_clicks:
+            raise PromptError(f"slice {slice_index}: a prompt needs a mask, a click or a box")
+        if self.mask is not None and tuple(self.mask.shape) != (height, width):
+            raise PromptError(f"slice {slice_index}: mask of shape {tuple(self.mask.shape)} on a {height}x{width} slice")
+        ClickPrompt(slice_index, self.points_rc, self.point_labels, self.box_rc).check_points(height, width)
+
+
+@dataclass
+class SlicePrompts:
+    """What the engine conditions on: {label value: {slice index: SlicePrompt}} along `axis`.
+
+    Seed masks (`SeedMasks`) and clicks (`ClickSeeds`) are both this (`as_slice_prompts`); gestures
+    (`sam2med.gestures`) add to it."""
+
+    axis: Axis
+    prompts: dict[int, dict[int, SlicePrompt]] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[int]:
+        return sorted(self.prompts)
+
+    @property
+    def slices(self) -> list[int]:
+        return sorted({s for per_label in self.prompts.values() for s in per_label})
+
+    def slices_of(self, label: int) -> list[int]:
+        return sorted(self.prompts[label])
+
+    def drawn(self) -> dict[int, dict[int, np.ndarray]]:
+        """{label: {slice: mask}} of the slices that come back as drawn (a mask and no clicks nor box)."""
+        return {label: {s: p.drawn for s, p in sorted(per_slice.items()) if p.drawn is not None}
+                for label, per_slice in self.prompts.items()}
+
+    def check(self, grid: Grid, slice_range: SliceRange, names: "Mapping[int, str] | None" = None) -> None:
+        if not self.prompts or not any(self.prompts.values()):
+            raise PromptError("no prompt was given")
+        rows, cols = [a for a in (0, 1, 2) if a != int(self.axis)][::-1]
+        height, width = grid.shape[rows], grid.shape[cols]
+        for label, per_slice in sorted(self.prompts.items()):
+            if label <= 0:
+                raise PromptError(f"label values must be positive, got {label}")
+            outside = [s for s in sorted(per_slice) if s not in slice_range]
+            if outside:
+                raise PromptError(f"label {named(label, names)} is prompted on slice(s) {outside}, outside the slice range {slice_range}")
+            for slice_index, prompt in sorted(per_slice.items()):
+                prompt.check(slice_index, height, width)
+            if not any(p.positive for p in per_slice.values()):
+                raise PromptError(f"label {named(label, names)} has only negative prompts: say where it is "
+                                  "(a mask, a positive click, a box, a positive scribble or lasso)")
+
+
+def as_slice_prompts(seeds: "SeedMasks | ClickSeeds | SlicePrompts") -> SlicePrompts:
+    """Seed masks or click prompts in the engine's one form (clicks on one slice of a label: one prompt)."""
+    if isinstance(seeds, SlicePrompts):
+        return seeds
+    if isinstance(seeds, SeedMasks):
+        return SlicePrompts(seeds.axis, {label: {s: SlicePrompt(mask=np.asarray(m, dtype=bool)) for s, m in per_slice.items()}
+                                         for label, per_slice in seeds.masks.items()})
+    prompts: dict[int, dict[int, SlicePrompt]] = {}
+    for label, clicks in seeds.prompts.items():
+        per_slice = prompts.setdefault(label, {})
+        for click in clicks:
+            before = per_slice.get(click.slice_index, SlicePrompt())
+            if before.box_rc is not None and click.box_rc is not None:
+                raise PromptError(f"label {label}: two boxes on slice {click.slice_index} (SAM2 takes one box per slice)")
+            per_slice[click.slice_index] = SlicePrompt(None, before.points_rc + tuple(click.points_rc),
+                                                       before.point_labels + tuple(click.point_labels),
+                                                       click.box_rc if click.box_rc is not None else before.box_rc)
+    return SlicePrompts(seeds.axis, prompts)

@@ -113,39 +113,30 @@ def test_a_rerun_skips_the_rows_done_and_retries_the_failed_one(cohort, local_ru
 
 
 @needs_ray
-def test_ray_workers_give_the_same_labels(cohort, local_run, random_checkpoint, tmp_path, caplog):
-    import ray
-
-    _, local_out, _ = local_run
-    out = tmp_path / "ray"
-    with caplog.at_level("INFO", logger="sam2med.distributed.ray_pool"):
-        assert main(batch_args(cohort["manifest"], out, random_checkpoint, "--ray", "local", "--workers", "2")) == 1
-    assert not ray.is_initialized()  # the local instance is shut down
-    assert f"running sam2med from {REPO / 'lib' / 'sam2med' / '__init__.py'}" in caplog.text  # this checkout, not another
-    assert "2 worker(s)" in caplog.text
-    assert sorted((line["row"], line["status"]) for line in records(out)) == [(1, "ok"), (2, "ok"), (3, "failed")]
-    for name in ("ct_liver.nii.gz", "example_mr_sm_label.nii.gz"):
-        ray_label, local_label = nib.load(str(out / name)), nib.load(str(local_out / name))
-        np.testing.assert_array_equal(np.asarray(ray_label.dataobj), np.asarray(local_label.dataobj))
-        np.testing.assert_allclose(ray_label.affine, local_label.affine)
-
-
-
-@needs_ray
-def test_one_thread_everywhere_gives_the_same_labels_with_and_without_ray(cohort, random_checkpoint, tmp_path):
+def test_one_thread_everywhere_gives_the_same_labels_with_and_without_ray(cohort, random_checkpoint, tmp_path, caplog):
     """--threads 1: the local run drops to 1 thread and the workers keep 1 (their share here). Whole volumes, bf16 on
     this CPU: the case where 1 and 2 threads differ most (958 CT and 572 MR voxels, docs/batch.md), so a local run
-    left on its default 2 threads would fail this."""
+    left on its default 2 threads would fail this. A bad row fails on its worker as it does here."""
+    import ray
+
     d = cohort["data"]
     manifest = tmp_path / "whole.csv"
     manifest.write_text("image,seed,output\n"
                         f"{d / CT},{cohort['folder'] / 'seeds' / 'ct_liver.nii.gz'},ct.nii.gz\n"
-                        f"{d / MR},{cohort['folder'] / 'seeds' / 'mr_spleen.nii.gz'},mr.nii.gz\n")
+                        f"{d / MR},{cohort['folder'] / 'seeds' / 'mr_spleen.nii.gz'},mr.nii.gz\n"
+                        f"{d / CT},{cohort['folder'] / 'seeds' / 'mr_spleen.nii.gz'},ct_bad.nii.gz\n")
     for run, extra in (("local", []), ("ray", ["--ray", "local", "--workers", "2"])):
-        assert main(batch_args(manifest, tmp_path / run, random_checkpoint, "--threads", "1", *extra)) == 0
+        with caplog.at_level("INFO", logger="sam2med.distributed.ray_pool"):
+            assert main(batch_args(manifest, tmp_path / run, random_checkpoint, "--threads", "1", *extra)) == 1
+    assert not ray.is_initialized()  # the local instance is shut down
+    assert f"running sam2med from {REPO / 'lib' / 'sam2med' / '__init__.py'}" in caplog.text  # this checkout, not another
+    assert "2 worker(s)" in caplog.text
+    assert sorted((line["row"], line["status"]) for line in records(tmp_path / "ray")) == [(1, "ok"), (2, "ok"), (3, "failed")]
     for name in ("ct.nii.gz", "mr.nii.gz"):
-        local, remote = (np.asarray(nib.load(str(tmp_path / run / name)).dataobj) for run in ("local", "ray"))
+        (local, local_affine), (remote, remote_affine) = (
+            (np.asarray(image.dataobj), image.affine) for image in (nib.load(str(tmp_path / run / name)) for run in ("local", "ray")))
         assert local.any() and np.count_nonzero(local != remote) == 0
+        np.testing.assert_allclose(remote_affine, local_affine)
 
 
 def test_manifest_errors_stop_before_any_work(tmp_path, capsys):

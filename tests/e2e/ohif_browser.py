@@ -39,7 +39,7 @@ def _wait_for(url: str, seconds: float, process: subprocess.Popen | None = None,
             urllib.request.urlopen(url, timeout=5).close()
             return
         except OSError:
-            time.sleep(1)
+            time.sleep(0.2)
     pytest.fail(f"{url} did not answer within {seconds:.0f}s")
 
 

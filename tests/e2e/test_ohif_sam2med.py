@@ -1,6 +1,6 @@
 """The sam2med mode in a real OHIF: paint a seed with the Brush, set Start/End from the viewer, Run,
 correct with the Eraser, Run again, Save as DICOM-SEG (written by the server, tests/e2e/test_ohif_save_matrix.py
-checks it voxel for voxel on six series). Headless Chromium, real mouse events, Orthanc and
+checks it voxel for voxel on five series). Headless Chromium, real mouse events, Orthanc and
 the sam2med server (random weights: geometry and plumbing are checked, never segmentation quality).
 
 Slices are compared by patient position (z in mm), never by list index: the example series lists its
@@ -126,12 +126,22 @@ def test_draw_run_correct_rerun_and_save(server, orthanc, series_folder):
             corrected = page.evaluate(SLICE_PIXELS, ERASE_Z)
             assert len(corrected) < dict(painted)[ERASE_Z], "the eraser stroke removed nothing"
             page.locator('[data-cy="sam2med-btn"]').click()
+            range_z = [START_Z + 2 * i for i in range(5)]
+            before = {z: page.evaluate(SLICE_PIXELS, z) for z in range_z}
             second = run_panel(page)
             z0, dz = _grid_z(server, orthanc["series"])
             assert sorted(round(z0 + k * dz, 3) for k in second["seed_slices"]) == sorted([SEED_Z, ERASE_Z])
-            assert second["cache"]["request_hit_slices"] == 5 and second["cache"]["request_miss_slices"] == 0, second["cache"]
+            # refine (on by default): the seed is kept, so the correction re-runs from it to the range's end beyond
+            # the corrected slice; the other images stay exactly as they were
+            band = [round(z0 + k * dz, 3) for k in second["refine"]["bands"]["1"]]
+            assert sorted(band) == [SEED_Z, END_Z] and second["refine"]["unchanged_labels"] == [], second["refine"]
+            assert second["cache"]["request_hit_slices"] == 3 and second["cache"]["request_miss_slices"] == 0, second["cache"]
+            for z in range_z:
+                if not SEED_Z <= z <= END_Z:
+                    assert page.evaluate(SLICE_PIXELS, z) == before[z], f"image at z {z} outside the refined band changed"
             assert _dice(corrected, page.evaluate(SLICE_PIXELS, ERASE_Z)) >= 0.9, "the corrected slice was not kept"
-            expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text("5 slices reused")
+            expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text("3 slices reused")
+            expect(page.locator('[data-testid="sam2med-report"]')).to_contain_text("refined: 'Segment 1' from image")
             page.screenshot(path=ARTIFACTS / "sam2med-04-rerun.png")
             shown = dict(page.evaluate(LABELMAP_SUMMARY))
 

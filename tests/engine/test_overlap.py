@@ -134,3 +134,33 @@ def test_confidence_is_the_more_confident_object_as_before(two_labels, hooked):
         np.testing.assert_array_equal(on16, np.where(seed[..., 16] == 2, 2, 1))  # the liver's drawing is overwritten
         assert 16 not in result.kept_slices[5] and result.to_json()["overlap"] == policy
         np.testing.assert_array_equal(result.label == 2, seed == 2)  # a locked segment is never overwritten
+
+
+def test_clip_to_box_keeps_the_pixels_whose_centres_lie_in_the_box():
+    from sam2med.engine.overlap import clip_to_box
+
+    logits = torch.full((6, 8), 5.0)
+    clipped = clip_to_box(logits, (3.5, 6.0, 1.0, 2.4))  # corners in any order; edges inclusive; centres at integers
+    inside = torch.zeros(6, 8, dtype=torch.bool)
+    inside[1:4, 3:7] = True  # rows 1..3.5, columns 2.4..6
+    assert torch.equal(clipped > 0, inside)
+    assert torch.equal(logits, torch.full((6, 8), 5.0)), "the input was modified"
+    label = assemble_slice(clipped[None], torch.tensor([3]), {}, None, "keep")
+    assert torch.equal(label != 0, inside)
+
+
+def test_honour_clicks_sets_the_pixel_under_each_click_and_nothing_else():
+    from sam2med.engine.overlap import honour_clicks
+
+    logits = torch.full((6, 8), -3.0)
+    logits[2:5, 2:6] = 4.0  # the model's object
+    # a negative click inside the object (2.6 -> row 3), a positive one outside it (5.4 -> column 5), one off the edge
+    out = honour_clicks(logits, [(2.6, 3.4), (0.49, 5.4), (9.0, -2.0)], [0, 1, 0])
+    expected = logits > 0
+    expected[3, 3] = False
+    expected[0, 5] = True
+    expected[5, 0] = False  # the clamped pixel of the click off the edge (it was background already)
+    assert torch.equal(out > 0, expected)
+    assert torch.equal(logits[2:5, 2:6], torch.full((3, 4), 4.0)), "the input was modified"
+    label = assemble_slice(torch.stack([out, logits]), torch.tensor([3, 4]), {}, None, "confidence")
+    assert label[3, 3] == 4 and label[0, 5] == 3  # clicked away from 3, the other object keeps the pixel

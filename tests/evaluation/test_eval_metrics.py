@@ -94,13 +94,13 @@ def test_metrics_do_not_depend_on_torch_threads():
     before = torch.get_num_threads()
     results = []
     try:
-        for threads in (1, 2, 3):
+        for threads in (1, 3):  # the extremes: one summation order against the most split one
             torch.set_num_threads(threads)
             results.append(compute_metrics(pred, truth, (0.7, 0.9, 2.5)))
             assert torch.get_num_threads() == threads  # restored after the metrics
     finally:
         torch.set_num_threads(before)
-    assert results[0] == results[1] == results[2]
+    assert results[0] == results[1]
     assert 8.5 < results[0].asd_mm < 9.5 and 0.7 < results[0].dice < 0.8
 
 

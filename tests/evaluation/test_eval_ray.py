@@ -23,12 +23,6 @@ def folders(ct_mr_folders, shared_data):
     return ct_mr_folders, shared_data / "totalsegmentator" / "labels.json"
 
 
-def evaluate(root, labels_map, out, *extra) -> int:
-    return main(["evaluate", "--images", str(root / "images"), "--labels", str(root / "labels"),
-                 "--labels-map", f"{labels_map}:total", "--label", "spleen", "--label", "liver",
-                 "--propagator", "registration", "--compare", "copy", "--save-predictions", "--out", str(out), *extra])
-
-
 def rows_without_seconds(out) -> list[dict]:
     rows = list(csv.DictReader(open(out / "results.csv")))
     for row in rows:
@@ -36,18 +30,23 @@ def rows_without_seconds(out) -> list[dict]:
     return rows
 
 
-def test_ray_evaluation_equals_the_local_one(folders, tmp_path):
+def test_ray_evaluation_of_sam2_equals_the_local_one(folders, random_checkpoint, tmp_path):
+    """SAM2 (random weights, 256 px) on a worker, with the copy reference: the same rows, predictions, previews
+    and summary as in this process, and the model in the summary (one Ray start for the whole guarantee)."""
     import ray
 
     root, labels_map = folders
-    assert evaluate(root, labels_map, tmp_path / "local") == 0
-    assert evaluate(root, labels_map, tmp_path / "ray", "--ray", "local", "--workers", "2") == 0
+    options = ["--propagator", "sam2", "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size",
+               str(TEST_IMAGE_SIZE), "--previews", "1", "--compare", "copy", "--save-predictions"]
+    for run, extra in (("local", []), ("ray", ["--ray", "local", "--workers", "2"])):
+        assert main(["evaluate", "--images", str(root / "images"), "--labels", str(root / "labels"), "--labels-map",
+                     f"{labels_map}:total", "--label", "spleen", "--range", "margin:0", *options, "--out", str(tmp_path / run),
+                     *extra]) == 0
     assert not ray.is_initialized()
     local, remote = rows_without_seconds(tmp_path / "local"), rows_without_seconds(tmp_path / "ray")
-    assert [(r["case"], r["name"], r["propagator"], r["status"]) for r in remote] == [
-        (case, organ, method, "ok") for method in ("registration", "copy") for case in ("ct", "mr") for organ in ("spleen", "liver")]
+    assert [(r["case"], r["propagator"], r["status"]) for r in remote] == [
+        (case, method, "ok") for method in ("sam2", "copy") for case in ("ct", "mr")]
     assert remote == local  # every column but seconds: same rows, same order, same values
-    assert 0.5 < float(remote[0]["dice"]) <= 1 and int(remote[0]["pred_voxels"]) > 0
     for name in CT_MR_CASES:  # the driver wrote the workers' arrays
         np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "ray" / "predictions" / f"{name}.nii.gz")).dataobj),
                                       np.asarray(nib.load(str(tmp_path / "local" / "predictions" / f"{name}.nii.gz")).dataobj))
@@ -55,19 +54,5 @@ def test_ray_evaluation_equals_the_local_one(folders, tmp_path):
     summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("local", "ray")]
     assert summaries[0]["overall"]["dice"] == summaries[1]["overall"]["dice"]
     assert summaries[0]["references"]["copy"]["overall"]["dice"] == summaries[1]["references"]["copy"]["overall"]["dice"]
-
-
-def test_ray_evaluation_of_sam2_equals_the_local_one(folders, random_checkpoint, tmp_path):
-    """SAM2 (random weights, 256 px) on a worker: the same rows as in this process, and the model in the summary."""
-    root, labels_map = folders
-    options = ["--propagator", "sam2", "--checkpoint", str(random_checkpoint), "--device", "cpu", "--image-size",
-               str(TEST_IMAGE_SIZE), "--previews", "0"]
-    for run, extra in (("local", []), ("ray", ["--ray", "local", "--workers", "2"])):
-        assert main(["evaluate", "--images", str(root / "images"), "--labels", str(root / "labels"), "--labels-map",
-                     f"{labels_map}:total", "--label", "spleen", "--range", "margin:0", *options, "--out", str(tmp_path / run),
-                     *extra]) == 0
-    local, remote = rows_without_seconds(tmp_path / "local"), rows_without_seconds(tmp_path / "ray")
-    assert [(r["case"], r["propagator"], r["status"]) for r in remote] == [("ct", "sam2", "ok"), ("mr", "sam2", "ok")]
-    assert remote == local
     models = [json.loads((tmp_path / run / "summary.json").read_text())["config"]["model"] for run in ("local", "ray")]
     assert models[0] == models[1] and models[1]["input_size"] == TEST_IMAGE_SIZE and models[1]["random_weights"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,13 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def http_error(err: Exception) -> tuple[int, str]:
+    """(status, body) of an HTTP error raised by MONAI Label's client."""
+    match = re.search(r"Status: (\d+); Response: (.*)", str(getattr(err, "msg", err)), re.S)
+    assert match, f"not an HTTP error: {err}"
+    return int(match.group(1)), match.group(2)
 
 
 def free_port() -> int:
@@ -52,7 +60,7 @@ def running_server(args: Sequence[str], log_path: Path, env: Mapping[str, str], 
                     pass
                 if proc.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"server did not answer {ready_path}: {log_path.read_text()[-3000:]}")
-                time.sleep(1)
+                time.sleep(0.2)
             yield url
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

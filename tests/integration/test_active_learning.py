@@ -100,7 +100,7 @@ def test_train_on_submitted_labels_publishes_a_model_the_next_infer_uses(server,
     deadline = time.time() + 300
     while client.train_status(check_if_running=True) is True or _running(client):
         assert time.time() < deadline, "training did not finish"
-        time.sleep(2)
+        time.sleep(0.5)
     assert client.train_status()["status"] == "DONE", client.train_status()
 
     stats = client.info()["train_stats"]["sam2_finetune"]

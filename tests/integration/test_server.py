@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from monailabel.client import MONAILabelClient
 
-from live_server import free_port, running_server
+from live_server import free_port, http_error, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -68,12 +68,6 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _status(err: Exception) -> tuple[int, str]:
-    match = re.search(r"Status: (\d+); Response: (.*)", str(getattr(err, "msg", err)), re.S)
-    assert match, f"not an HTTP error: {err}"
-    return int(match.group(1)), match.group(2)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +238,7 @@ def test_points_task_as_ohif_sends_it(client, server):
 def _rejected(client, server, model, image, params, label=None) -> tuple[int, str]:
     with pytest.raises(Exception) as caught:
         client.infer(model, image, params, label_in=str(label) if label else None)
-    return _status(caught.value)
+    return http_error(caught.value)
 
 
 def test_bad_requests_get_4xx_naming_the_problem(client, server):
@@ -335,7 +329,7 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
             except Exception:
                 if proc.poll() is not None or time.time() > deadline:
                     pytest.fail(f"monailabel start_server did not answer: {(tmp_path / 'server.log').read_text()[-3000:]}")
-                time.sleep(1)
+                time.sleep(0.2)
         assert {"sam2_propagate", "sam2_points"} <= set(info["models"]) and info["sam2med"]["loaded"] is False
         status, body = _rejected(client, None, "sam2_propagate", "ct", {"slice_range": [0, 40]}, seed)
         assert status == 422 and "outside the volume" in body
@@ -356,7 +350,6 @@ def test_monailabel_start_server_runs_the_same_app(shared_data, random_checkpoin
 
 def test_slicer_correction_loop_conditions_on_seeds_and_corrected_slices(client, server, shared_data):
     """As the Slicer plugin does it: Submit Label (tag final), Run, correct one slice of the result, Submit, Run."""
-    image_path = server["studies"] / "ct3.nii.gz"
     params = {"slice_range": list(CT_RANGE)}
     client.save_label("ct3", str(server["ct_seed"]))  # no tag: the plugin's Submit Label saves `final`
     first_out, first = client.infer("sam2_propagate", "ct3", params)
@@ -389,12 +382,14 @@ def test_slicer_correction_loop_conditions_on_seeds_and_corrected_slices(client,
         seeds_flagged = {s["slice"] for s in second["labels"][str(value)]["slices"] if s["seed"]}
         assert seeds_flagged == {CT_SLICE, fixed}, "slices left as returned are propagated, not seeds"
     assert not again[..., : CT_RANGE[0]].any() and not again[..., CT_RANGE[1] + 1 :].any()
-    # the state lives on disk in the app's folder of the studies (it survives a restart), and is small
-    states = list((server["studies"] / ".sam2med" / "corrections").glob("*.json"))
-    kept = [json.loads(p.read_text()) for p in states]
+    # the states live on disk in the app's folder of the studies (they survive a restart), newest last, and are small
+    files = list((server["studies"] / ".sam2med" / "corrections").glob("*.json"))
+    kept = [json.loads(p.read_text()) for p in files]
     mine = [k for k in kept if k["image_id"] == "ct3"]
-    assert len(mine) == 1 and mine[0]["seed_slices"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
-    assert all(p.stat().st_size < 20_000 for p in states)
+    assert len(mine) == 1 and len(mine[0]["states"]) == 2
+    assert mine[0]["states"][-1]["seed_slices"] == {"1": [CT_SLICE, fixed], "5": [CT_SLICE, fixed]}
+    assert all(p.stat().st_size < 20_000 * len(k["states"]) for p, k in zip(files, kept))
+    assert second["state_id"] != first["state_id"]
 
 
 def test_two_segments_drawn_on_different_slices_a_locked_one_and_start_end_reversed(client, server, shared_data):
@@ -467,9 +462,38 @@ def test_ohif_routes_serve_the_extension_grid_and_progress(server):
     assert 400 <= bad.status_code < 500 and "progress_id" in bad.json()["detail"]
 
 
+def test_warmup_route_encodes_the_series_and_the_first_run_encodes_nothing_more(server):
+    """POST /sam2med/warmup (what the OHIF panel sends when a series is shown): 202 at once, the slices encoded
+    in the background, and then a Run over the whole series encodes no slice; bad input is a one-line 4xx."""
+    url = server["url"]
+    answer = requests.post(f"{url}/sam2med/warmup", json={"image": "mr", "axis": "axial", "center": MR_SLICE}, timeout=60)
+    assert answer.status_code == 202 and answer.json() == {"scheduled": 20}, answer.text
+    deadline = time.time() + 300
+    while (status := requests.get(f"{url}/sam2med/warmup", params={"image": "mr"}, timeout=30).json())["state"] != "done":
+        assert status["state"] in ("queued", "running") and time.time() < deadline, status
+        time.sleep(0.5)
+    assert status["encoded"] + status["cached"] == 20 and status["center"] == MR_SLICE
+    with open(server["mr_seed"], "rb") as seed:
+        run = requests.post(f"{url}/infer/sam2_propagate", params={"image": "mr", "output": "json"},
+                            data={"params": json.dumps({"slice_range": [0, 19]})},
+                            files={"label": ("seed.nii.gz", seed)}, timeout=600)
+    assert run.status_code == 200, run.text
+    assert (run.json()["cache"]["request_miss_slices"], run.json()["cache"]["request_hit_slices"]) == (0, 20)
+    for body, status_code, words in [({"image": "mr", "axis": "oblique"}, 400, "axis must be one of"),
+                                     ({"image": "nope"}, 404, "'nope' is not in the datastore"),
+                                     ({"image": "mr", "center": 20}, 400, "center 20 is outside the 20 axial slices"),
+                                     ({"image": "mr", "window": "??"}, 400, "unknown window")]:
+        bad = requests.post(f"{url}/sam2med/warmup", json=body, timeout=30)
+        assert bad.status_code == status_code and words in bad.json()["detail"], (body, bad.text)
+        assert "\n" not in bad.json()["detail"] and str(server["root"]) not in bad.text
+    not_json = requests.post(f"{url}/sam2med/warmup", data="{image", timeout=30)
+    assert not_json.status_code == 400 and "not JSON" in not_json.json()["detail"]
+    assert requests.get(f"{url}/sam2med/warmup", params={"image": "ct2", "axis": "sagittal"}, timeout=30).status_code == 404
+
+
 # The keys of the /infer/sam2_propagate JSON answer (output=json), pinned before the issue-25 refactor: viewers read them.
-INFER_KEYS = {"axis", "cache", "correction", "encode_seconds", "kept_slices", "label_names", "labels", "latencies", "locked_labels",
-              "model_version", "overlap", "provenance", "review_slices", "seconds", "seed", "seed_slices", "seed_slices_per_label",
+INFER_KEYS = {"axis", "cache", "changed_box", "correction", "cropped", "encode_seconds", "kept_slices", "label_names", "labels", "latencies", "locked_labels",
+              "model_version", "overlap", "provenance", "review_slices", "seconds", "seed", "seed_slices", "seed_slices_per_label", "state_id",
               "slice_range", "slices_processed", "track_seconds"}
 INFER_LABEL_KEYS = {"mean_iou", "mean_object_score", "means_exclude_seed_slices", "name", "seed_slices", "slice_range", "slices",
                     "volume_mm3", "voxels"}
@@ -487,3 +511,112 @@ def test_infer_json_answer_keys_are_pinned(server):
     for info in body["labels"].values():
         assert set(info) == INFER_LABEL_KEYS
         assert all(set(s) == INFER_SLICE_KEYS for s in info["slices"])
+
+
+# --- issue 26: undo (state ids), live slices, refine ---------------------------------------------------------------
+
+def _write_like(array_xyz: np.ndarray, reference: sitk.Image, path: Path) -> Path:
+    written = sitk.GetImageFromArray(array_xyz.transpose(2, 1, 0))
+    written.CopyInformation(reference)
+    sitk.WriteImage(written, str(path))
+    return path
+
+
+def _redrawn(label: np.ndarray, truth: np.ndarray, slice_index: int, values=(1, 5)) -> np.ndarray:
+    """`label` with `values` redrawn from the truth on one axial slice (the user's correction)."""
+    corrected = label.copy()
+    corrected[..., slice_index] = np.where(np.isin(truth[..., slice_index], values), truth[..., slice_index], 0)
+    return corrected
+
+
+def test_undo_a_correction_by_its_parent_state_and_only_the_last_50_states_are_kept(client, server, shared_data, tmp_path):
+    """Run, correct, correct again; then the page's undo (the first correction's label with its parent state)
+    gets the first correction's answer voxel for voxel, and its state id; a state 50 runs old is refused."""
+    truth, _ = _read_xyz(str(shared_data / "totalsegmentator" / "example_seg.nii.gz"))
+    reference = sitk.ReadImage(str(server["studies"] / "ct2.nii.gz"))
+    params = {"slice_range": list(CT_RANGE)}
+    out0, run0 = client.infer("sam2_propagate", "ct2", params, label_in=str(server["ct_seed"]))
+    assert run0["correction"] is None and re.fullmatch(r"[0-9a-f]{32}", run0["state_id"])
+    result0, _ = _read_xyz(out0)
+
+    first = _write_like(_redrawn(result0, truth, CT_SLICE + 1), reference, tmp_path / "first.nii.gz")
+    out1, run1 = client.infer("sam2_propagate", "ct2", {**params, "parent_state": run0["state_id"]}, label_in=str(first))
+    assert run1["correction"]["changed_slices"] == {"1": [CT_SLICE + 1], "5": [CT_SLICE + 1]}
+    assert run1["seed_slices"] == [CT_SLICE, CT_SLICE + 1]  # the rest of the submitted label is propagated again
+    result1, _ = _read_xyz(out1)
+    assert not np.array_equal(result1, _read_xyz(str(first))[0]), "the run must differ from the label it was given"
+
+    second = _write_like(_redrawn(result1, truth, CT_SLICE - 1), reference, tmp_path / "second.nii.gz")
+    out2, run2 = client.infer("sam2_propagate", "ct2", {**params, "parent_state": run1["state_id"]}, label_in=str(second))
+    assert run2["correction"]["changed_slices"] == {"1": [CT_SLICE - 1], "5": [CT_SLICE - 1]}
+    assert len({run0["state_id"], run1["state_id"], run2["state_id"]}) == 3
+
+    # undo the second correction, then run the first one again: the page sends its label and parent state
+    out_again, again = client.infer("sam2_propagate", "ct2", {**params, "parent_state": run0["state_id"]}, label_in=str(first))
+    np.testing.assert_array_equal(_read_xyz(out_again)[0], result1)
+    assert again["state_id"] == run1["state_id"] and again["correction"] == run1["correction"]
+
+    # 50 newer states (one-slice runs of 50 different seeds) push run0's state out; run1's is the 50th-newest... then out too
+    seed, _ = _read_xyz(str(server["ct_seed"]))
+    single = {"slice_range": [CT_SLICE, CT_SLICE]}
+    for k in range(50):
+        varied = seed.copy()
+        varied[k % 10 : k % 10 + 1 + k // 10, 0:2, CT_SLICE] = 1
+        path = _write_like(varied, reference, tmp_path / f"seed{k}.nii.gz")
+        if k == 48:  # run1's state is now the 50th-newest kept: still usable
+            _, kept = client.infer("sam2_propagate", "ct2", {**params, "parent_state": run1["state_id"]}, label_in=str(second))
+            assert kept["state_id"] == run2["state_id"]  # ... and its run is run2 again, saved as newest
+        client.infer("sam2_propagate", "ct2", single, label_in=str(path))
+    status, body = _rejected(client, server, "sam2_propagate", "ct2", {**params, "parent_state": run0["state_id"]}, first)
+    assert status == 400 and json.loads(body)["detail"] == (
+        f"parent_state {run0['state_id']} is not a state of image 'ct2' this server keeps (it keeps the last 50): "
+        "run without parent_state")
+    status, body = _rejected(client, server, "sam2_propagate", "ct2", {**params, "parent_state": "not-an-id"}, first)
+    assert status == 400 and "parent_state must be a state_id" in json.loads(body)["detail"]
+
+
+def _decode_live(entries: list[dict], shape: tuple[int, int]) -> dict[tuple[int, int], np.ndarray]:
+    """The live entries applied in order: (slice, label) -> its (H, W) mask."""
+    from sam2med.monailabel.progress import rle_decode
+
+    assert [e["seq"] for e in entries] == list(range(len(entries)))
+    return {(e["axis_index"], e["label"]): rle_decode(e["rle"], shape) for e in entries}
+
+
+def test_live_slices_are_polled_before_the_answer_and_end_as_the_answer(server, tmp_path):
+    url = server["url"]
+    progress_id = requests.post(f"{url}/sam2med/progress", timeout=30).json()["progress_id"]
+    client = MONAILabelClient(url, tmpdir=str(tmp_path))
+    slice_range = (CT_RANGE[0] - 4, CT_RANGE[1] + 4)
+    params = {"slice_range": list(slice_range), "progress_id": progress_id, "label_info": [
+        {"name": "spleen", "idx": 3}, {"name": "liver", "idx": 9}]}  # the client's values: 3 and 9
+    seed, seed_image = _read_xyz(str(server["ct_seed"]))
+    seed_path = _write_like(np.select([seed == 1, seed == 5], [3, 9], 0).astype(np.uint8), seed_image, tmp_path / "seed39.nii.gz")
+    deadline = time.time() + 300
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(client.infer, "sam2_propagate", "ct", params, label_in=str(seed_path))
+        seen, before_answer, since = [], 0, 0
+        while time.time() < deadline:
+            answered = answer.done()
+            polled = requests.get(f"{url}/sam2med/progress/{progress_id}", params={"since": since}, timeout=30).json()
+            assert [e["seq"] for e in polled["slices"]] == list(range(since, polled["next"]))
+            seen += polled["slices"]
+            since = polled["next"]
+            if not answered:
+                before_answer = len(seen)
+            if answered and polled["stage"] in ("done", "failed"):
+                break
+            time.sleep(0.05)
+        out, report = answer.result()
+    assert before_answer > 0, "no slice was published before the answer"
+    label, _ = _read_xyz(out)
+    height, width = label.shape[1], label.shape[0]  # axial slices: (y, x)
+    assert polled["slice_shape"] == [height, width]
+    live = _decode_live(seen, (height, width))
+    assert {k for k, _ in live} == set(range(slice_range[0], slice_range[1] + 1))  # every tracked slice
+    assert {v for _, v in live} == {3, 9}
+    for (k, value), mask in live.items():
+        np.testing.assert_array_equal(mask, label[..., k].T == value, err_msg=f"slice {k} label {value}")
+    assert np.any([m.any() for m in live.values()])
+    # the first published slices are the seed's, then tracking goes outward from it
+    assert seen[0]["axis_index"] == CT_SLICE and report["seed_slices"] == [CT_SLICE]

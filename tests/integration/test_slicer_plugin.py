@@ -21,8 +21,8 @@ import SimpleITK as sitk
 
 from monailabel.client import MONAILabelClient
 
-from live_server import running_server, small_server_args
-from test_server import _dice, _read_xyz, _status
+from live_server import http_error, running_server, small_server_args
+from test_server import _dice, _read_xyz
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,7 @@ def test_named_segments_round_trip_through_submit_run_correct_and_train(client, 
     deadline = time.time() + 300
     while client.train_status(check_if_running=True) is True or client.train_status().get("status") in ("SUBMITTED", "RUNNING"):
         assert time.time() < deadline, "training did not finish"
-        time.sleep(2)
+        time.sleep(0.5)
     assert client.train_status()["status"] == "DONE", client.train_status()
     stats = client.info()["train_stats"]["sam2_finetune"]
     assert stats["labels"] == {"spleen": 1, "liver": 1}, stats
@@ -200,7 +200,7 @@ def test_auto_run_on_an_unlabelled_sample_is_a_no_op_with_a_message(client, serv
     assert [n for n in sorted_names(answer["label_names"]) if n != "background"] == []
     with pytest.raises(Exception) as caught:  # a REST client that does not say no_seed: a 422
         client.infer("sam2_propagate", "unlabelled", {})
-    status, body = _status(caught.value)
+    status, body = http_error(caught.value)
     assert status == 422 and "no seed" in json.loads(body)["detail"]
 
 
@@ -210,7 +210,7 @@ def test_label_info_that_is_not_one_is_refused_at_submit(client, server, tmp_pat
     with pytest.raises(Exception) as caught:
         client.save_label("unlabelled", str(tmp_path / "l.nrrd"),
                           params={"label_info": [{"name": "liver", "idx": 1}, {"name": "liver", "idx": 2}]})
-    status, body = _status(caught.value)
+    status, body = http_error(caught.value)
     assert status == 422 and json.loads(body)["detail"] == "label_info names 'liver' twice"
     assert "final" not in client.datastore()["objects"]["unlabelled"]["labels"]
 
@@ -231,6 +231,6 @@ def test_label_info_sent_with_an_uploaded_seed_answers_in_the_clients_values(cli
     np.testing.assert_array_equal(imported["spleen"], drawn["spleen"])
     with pytest.raises(Exception) as caught:
         client.infer("sam2_propagate", "ct", {**params, "label_info": {"liver": 1}}, label_in=str(tmp_path / "seed.nii.gz"))
-    status, body = _status(caught.value)
+    status, body = http_error(caught.value)
     assert status == 422 and json.loads(body)["detail"] == \
         "the seed holds label value(s) 2 that label_info does not name (it names 1)"

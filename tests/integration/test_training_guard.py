@@ -97,7 +97,7 @@ def _wait_idle(url: str, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while _http(f"{url}/train/?check_if_running=true")[0] == 200:
         assert time.time() < deadline, "training did not end"
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 def _infer(client: MONAILabelClient, server: dict, image_id: str) -> dict:
@@ -244,7 +244,7 @@ def test_a_server_fault_answers_json_not_plain_text(server):
     deadline = time.time() + 120
     while _http(f"{server['url']}/scoring/?check_if_running=true")[0] == 200:  # the job refuses the NaN and ends
         assert time.time() < deadline
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
@@ -260,7 +260,7 @@ def _start(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             pass
         assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 def test_kill_9_of_the_server_leaves_no_training_and_the_next_server_tells(shared_data, random_checkpoint, tmp_path):

@@ -30,7 +30,7 @@ SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=7) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
                     max_leaves=12)
 FIELDS = ["slice_range", "axis", "window", "labels", "seed_tag", "sam2_model", "result_extension", "result_dtype",
-          "result_compress", "label_value", "foreground", "background", "roi"]
+          "result_compress", "label_value", "foreground", "background", "roi", "prompts", "crop_to_change"]
 
 
 @pytest.mark.parametrize("request_, message", [
@@ -152,3 +152,24 @@ def test_any_params_text_parses_to_an_object_or_is_a_4xx(value):
         assert 400 <= err.status_code < 500 and "\n" not in err.detail
         return
     assert isinstance(parsed, dict) and not {"image", "label", "session"} & set(parsed)
+
+
+NUMBER = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**40), 2**40) | st.floats(-1, 45)
+PROMPT = st.fixed_dictionaries({"label": st.sampled_from([1, 5, "liver", "kidney", 0, -3, None, "2", True]),
+                                "kind": st.sampled_from(["click", "box", "scribble", "lasso", "tap", 3]),
+                                "positive": st.sampled_from([True, False, "no", None, "maybe"]),
+                                "points": st.lists(st.lists(NUMBER, min_size=2, max_size=4), max_size=6) | JSON})
+
+
+@EXAMPLES
+@given(prompts=st.lists(PROMPT, max_size=4), axis=st.sampled_from(["axial", "coronal", "sagittal"]))
+def test_any_prompts_become_slice_prompts_inside_the_image_or_a_prompt_error(prompts, axis):
+    from sam2med.gestures import gestures_to_prompts
+
+    try:
+        params = parse_propagate({"prompts": prompts, "axis": axis}, NAMES)
+        result = gestures_to_prompts(params.prompts, params.axis, GRID.shape)
+    except Exception as err:  # noqa: BLE001
+        assert _is_app_error(err), repr(err)
+        return
+    assert all(0 <= s < GRID.num_slices(result.axis) for s in result.slices)

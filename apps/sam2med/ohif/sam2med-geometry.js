@@ -149,3 +149,59 @@ export async function decodeNrrd(buffer) {
   const data = new Type(body.slice(0, grid.size * Type.BYTES_PER_ELEMENT).buffer);
   return { grid, data };
 }
+
+// -- prompts (clicks, boxes, scribbles, lassos) ---------------------------------------------------
+
+/**
+ * The grid axis (0 x, 1 y, 2 z) a viewing direction runs along, or -1 when the view is oblique to the grid:
+ * a prompt drawn on such a view lies on one server slice of that axis.
+ */
+export function alignedAxis(grid, normal) {
+  const length = norm(normal) || 1;
+  for (let c = 0; c < 3; c++) {
+    if (Math.abs(dot(grid.axes[c], normal)) / (grid.spacing[c] * length) > 0.99) return c;
+  }
+  return -1;
+}
+
+/**
+ * The server voxel indices (x, y, z, continuous) of a prompt's patient-space points, all on server slice
+ * `slice` along `axis` (the drawing plane is a slice of the grid: the along-axis index is that slice exactly).
+ */
+export function promptVoxels(grid, world, axis, slice) {
+  return world.map((point) => {
+    const index = grid.toIndex(point);
+    index[axis] = slice;
+    return index.map((v) => Math.round(v * 1000) / 1000);
+  });
+}
+
+/** Signed distance (mm) of a patient-space point from the plane through `origin` with normal `normal`. */
+export function planeDistance(point, origin, normal) {
+  return dot(sub(point, origin), normal) / (norm(normal) || 1);
+}
+
+/** Run-length copy of a labelmap image: [start, length, value, ...] over its non-zero pixels. */
+export function runsOf(pixels) {
+  const runs = [];
+  let i = 0;
+  while (i < pixels.length) {
+    if (!pixels[i]) { i++; continue; }
+    const v = pixels[i];
+    const start = i;
+    while (i < pixels.length && pixels[i] === v) i++;
+    runs.push(start, i - start, v);
+  }
+  return Int32Array.from(runs);
+}
+
+/** Write runs (from runsOf) back into `pixels`, every other pixel 0. Returns whether anything changed. */
+export function restoreRuns(pixels, runs) {
+  const before = runsOf(pixels);
+  let same = before.length === runs.length;
+  for (let i = 0; same && i < runs.length; i++) same = before[i] === runs[i];
+  if (same) return false;
+  pixels.fill(0);
+  for (let r = 0; r < runs.length; r += 3) pixels.fill(runs[r + 2], runs[r], runs[r] + runs[r + 1]);
+  return true;
+}

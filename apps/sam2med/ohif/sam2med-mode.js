@@ -29,6 +29,9 @@ const mode = {
       routeName: 'sam2med',
       displayName: 'SAM2 propagation',
       routes,
+      // the prompt tools' keys, mouse and overlays live while this mode is open
+      onModeEnter: (args) => { base.onModeEnter?.(args); window.sam2med?.enterMode(); },
+      onModeExit: (args) => { window.sam2med?.exitMode(); base.onModeExit?.(args); },
       extensions: { ...base.extensions, [EXTENSION_URL]: '^1.0.0' },
     };
   },

@@ -22,9 +22,15 @@ CPU) and slices per second for each, written to --json, and a one-line summary w
 Model loading is not timed. With --repeat N each measurement is taken N times (interleaved) and the
 median is reported. This is a benchmark, not a test: the numbers depend on the machine and its load.
 
+With --latency it measures instead what an annotator waits for after a stroke (docs/performance.md,
+"Latency from stroke end"): stroke end -> first painted slices (a request over the seed's slice +- --near
+slices) and -> the whole --range painted, each on a cold feature cache and after a warm-up of the series
+(POST /sam2med/warmup), and the near request idle vs while a warm-up runs (yielding, and not yielding).
+
 examples:
   python main.py bench ct.nii.gz --seed seed.nii.gz --range 10 19 --checkpoint sam2.1_hiera_tiny.pt --json b.json
   python main.py bench ct.nii.gz --seed seed.nii.gz --stretch-slices 300 --device cuda --monailabel --json b.json
+  python main.py bench ct.nii.gz --seed seed.nii.gz --latency --near 2 --image-size 512 --repeat 3 --json lat.json
 """
 
 
@@ -48,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-stock", action="store_true", help="skip the stock pipeline")
     parser.add_argument("--monailabel", action="store_true",
                         help="also time MONAI Label's own Sam2InferTask (child process; needs a torchvision that imports)")
+    parser.add_argument("--latency", action="store_true",
+                        help="measure stroke end -> first painted slices / full range, cold and warmed up, and requests "
+                             "during a warm-up (no stock pipeline; --stretch-slices and --monailabel do not apply)")
+    parser.add_argument("--near", type=int, default=2, metavar="K",
+                        help="with --latency: the first painted slices are the seed slices +- K")
     parser.add_argument("--json", required=True, metavar="OUT", help="write the measurements here (JSON)")
     add_model_arguments(parser)
 
@@ -55,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sam2med.bench import run_bench, summary_line
     from sam2med.io import write_json_atomic
+
+    if args.latency:
+        return run_latency(args)
 
     report = run_bench(
         args.image, args.seed, slice_range=args.range, axis=args.axis, labels=args.labels, window=args.window,
@@ -65,4 +79,24 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(report, args.json)
     print(json.dumps({k: report[k] for k in ("stock_s", "first_s", "cached_s", "slices", "device", "model", "peak_mem_mb")}))
     print(summary_line(report))
+    return 0
+
+
+def run_latency(args: argparse.Namespace) -> int:
+    from sam2med.bench_latency import run_latency_bench, summary_lines
+    from sam2med.errors import InputError
+    from sam2med.io import write_json_atomic
+
+    if args.stretch_slices or args.monailabel:
+        raise InputError("--latency takes neither --stretch-slices nor --monailabel")
+    if args.near < 0:
+        raise InputError(f"--near must be 0 or more, got {args.near}")
+    report = run_latency_bench(
+        args.image, args.seed, slice_range=args.range, axis=args.axis, labels=args.labels, window=args.window,
+        model=args.model, checkpoint=args.checkpoint, device=args.device, image_size=args.image_size,
+        precision=args.precision, repeat=args.repeat, near=args.near, cache_gb=args.cache_gb, log=print,
+    )
+    write_json_atomic(report, args.json)
+    for line in summary_lines(report):
+        print(line)
     return 0

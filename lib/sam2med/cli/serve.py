@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--lazy", action="store_true", help="load the model on the first request instead of at start")
     parser.add_argument("--warmup", choices=["auto", "true", "false"], default="auto",
-                        help="encode the next sample's slices in the background when a client asks for it (auto: on CUDA)")
+                        help="encode a series' slices in the background when a client opens it (POST /sam2med/warmup) or asks for the next "
+                             "sample, one slice at a time, pausing while a request runs (auto: on, CPU included)")
     parser.add_argument("--labels", default=None, metavar="JSON_OR_FILE",
                         help="label names and values shown to clients, e.g. '{\"liver\": 5}' (default: the studies' samples.json)")
     parser.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted request body / upload")

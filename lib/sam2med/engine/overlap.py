@@ -8,13 +8,19 @@ decides:
 - `overwrite`: a propagated label may overwrite another label's drawing.
 - `confidence`: the object with the largest logit wins; a drawing counts at sam2's logit of a mask input.
 
+On a slice where a label was given a box, that label lies inside the box there (`clip_to_box`): a box says
+where the object is on its slice, whatever the model's mask of it (SAM2's box prompt does not bound it).
+Likewise a click is kept on its slice (`honour_clicks`): the pixel under a positive click is that label's,
+the pixel under a negative click is not (SAM2 takes clicks as hints, and may label a pixel clicked away).
+
 Between two propagated labels the more confident wins under every policy. Locked voxels (labels the
 caller keeps as they are, see `prompts.locked_voxels`) are never overwritten under any policy.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from typing import Mapping, Sequence
 
 import torch
 
@@ -41,6 +47,28 @@ def _most_confident(logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Per voxel, the value of the object with the largest logit where that logit is positive, else 0."""
     best = logits.max(dim=0)
     return torch.where(best.values > 0, values[best.indices], torch.zeros_like(values[best.indices]))
+
+
+def clip_to_box(logits: torch.Tensor, box_rc: tuple[float, float, float, float]) -> torch.Tensor:
+    """One object's logits (H, W) with every pixel whose centre lies outside the box (row0, col0, row1, col1;
+    pixel centres at integer coordinates, the box's edges inclusive) set to "not this object"."""
+    height, width = logits.shape[-2:]
+    r0, c0, r1, c1 = box_rc
+    rows = torch.arange(height, device=logits.device, dtype=torch.float32)[:, None]
+    cols = torch.arange(width, device=logits.device, dtype=torch.float32)[None, :]
+    inside = (rows >= min(r0, r1)) & (rows <= max(r0, r1)) & (cols >= min(c0, c1)) & (cols <= max(c0, c1))
+    return torch.where(inside, logits, torch.full_like(logits, _NOT_THIS_OBJECT))
+
+
+def honour_clicks(logits: torch.Tensor, points_rc: Sequence[tuple[float, float]], point_labels: Sequence[int]) -> torch.Tensor:
+    """One object's logits (H, W) with the pixel under each click (the nearest pixel centre) set to "this
+    object" (positive, 1) or "not this object" (negative, 0); a later click on the same pixel wins."""
+    height, width = logits.shape[-2:]
+    out = logits.clone()
+    for (row, col), positive in zip(points_rc, point_labels):
+        r, c = min(max(int(math.floor(row + 0.5)), 0), height - 1), min(max(int(math.floor(col + 0.5)), 0), width - 1)
+        out[..., r, c] = max(float(out[..., r, c]), DRAWN_LOGIT) if positive else _NOT_THIS_OBJECT
+    return out
 
 
 def assemble_slice(logits: torch.Tensor, values: torch.Tensor, drawn: Mapping[int, torch.Tensor],

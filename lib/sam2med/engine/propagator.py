@@ -1,7 +1,8 @@
-"""`Propagator`: seed masks or clicks on a few slices -> a 3D label through a slice range."""
+"""`Propagator`: masks, clicks and boxes on a few slices (`SlicePrompts`) -> a 3D label through a slice range."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,19 +16,24 @@ from sam2med.checkpoints import choose_model, resolve_checkpoint
 from sam2med.engine.cache import CacheKey, FeatureCache, default_budget_bytes
 from sam2med.engine.features import SliceFeatures, autocast_context, encode_slices
 from sam2med.engine.model import load_tracker, resolve_device
-from sam2med.engine.overlap import KEEP, assemble_slice, parse_overlap
+from sam2med.engine.overlap import KEEP, assemble_slice, clip_to_box, honour_clicks, parse_overlap
+from sam2med.engine.priority import EncoderPriority
 from sam2med.engine.policies import (AutoRange, LabelStops, MemoryCandidate, SelectiveMemory, memory_descriptor, parse_memory,
                                      select_memory)
 from sam2med.engine.tracker import SELECTED_MEMORY, new_tracking_state
 from sam2med.errors import DeviceError
 from sam2med.geometry import Axis, Grid, from_slices, to_slices
 from sam2med.io import Volume, label_dtype
-from sam2med.prompts import ClickSeeds, SeedMasks, SliceRange
+from sam2med.prompts import ClickSeeds, SeedMasks, SlicePrompts, SliceRange, as_slice_prompts
 from sam2med.windowing import PREPROCESSING, Window, guess_modality
 
 logger = logging.getLogger(__name__)
 
-# progress(done, total, stage) with stage "encode" or "track"
+# progress(done, total, stage) with stage "encode" or "track". A callback that also has a method
+# `slice_done(slice_index, frame_label, labels)` gets each slice as soon as it is tracked: its (H, W) label
+# (as `geometry.to_slices` lays a slice out) and the propagated label values (locked ones are not among them).
+# Slices are tracked forward from the first prompted slice, then backward from it. The final result may
+# still clear a label on a finished slice (beyond an auto-range stop).
 ProgressFn = Callable[[int, int, str], None]
 # Test-only: frame_hook(slice, label, sam2's frame output, mask logits) -> mask logits, called on every
 # propagated (not seed) slice; it may rewrite the output's "object_score_logits" and "iou" to drive the
@@ -154,7 +160,7 @@ class _TrackingRun:
     """What the steps of one `Propagator._track` share."""
 
     state: dict  # sam2's inference state
-    seeds: SeedMasks | ClickSeeds
+    seeds: SlicePrompts
     indices: list[int]  # frame -> slice
     objects: list[TrackedObject]
     absent: torch.Tensor  # the low-res logits of an object outside its own range
@@ -197,11 +203,9 @@ def object_score_of(out: dict) -> float:
     return float(torch.sigmoid(out["object_score_logits"].float()).mean())
 
 
-def seed_slices_of(seeds: SeedMasks | ClickSeeds, label: int) -> list[int]:
+def seed_slices_of(seeds: SeedMasks | ClickSeeds | SlicePrompts, label: int) -> list[int]:
     """The conditioning slices of one label."""
-    if isinstance(seeds, SeedMasks):
-        return sorted(seeds.masks[label])
-    return sorted({p.slice_index for p in seeds.prompts[label]})
+    return as_slice_prompts(seeds).slices_of(label)
 
 
 def memory_reach(tracker) -> int:
@@ -210,10 +214,31 @@ def memory_reach(tracker) -> int:
     return max(int(tracker.num_maskmem) * stride, int(tracker.max_obj_ptrs_in_encoder)) + 1
 
 
-def kept_as_drawn(label_slices: np.ndarray, seeds: SeedMasks) -> dict[int, list[int]]:
-    """Per label, its drawn slices on which the output (N, H, W) holds that label exactly where it was drawn."""
+def _in_foreground(method):
+    """A `Propagator` method run as a request of its `priority`: a warm-up running meanwhile pauses after its slice."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.priority.foreground(method.__name__):
+            return method(self, *args, **kwargs)
+    return run
+
+
+def warm_up_order(slice_range: SliceRange, center: int | None = None) -> list[int]:
+    """The range's slices nearest `center` first (ties: the lower slice first); `center` defaults to the middle and
+    is clamped into the range."""
+    indices = list(slice_range.indices)
+    if center is None:
+        center = (slice_range.start + slice_range.end) // 2
+    center = min(max(int(center), slice_range.start), slice_range.end)
+    return sorted(indices, key=lambda s: (abs(s - center), s))
+
+
+def kept_as_drawn(label_slices: np.ndarray, seeds: SeedMasks | SlicePrompts) -> dict[int, list[int]]:
+    """Per label with drawn slices (a mask and no clicks nor box), those on which the output (N, H, W) holds that
+    label exactly where it was drawn."""
+    drawn = as_slice_prompts(seeds).drawn()
     return {label: [s for s, mask in sorted(per_slice.items()) if np.array_equal(label_slices[s] == label, mask)]
-            for label, per_slice in seeds.masks.items()}
+            for label, per_slice in drawn.items() if per_slice}
 
 
 def _voxels_per_value(label: np.ndarray) -> dict[int, int]:
@@ -239,6 +264,7 @@ class Propagator:
         batch_size: int | None = None,
         download: bool = True,
         precision: str = "auto",
+        priority: EncoderPriority | None = None,
     ):
         choice = choose_model(model, checkpoint, image_size)
         self.model_name = choice.model
@@ -252,6 +278,8 @@ class Propagator:
         self.cache = cache or FeatureCache(cache_bytes or default_budget_bytes(self.device), self.compute_dtype)
         self.batch_size = batch_size or self._default_batch_size()
         self.frame_hook: FrameHook | None = None  # test-only, see FrameHook
+        # requests (`propagate`) before warm-up slices (`warm_up`); shared with the server's infer requests
+        self.priority = priority or EncoderPriority()
         stat = self.checkpoint.stat()
         self._model_key = f"{self.model_name}:{self.checkpoint.resolve()}:{stat.st_size}:{int(stat.st_mtime)}:{self.image_size}"
 
@@ -276,12 +304,13 @@ class Propagator:
         return Window.parse(window, guess_modality(volume.array, volume.modality)).for_model(self.preprocessing)
 
     def _fill(self, features: SliceFeatures, volume: Volume, axis: Axis, window: Window, indices: list[int],
-              progress: ProgressFn | None) -> tuple[int, int]:
-        """Encode the slices of `indices` that `features` lacks; returns (hits, misses)."""
+              progress: ProgressFn | None, bounds: tuple[float, float] | None = None) -> tuple[int, int]:
+        """Encode the slices of `indices` that `features` lacks; returns (hits, misses). `bounds`: the window's
+        bounds on this volume when already known (`Window.bounds` reads the whole volume)."""
         with features.lock:  # one request encodes; concurrent ones on the same volume wait, then hit
             missing = features.missing(indices)
             if missing:
-                bounds = window.bounds(volume.array)
+                bounds = window.bounds(volume.array) if bounds is None else bounds
                 slices = to_slices(volume.array, axis)
                 stack = np.stack([window.apply(slices[i], bounds) for i in missing])  # (M, H, W)
                 encoded = encode_slices(self.tracker, stack, list(range(len(missing))), self.batch_size, self.compute_dtype,
@@ -295,20 +324,67 @@ class Propagator:
         return hits, misses
 
     def warm_up(self, volume: Volume, axis: "Axis | str" = Axis.AXIAL, window: "Window | str | None" = None,
-                slice_range: "SliceRange | None" = None, progress: ProgressFn | None = None) -> dict:
-        """Encode a volume's slices ahead of the first seed, so that the first propagation is cached."""
+                slice_range: "SliceRange | None" = None, progress: ProgressFn | None = None, center: int | None = None,
+                should_stop: Callable[[], bool] | None = None, max_bytes: int | None = None,
+                threads: int | None = None) -> dict:
+        """Encode a volume's slices ahead of the first seed, so that the first propagation is cached.
+
+        The slices nearest `center` go first (default: the middle of the range; `warm_up_order`), one slice at a
+        time, each as a background step of `self.priority`: a request waits for at most the slice being encoded.
+        Stops early when `should_stop()` is true between slices, or before the entry would grow past `max_bytes`
+        (default: half the cache budget, so that a warm-up never pushes the cache past half its budget on its own).
+
+        `threads`: the CPU threads this thread computes with during the warm-up (restored after); default 1 on a
+        CPU device. Measured (docs/performance.md, "Warm-up"): once a thread has computed with torch's 2 OpenMP
+        threads, merely being blocked it made every request computed in another thread 2-3x slower on this 2-core
+        CPU; a warm-up thread that computes with 1 thread leaves requests at their idle speed.
+        """
+        if threads is None:
+            threads = 1 if self.device.type == "cpu" else 0
+        previous = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return self._warm_up(volume, axis, window, slice_range, progress, center, should_stop, max_bytes)
+        finally:
+            if threads:
+                torch.set_num_threads(previous)
+
+    def _warm_up(self, volume, axis, window, slice_range, progress, center, should_stop, max_bytes) -> dict:
         axis = Axis.parse(axis)
         window = self._window(volume, window)
         slice_range = SliceRange.parse(slice_range, volume.grid.num_slices(axis))
+        order = warm_up_order(slice_range, center)
+        limit = self.cache.budget_bytes // 2 if max_bytes is None else int(max_bytes)
         start = time.perf_counter()
+        hits = misses = 0
+        stopped = None
+        bounds = window.bounds(volume.array)
         with self.cache.use(self._cache_key(volume, axis, window)) as features:
-            hits, misses = self._fill(features, volume, axis, window, list(slice_range.indices), progress)
-        return {"request_hit_slices": hits, "request_miss_slices": misses, "seconds": round(time.perf_counter() - start, 3), **self.cache.stats()}
+            per_slice = 0
+            for done, slice_index in enumerate(order, 1):
+                if should_stop is not None and should_stop():
+                    stopped = "asked to stop"
+                    break
+                if features.missing([slice_index]) and per_slice and features.nbytes + per_slice > limit:
+                    stopped = f"feature budget ({limit / 1e6:.0f} MB) reached"
+                    break
+                with self.priority.background(("warm-up", slice_index)):
+                    before = features.nbytes
+                    hit, miss = self._fill(features, volume, axis, window, [slice_index], None, bounds)
+                    if miss:
+                        per_slice = max(per_slice, features.nbytes - before)
+                hits, misses = hits + hit, misses + miss
+                if progress:
+                    progress(done, len(order), "encode")
+        return {"request_hit_slices": hits, "request_miss_slices": misses, "slices": len(order), "stopped": stopped,
+                "seconds": round(time.perf_counter() - start, 3), **self.cache.stats()}
 
+    @_in_foreground
     def propagate(
         self,
         volume: Volume,
-        seeds: SeedMasks | ClickSeeds,
+        seeds: SeedMasks | ClickSeeds | SlicePrompts,
         slice_range: SliceRange | None = None,
         window: "Window | str | None" = None,
         progress: ProgressFn | None = None,
@@ -318,13 +394,14 @@ class Propagator:
         overlap: str = KEEP,
         locked: np.ndarray | None = None,
     ) -> PropagationResult:
-        """Propagate `seeds` (masks or clicks, each label its own object) through `slice_range`, both ways.
+        """Propagate `seeds` (masks, clicks, boxes: `SlicePrompts`, each label its own object) through `slice_range`,
+        both ways.
 
         `label_ranges` narrows some labels to their own ranges inside `slice_range`: they are neither
         tracked nor written outside them. `auto` stops each label where it ends (see `AutoRange`); slices
         are then encoded as tracking reaches them, none beyond the stops. `memory` 'selective' chooses the
         memory frames by confidence and dissimilarity (see `SelectiveMemory`); 'recent' / None is sam2's.
-        A label drawn on a slice (a mask seed) comes back as drawn there; `overlap` says what wins where
+        A label drawn on a slice (a mask, no clicks nor box there) comes back as drawn there; `overlap` says what wins where
         labels meet (`engine.overlap`). `locked` (x, y, z), non-zero where a locked label lies (none of the
         propagated values), is kept as it is everywhere and never overwritten."""
         start_time = time.perf_counter()
@@ -333,8 +410,10 @@ class Propagator:
         slice_range = SliceRange.parse(slice_range, num_slices)
         if isinstance(seeds, ClickSeeds):
             seeds.check(volume.grid, slice_range)
-        elif any(s not in slice_range for s in seeds.slices):
+        elif isinstance(seeds, SeedMasks) and any(s not in slice_range for s in seeds.slices):
             raise ValueError("seed slices outside the range must be rejected by prompts.seeds_from_label")
+        seeds = as_slice_prompts(seeds)
+        seeds.check(volume.grid, slice_range)
         label_ranges = {int(k): v for k, v in (label_ranges or {}).items()}
         if any(r.start < slice_range.start or r.end > slice_range.end for r in label_ranges.values()):
             raise ValueError("a label's range must lie inside slice_range")
@@ -401,7 +480,7 @@ class Propagator:
         full[indices[0] : indices[-1] + 1] = label_frames
         if locked_slices is not None:  # outside the range too: a locked label is returned as it came
             np.copyto(full, locked_slices, where=locked_slices != 0)
-        kept = kept_as_drawn(full, seeds) if isinstance(seeds, SeedMasks) else {}
+        kept = kept_as_drawn(full, seeds)
         label = np.ascontiguousarray(from_slices(full, axis))
         seconds = time.perf_counter() - start_time
         cache_stats = {"request_hit_slices": hits, "request_miss_slices": misses, **self.cache.stats()}
@@ -432,7 +511,7 @@ class Propagator:
         return label_frames, tracked, spans
 
     @torch.inference_mode()
-    def _track(self, features: SliceFeatures, seeds: SeedMasks | ClickSeeds, indices: list[int], height: int, width: int,
+    def _track(self, features: SliceFeatures, seeds: SlicePrompts, indices: list[int], height: int, width: int,
                progress: ProgressFn | None, label_ranges: dict[int, SliceRange] | None = None,
                stops: dict[int, LabelStops] | None = None, memory: SelectiveMemory | None = None,
                encode: Callable[[int], None] | None = None, overlap: str = KEEP,
@@ -472,12 +551,15 @@ class Propagator:
             if memory is not None:
                 for obj in objects:
                     obj.output[SELECTED_MEMORY] = {}
+            slice_done = getattr(progress, "slice_done", None)
             for done, (frame, reverse) in enumerate(order, 1):
                 if stops is None or any(stops[label].active(indices[frame]) for label in labels):  # else every label stopped
                     if stops is not None:
                         encode(indices[frame])
                     self._track_frame(run, frame, reverse, done)
                     self._forget_unreachable(objects, frame, reverse, first, reach)
+                    if slice_done is not None:
+                        slice_done(indices[frame], run.label_frames[frame], list(labels))
                 if progress:
                     progress(done, len(order), "track")
         for per_label in run.scores.values():
@@ -491,8 +573,17 @@ class Propagator:
         slice_index = run.indices[frame]
         views = [self._track_object(run, obj, frame, reverse, done) for obj in run.objects]
         logits = self.tracker.frame_logits(run.state, torch.cat([view.mask for view in views], dim=0))  # (O, 1, H, W)
-        drawn = {obj.index: torch.from_numpy(run.seeds.masks[obj.label][slice_index]).to(self.device)
-                 for obj, view in zip(run.objects, views) if view.seed and isinstance(run.seeds, SeedMasks)}
+        for obj, view in zip(run.objects, views):
+            if not view.seed:
+                continue
+            prompt = run.seeds.prompts[obj.label][slice_index]
+            if prompt.box_rc is not None:  # on its slice, the label lies inside its box
+                logits[obj.index, 0] = clip_to_box(logits[obj.index, 0], prompt.box_rc)
+            if prompt.points_rc:  # and its clicks are kept where they were made
+                logits[obj.index, 0] = honour_clicks(logits[obj.index, 0], prompt.points_rc, prompt.point_labels)
+        drawn = {obj.index: torch.from_numpy(np.ascontiguousarray(mask)).to(self.device)
+                 for obj, view in zip(run.objects, views)
+                 if view.seed and (mask := run.seeds.prompts[obj.label][slice_index].drawn) is not None}
         locked = (None if run.locked_slices is None
                   else torch.from_numpy(run.locked_slices[slice_index].astype(np.int64)).to(self.device))
         frame_label = assemble_slice(logits[:, 0].float(), run.label_values, drawn, locked, run.overlap)
@@ -553,18 +644,22 @@ class Propagator:
             candidates.append(MemoryCandidate(frame, order, iou * object_score, memory_descriptor(out), out))
         return select_memory(candidates, int(self.tracker.num_maskmem) - 1, rule.dissimilarity)
 
-    def _add_prompts(self, state: dict, seeds: SeedMasks | ClickSeeds, frame_of: dict[int, int]) -> None:
-        if isinstance(seeds, SeedMasks):
-            for label, per_slice in seeds.masks.items():
-                for slice_index, mask in sorted(per_slice.items()):
-                    self.tracker.add_new_mask(state, frame_of[slice_index], label, torch.from_numpy(np.ascontiguousarray(mask)))
-            return
-        for label, prompts in seeds.prompts.items():
-            for prompt in prompts:
-                points = np.array([[c, r] for r, c in prompt.points_rc], dtype=np.float32).reshape(-1, 2) if prompt.points_rc else None
-                point_labels = np.array(prompt.point_labels, dtype=np.int32) if prompt.points_rc else None
-                box = None
+    def _add_prompts(self, state: dict, seeds: SlicePrompts, frame_of: dict[int, int]) -> None:
+        """Each label's slice prompts into sam2: the mask first, then the clicks and the box, which sam2 decodes
+        with the mask's logits as the previous prediction on that frame (add_new_points_or_box's
+        prev_sam_mask_logits), so they refine the mask rather than replace it."""
+        for label, per_slice in seeds.prompts.items():
+            for slice_index, prompt in sorted(per_slice.items()):
+                frame = frame_of[slice_index]
+                if prompt.mask is not None:
+                    self.tracker.add_new_mask(state, frame, label, torch.from_numpy(np.ascontiguousarray(prompt.mask)))
+                if not prompt.has_clicks:
+                    continue
+                points = labels = box = None
+                if prompt.points_rc:
+                    points = np.array([[c, r] for r, c in prompt.points_rc], dtype=np.float32).reshape(-1, 2)
+                    labels = np.array(prompt.point_labels, dtype=np.int32)
                 if prompt.box_rc is not None:
                     r0, c0, r1, c1 = prompt.box_rc
                     box = np.array([c0, r0, c1, r1], dtype=np.float32)
-                self.tracker.add_new_points_or_box(state, frame_of[prompt.slice_index], label, points=points, labels=point_labels, box=box)
+                self.tracker.add_new_points_or_box(state, frame, label, points=points, labels=labels, box=box)

@@ -27,7 +27,7 @@ CONF_HELP = {
     "image_size": "model input size in pixels (default: the model's own, 1024 SAM2.1, 512 MedSAM2; smaller is faster and coarser)",
     "cache_gb": "feature cache budget in GB (default: half the free GPU memory; on CPU a quarter of RAM, at most 8)",
     "preload": "true: load the model at start (default); false: on the first request",
-    "warmup": "encode the next sample's slices in the background: true, false or auto (= on CUDA)",
+    "warmup": "encode a series' slices in the background (POST /sam2med/warmup, next sample), yielding to requests: true, false or auto (= on)",
     "labels": 'label names and values: JSON {"liver": 5} or a JSON file (default: the studies\' samples.json)',
     "max_upload_mb": f"largest accepted upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})",
     "tasks": "comma-separated infer tasks to register (default: all of app.json)",

@@ -8,7 +8,8 @@ named by URL in `window.config` at run time, so this module serves:
 - `/sam2med/grid?image=ID`: the image's voxel grid, so the panel maps OHIF's slices to server slices by
   patient position rather than by list order;
 - `POST /sam2med/progress`: a new unguessable progress id for one infer request (progress.py);
-  `/sam2med/progress/{id}`: how far that propagation is (encode / track, done / total).
+  `/sam2med/progress/{id}`: how far that propagation is (encode / track, done / total); with `?since=N`
+  also the slices it finished from sequence number N on (progress.ProgressBoard.get).
 - `/ohif/{path}`: the bundled OHIF's files, never outside its folder (MONAI Label's version answers 500 for `..`).
 
 `routes.install_routes` puts them before MONAI Label's `/ohif/{path}` catch-all; everything else of the bundled OHIF is served
@@ -130,8 +131,8 @@ def _grid(image: str = "", user: Any = user_role()) -> dict[str, Any]:
     return call(image_grid_json, image)
 
 
-def _progress(progress_id: str, user: Any = user_role()) -> dict[str, Any]:
-    entry = call(PROGRESS.get, progress_id)
+def _progress(progress_id: str, since: int | None = None, user: Any = user_role()) -> dict[str, Any]:
+    entry = call(PROGRESS.get, progress_id, since)
     if entry is None:
         raise HTTPException(status_code=404, detail="no propagation with this progress_id is known")
     return entry

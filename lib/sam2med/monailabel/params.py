@@ -17,6 +17,7 @@ from sam2med.engine.overlap import KEEP, parse_overlap
 from sam2med.engine.policies import AutoRange, SelectiveMemory, parse_memory
 from sam2med.errors import PromptError, Sam2MedError
 from sam2med.geometry import Axis, Grid, voxel_to_slice_point
+from sam2med.gestures import KINDS, Gesture
 from sam2med.labelnames import LabelMapping, label_name, name_key, parse_label_info
 from sam2med.prompts import (ClickPrompt, ClickSeeds, RangeRequest, SliceRange, is_label_range_spec, parse_label_ranges, parse_labels,
                              range_groups)
@@ -270,6 +271,9 @@ class PropagateParams:
     overlap: str = KEEP
     locked: tuple[int, ...] = ()
     names: dict[int, str] = field(default_factory=dict)  # the app's label names, and the request's over them
+    prompts: tuple[Gesture, ...] = ()  # clicks, boxes, scribbles, lassos (sam2med.gestures); the seed is then optional
+    crop_to_change: bool = False  # return only the box of the voxels that differ from the seed (or from 0)
+    refine: bool = False  # a correction re-propagates only the band of slices it can change (corrections.refine_bands)
 
 
 def parse_no_seed(value: Any) -> str:
@@ -299,7 +303,60 @@ def parse_propagate(request: Mapping[str, Any], label_names: Mapping[str, int]) 
         overlap=parse_overlap(first_choice(request.get("overlap"))),
         locked=parse_locked_labels(request.get("locked_labels"), by_name),
         names=names,
+        prompts=parse_prompts(request.get("prompts"), by_name),
+        crop_to_change=parse_bool(request.get("crop_to_change"), "crop_to_change", False),
+        refine=parse_bool(request.get("refine"), "refine", False),
     )
+
+
+MAX_PROMPTS = 500
+MAX_PROMPT_POINTS = 10_000  # in all prompts of a request (each one: at most MAX_POINTS)
+
+
+def _box_slices(value: Any) -> tuple[int, int] | None:
+    """A box's `slices`: [first, last] whole slice numbers along the axis (either order), or absent."""
+    if value is None or value == "" or value == []:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or any(isinstance(v, bool) or not _is_integral(v) or int(v) < 0 for v in value)):
+        raise PromptError(f"slices must be [first, last] slice numbers, got {_short(value)}")
+    return int(value[0]), int(value[1])
+
+
+def parse_prompts(value: Any, label_names: Mapping[str, int]) -> tuple[Gesture, ...]:
+    """`prompts`: [{"label": 3 or a name, "kind": click|box|scribble|lasso, "positive": true|false (default true),
+    "points": [[x, y, z], ...], a box's "slices": [first, last]}, ...] (or its JSON text), voxel points; checked
+    against the image later (`gestures.gestures_to_prompts`, `gestures.box_ranges`). Errors name the prompt by its index."""
+    value = _decoded(value, "prompts", "a list of prompt objects")
+    if value is None or value == "" or value == []:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise PromptError(f"prompts must be a list of {{label, kind, positive, points}} objects, got {_short(value)}")
+    if len(value) > MAX_PROMPTS:
+        raise PromptError(f"prompts holds {len(value)} prompts; at most {MAX_PROMPTS} are accepted")
+    gestures = []
+    for index, item in enumerate(value):
+        where = f"prompt {index}"
+        if not isinstance(item, Mapping):
+            raise PromptError(f"{where} must be an object {{label, kind, positive, points}}, got {_short(item)}")
+        kind = item.get("kind")
+        if not isinstance(kind, str) or kind.strip().lower() not in KINDS:
+            raise PromptError(f"{where}: kind must be one of {', '.join(KINDS)}, got {_short(kind)}")
+        if item.get("label") in (None, "", []):
+            raise PromptError(f"{where}: give its label (a value or a name)")
+        try:
+            label = parse_label_value(item.get("label"), label_names)
+            positive = parse_bool(item.get("positive"), "positive", True)
+            points = _points(item.get("points"), "points")
+            slices = _box_slices(item.get("slices"))
+        except PromptError as err:
+            raise PromptError(f"{where}: {err}") from None
+        gesture = Gesture(label, kind.strip().lower(), positive, points, index, slices)
+        gesture.check()
+        gestures.append(gesture)
+    if sum(len(g.points) for g in gestures) > MAX_PROMPT_POINTS:
+        raise PromptError(f"prompts hold {sum(len(g.points) for g in gestures)} points in all; at most {MAX_PROMPT_POINTS} are accepted")
+    return tuple(gestures)
 
 
 Point = tuple[float, float, float]

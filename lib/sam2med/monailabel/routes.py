@@ -51,6 +51,7 @@ from sam2med.monailabel.safety import (
     upload_suffix,
 )
 from sam2med.monailabel.loop_routes import loop_routes
+from sam2med.monailabel.warmup import warmup_routes
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def install_routes(app) -> None:
         return
     app.state.sam2med_routes = True
     install_token_check()
-    for method, path, endpoint, summary in [*ROUTES, *ohif_routes(), *save_routes(), *loop_routes()]:
+    for method, path, endpoint, summary in [*ROUTES, *ohif_routes(), *save_routes(), *loop_routes(), *warmup_routes()]:
         app.router.routes[:] = [r for r in app.router.routes
                                 if not (isinstance(r, APIRoute) and r.path == path and method in r.methods)]
         app.add_api_route(path, endpoint, methods=[method], summary=summary, tags=["sam2med"])

@@ -84,11 +84,10 @@ class AppServices:
         self.warmup: WarmUp | None = WarmUp(self.engine) if self._warmup_enabled() else None
 
     def _warmup_enabled(self) -> bool:
-        if self.config.warmup != "auto":
-            return self.config.warmup == "true"
-        import torch  # late: the engine-light parts of the app (and their tests) run without loading torch
-
-        return self.config.device != "cpu" and torch.cuda.is_available()
+        """On unless `--warmup false`. It used to be on only with CUDA ("auto"): on a CPU an encoding warm-up
+        competed with requests for the same cores. It now yields: one slice at a time, each a background step of
+        the engine's `EncoderPriority`, so a request waits for at most one slice's encoding (warmup.py)."""
+        return self.config.warmup != "false"
 
     def local_datastore(self, studies: str) -> LocalDatastore:
         return GuardedLocalDatastore(
@@ -160,6 +159,8 @@ class AppServices:
                             and is_within(session["image"], [sessions_root])):
             session = None  # a session's image lives in the session store, whatever a request claims
         snapshot: ImageSnapshot | None = None
+        foreground = self.engine.priority.foreground(("infer", request.get("model")))
+        foreground.__enter__()  # from here a warm-up pauses after its current slice, until the request has ended
         try:
             local = isinstance(datastore, LocalDatastore)
             check_image_reference(image, (lambda i: bool(datastore.get_image_uri(i))) if local else (lambda i: True),
@@ -185,6 +186,7 @@ class AppServices:
             remove_uploads(image, label)
             if snapshot is not None:
                 snapshot.remove()
+            foreground.__exit__(None, None, None)
 
     def kept(self, guarded: GuardedInfer, result: Dict[str, Any]) -> Dict[str, Any]:
         """The task's result, unless the image changed while it ran (then its file goes and the request is a 409)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sam2med.checkpoints import choose_model
 from sam2med.engine import Propagator
+from sam2med.engine.priority import EncoderPriority
 from sam2med.monailabel.appconfig import AppConfig
 from sam2med.monailabel.publishing import published_checkpoint, read_pointer
 from sam2med.provenance import model_version
@@ -33,6 +34,8 @@ class SharedEngine:
         self._lock = threading.Lock()
         self.version: str | None = None  # "MODEL:sha256[:12]" of the loaded checkpoint, set when it loads
         self._checkpoint: str | None = None  # the checkpoint the propagator was loaded from
+        # requests before warm-up slices, across propagators (a published model brings a new one): warmup.py
+        self.priority = EncoderPriority()
 
     @property
     def loaded(self) -> bool:
@@ -64,6 +67,7 @@ class SharedEngine:
                         device=self.config.device,
                         image_size=self.image_size,
                         cache_bytes=int(self.config.cache_gb * 1e9) if self.config.cache_gb else None,
+                        priority=self.priority,
                     )
                     self._checkpoint = wanted
                     self.version = model_version(self.model_name, self._propagator.checkpoint)

@@ -1,4 +1,4 @@
-"""MONAI Label infer tasks: `sam2_propagate` (seed mask + slice range) and `sam2_points` (clicks / box)."""
+"""MONAI Label infer tasks: `sam2_propagate` (seed mask and/or prompts + slice range) and `sam2_points` (clicks / box)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from sam2med.monailabel.corrections import CorrectionState, CorrectionStore, select_corrected_seeds, slice_digests
+from sam2med.monailabel.corrections import (CorrectionState, CorrectionStore, keep_outside_bands, parse_state_id,
+                                            prompt_correction, prompt_digests, refine_bands, restrict_to_bands,
+                                            select_corrected_seeds, slice_digests)
 from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
-from sam2med.errors import PromptError
-from sam2med.geometry import Axis, to_slices
+from sam2med.errors import InputError, PromptError
+from sam2med.geometry import Axis, changed_box, sub_grid, to_slices
+from sam2med.gestures import box_ranges, gesture_slice, gestures_to_prompts, relabel_gestures
 from sam2med.io import Volume, load_volume
 from sam2med.monailabel.shared_propagator import SharedEngine
 from sam2med.provenance import model_version
@@ -45,7 +48,8 @@ from sam2med.monailabel.results import load_seed, write_result
 from sam2med.monailabel.safety import track_result
 from sam2med.monailabel.rescoring import PromptStore, record_scores
 from sam2med.labelnames import LabelMapping, keyed_by_name, label_name, parse_label_info, relabel
-from sam2med.prompts import SliceRange, check_seeds_in_range, locked_voxels, resolve_label_ranges, seeds_from_label
+from sam2med.prompts import (SeedMasks, SlicePrompt, SlicePrompts, SliceRange, as_slice_prompts, check_seeds_in_range, locked_voxels, named,
+                             resolve_label_ranges, seed_on_image_grid, seeds_from_label)
 from sam2med.provenance import describe_file, provenance
 from sam2med.monailabel.uncertainty import review_slices
 from sam2med.windowing import CT_PRESETS
@@ -71,17 +75,21 @@ class _Sam2Task(InferTask):
         self.corrections = corrections
         self.prompts: PromptStore | None = None  # set by the app when it keeps per-image state
 
-    def _remember(self, request: Dict[str, Any], image: Volume, seed_slices: Dict[int, list], result: PropagationResult) -> None:
-        """Keep the conditioning slices and the result's slice digests of a datastore image for its next correction."""
+    def _remember(self, request: Dict[str, Any], image: Volume, seed_slices: Dict[int, list], result: PropagationResult,
+                  conditioning: Dict[int, Dict[int, SlicePrompt]] | None = None) -> str | None:
+        """Keep the conditioning slices and the result's slice digests of a datastore image for its next correction;
+        the kept state's id (None when nothing is kept: no datastore image, no store, or it could not be written)."""
         image_id = request.get("image_id")
         if self.corrections is None or not image_id:
-            return
+            return None
         state = CorrectionState(str(image_id), image.fingerprint(), result.axis, {k: sorted(v) for k, v in seed_slices.items()},
-                                slice_digests(result.label, result.axis, sorted(result.scores)))
+                                slice_digests(result.label, result.axis, sorted(result.scores)),
+                                {} if conditioning is None else prompt_digests(conditioning))
         try:
-            self.corrections.save(state)
+            return self.corrections.save(state)
         except OSError as err:  # the result is still good; only the next correction loses its history
             logger.warning("cannot keep the correction state of %r: %s", image_id, err)
+            return None
 
     def _record_scores(self, request: Dict[str, Any], scores: Dict[str, list], version: str, axis: Axis) -> None:
         """Keep a datastore image's per-slice scores, with the model version, in its image info (for `uncertain`)."""
@@ -99,6 +107,11 @@ class _Sam2Task(InferTask):
         image_id = request.get("image_id")
         if self.prompts is None or not image_id or not result.scores:
             return
+        if isinstance(seeds, SlicePrompts):  # the store keeps masks or clicks: gestures' masks are kept, clicks not yet
+            if any(p.has_clicks for per_slice in seeds.prompts.values() for p in per_slice.values()):
+                logger.info("prompts of %r not kept for re-scoring: they hold clicks or boxes next to masks", image_id)
+                return
+            seeds = SeedMasks(seeds.axis, {label: {s: p.mask for s, p in per_slice.items()} for label, per_slice in seeds.prompts.items()})
         ranges = {label: SliceRange(min(s.slice for s in scores), max(s.slice for s in scores))
                   for label, scores in result.scores.items() if scores}
         try:
@@ -109,6 +122,16 @@ class _Sam2Task(InferTask):
     def is_valid(self) -> bool:
         return True
 
+    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        try:
+            return self._run(request)
+        except Exception:
+            PROGRESS.finish(request.get("progress_id") or None, "failed")  # a no-op once the entry is done
+            raise
+
+    def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+        raise NotImplementedError
+
     @staticmethod
     def _check_result_tag(request: Dict[str, Any]) -> None:
         """A result tag MONAI Label would refuse after the run is refused before it (nothing run, nothing kept)."""
@@ -116,18 +139,20 @@ class _Sam2Task(InferTask):
             parse_seed_tag(request["label_tag"], "label_tag")
 
     def _propagate(self, request: Dict[str, Any], image: Volume, seeds: Any, slice_range: Any, window: Any,
-                   **options: Any) -> Tuple[PropagationResult, Propagator]:
-        """Run the engine; a request with `progress_id` can be followed at /sam2med/progress/{id} meanwhile.
+                   to_client: Dict[int, int] | None = None, **options: Any) -> Tuple[PropagationResult, Propagator]:
+        """Run the engine; a request with `progress_id` can be followed at /sam2med/progress/{id} meanwhile, its
+        finished slices too (in the client's values, `to_client`); `_finish` settles and closes the entry.
         Returns the propagator that ran, so that the response describes that model even if a newer one is published."""
         progress_id = request.get("progress_id") or None
         reporter = PROGRESS.reporter(progress_id)
+        if reporter is not None and to_client:
+            reporter.values = dict(to_client)
         propagator = self.engine.get()
         try:
             result = propagator.propagate(image, seeds, slice_range, window=window, progress=reporter, **options)
         except Exception:
             PROGRESS.finish(progress_id, "failed")
             raise
-        PROGRESS.finish(progress_id)
         self._record_prompts(request, image, seeds, window, result)
         return result, propagator
 
@@ -139,16 +164,31 @@ class _Sam2Task(InferTask):
     def _finish(self, request: Dict[str, Any], result: PropagationResult, propagator: Propagator, image: Volume,
                 output: OutputFormat, start: float, load_seconds: float, extra: Dict[str, Any],
                 inputs: Dict[str, Any], mapping: LabelMapping | None = None,
-                names: Dict[int, str] | None = None) -> Tuple[str, Dict[str, Any]]:
+                names: Dict[int, str] | None = None, reference: np.ndarray | None = None,
+                crop: bool = False) -> Tuple[str, Dict[str, Any]]:
         """Write the result and its JSON; with a client `mapping` both carry the client's values and names.
-        `names` ({server value: name}) are the request's names over the app's (default: the app's)."""
+        `names` ({server value: name}) are the request's names over the app's (default: the app's).
+        With `reference` (the submitted label on the image grid, server values), the report has `changed_box`;
+        with `crop` the file holds that box only (its own origin), one voxel when nothing changed."""
         write_start = time.perf_counter()
         label = result.label if mapping is None else relabel(result.label, mapping.to_client(), "the result")
-        path = write_result(label, image.grid, output)
+        progress_id = request.get("progress_id") or None
+        PROGRESS.settle(progress_id, to_slices(label, result.axis))  # the live slices end as this answer
+        PROGRESS.finish(progress_id)
+        grid = image.grid
+        box = None if reference is None else changed_box(result.label, reference)
+        if crop:
+            low, high = box if box is not None else ((0, 0, 0), (0, 0, 0))
+            label = np.ascontiguousarray(label[low[0] : high[0] + 1, low[1] : high[1] + 1, low[2] : high[2] + 1])
+            grid = sub_grid(grid, low, label.shape)
+        path = write_result(label, grid, output)
         track_result(path)
         write_seconds = time.perf_counter() - write_start
         report = result.to_json()
         report.update(extra)
+        if reference is not None:
+            report["changed_box"] = None if box is None else [list(box[0]), list(box[1])]
+            report["cropped"] = bool(crop)
         names = {int(v): n for n, v in self.label_names.items()} if names is None else dict(names)
         if mapping is not None:
             names.update({v: n for n, v in mapping.server.items()})
@@ -199,6 +239,9 @@ def in_client_values(report: Dict[str, Any], to_client: Dict[int, int]) -> None:
         report["correction"] = {k: rekey(v) for k, v in report["correction"].items()}
     for item in report.get("review_slices", []):
         item["label"] = to_client.get(item["label"], item["label"])
+    if isinstance(report.get("refine"), dict):
+        report["refine"] = {"bands": rekey(report["refine"]["bands"]),
+                            "unchanged_labels": [to_client.get(v, v) for v in report["refine"]["unchanged_labels"]]}
 
 
 class Sam2PropagateTask(_Sam2Task):
@@ -210,16 +253,20 @@ class Sam2PropagateTask(_Sam2Task):
             engine, datastore, labels, type=InferType.SEGMENTATION,
             description="SAM2.1 propagation of a seed mask (uploaded label, else the saved one) through a slice range",
             config={"slice_range": "", "axis": AXES, "window": WINDOWS, "labels": "", "seed_tag": DEFAULT_SEED_TAG,
-                    "memory": MEMORIES, "no_seed": NO_SEED, "overlap": list(OVERLAP_POLICIES), "locked_labels": ""},
+                    "memory": MEMORIES, "no_seed": NO_SEED, "overlap": list(OVERLAP_POLICIES), "locked_labels": "",
+                    "refine": False},
             corrections=corrections,
         )
 
-    def _seed(self, request: Dict[str, Any], image: Volume, tag: str) -> Tuple[str, Volume, Dict[str, Any], Any] | None:
-        """(source, seed, file description, the label_info saved with it), or None when there is no seed."""
+    def _seed(self, request: Dict[str, Any], image: Volume, tag: str, stored: bool = True) -> Tuple[str, Volume, Dict[str, Any], Any] | None:
+        """(source, seed, file description, the label_info saved with it), or None when there is no seed: the
+        uploaded label, else (with `stored`) the datastore's label under `tag`."""
         uploaded = request.get("label")
         if uploaded:  # the app's guard (service.py) admits only a file this request uploaded
             return "upload", load_seed(uploaded, image), describe_file(uploaded, "upload"), None
         image_id = request.get("image_id")
+        if not stored:
+            return None
         uri = self.datastore().get_label_uri(image_id, tag) if image_id else ""
         if not uri or not os.path.isfile(uri):
             return None
@@ -236,9 +283,24 @@ class Sam2PropagateTask(_Sam2Task):
         logger.info("%s (no_seed skip: answered with an empty label)", message)
         path = write_result(np.zeros(image.grid.shape, dtype=np.uint8), image.grid, params.output)
         track_result(path)
-        return path, {"message": f"{message}; nothing was run", "seed": None, "label_names": {"background": 0}}
+        return path, {"message": f"{message}; nothing was run", "seed": None, "label_names": {"background": 0}, "state_id": None}
 
-    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    def _correction_state(self, request: Dict[str, Any], image: Volume, axis: Axis, seed_source: str) -> CorrectionState | None:
+        """The correction-loop state a submitted label is read against: the request's `parent_state` (any seed
+        source: the client says the label derives from that state; unknown -> 400), else, for the label saved
+        under the default tag (3D Slicer's Submit Label), the image's newest state; else None (every labelled
+        slice is a seed)."""
+        parent = parse_state_id(request.get("parent_state"))
+        image_id = request.get("image_id")
+        if parent is not None:
+            if self.corrections is None or not image_id:
+                raise InputError("parent_state needs a datastore image (image id) on a server that keeps correction states")
+            return self.corrections.load_id(str(image_id), parent, image.fingerprint(), axis)
+        if self.corrections is not None and image_id and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
+            return self.corrections.load(str(image_id), image.fingerprint(), axis)
+        return None
+
+    def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_propagate(request, self.label_names)
         self._check_result_tag(request)
@@ -247,38 +309,107 @@ class Sam2PropagateTask(_Sam2Task):
         policies = parse_policies(request, auto)
         client_labels = parse_label_info(request.get("label_info"))
         image = load_volume(request["image"])
-        found = self._seed(request, image, params.seed_tag)
-        if found is None:
+        # prompts are a seed of their own: a stored label joins them only when the request names its seed_tag
+        stored = not params.prompts or bool(request.get("seed_tag"))
+        found = self._seed(request, image, params.seed_tag, stored)
+        if found is None and not params.prompts:
             return self._no_seed(request, image, params)
-        seed_source, seed, seed_file, saved_labels = found
+        seed_source, seed, seed_file, saved_labels = found if found is not None else ("prompts", None, None, None)
         if client_labels is None:  # the plugin's Run sends none: the names saved with the label (Submit Label) apply
             client_labels = parse_label_info(saved_labels)
         mapping = LabelMapping.match(client_labels, self.label_names) if client_labels else None
-        seed_array = seed.array if mapping is None else relabel(seed.array, mapping.to_server(), "the seed")
+        seed_array = None if seed is None else seed.array if mapping is None else relabel(seed.array, mapping.to_server(), "the seed")
         names = {**params.names, **({v: n for n, v in mapping.server.items()} if mapping else {})}
         num_slices = image.grid.num_slices(params.axis)
         whole = SliceRange(0, num_slices - 1)
         default_range, label_ranges = (whole, {}) if auto else parse_label_slice_ranges(
             params.slice_range, num_slices, {**self.label_names, **{n: v for v, n in names.items()}})
-        state = None
-        if self.corrections is not None and request.get("image_id") and seed_source == f"datastore:{DEFAULT_SEED_TAG}":
-            state = self.corrections.load(str(request["image_id"]), image.fingerprint(), params.axis)
-        extra: Dict[str, Any] = {"seed": seed_source, "correction": None}
-        seeds = seeds_from_label(seed_array, seed.grid, image.grid, params.axis, whole, params.labels, params.locked, names)
-        if state is not None:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
+        state = self._correction_state(request, image, params.axis, seed_source)
+        extra: Dict[str, Any] = {"seed": None if seed is None else seed_source, "correction": None}
+        seeds = self._seed_masks(seed_array, seed, image, params, names)
+        correction = None
+        if state is not None and seeds.masks:  # the submitted label is the last result, corrected: its unchanged slices are propagated again
             seeds, correction = select_corrected_seeds(seeds, state)
             extra["correction"] = correction.to_json()
-        slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, seeds.labels, names)
-        check_seeds_in_range(seeds, default_range, label_ranges, names)
-        extra["seed_slices"] = seeds.slices
-        extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in seeds.masks.items()}
+        prompts: SeedMasks | SlicePrompts = seeds
+        gestures = params.prompts if mapping is None else relabel_gestures(params.prompts, mapping.to_server())
+        if gestures:
+            locked_prompted = sorted({g.label for g in gestures} & set(params.locked))
+            if locked_prompted:
+                raise PromptError(f"label(s) {named(locked_prompted, names)} are locked: a locked label is kept, not prompted")
+            outside = sorted({g.label for g in gestures} - set(params.labels)) if params.labels is not None else []
+            if outside:
+                raise PromptError(f"prompts for label(s) {named(outside, names)}, which are not in labels {named(params.labels, names)}")
+            prompts = gestures_to_prompts(gestures, params.axis, image.grid.shape, as_slice_prompts(seeds), names)
+            extra["prompts"] = len(gestures)
+        label_ranges = self._with_box_ranges(label_ranges, gestures, num_slices, auto, names)
+        kept_as_submitted: tuple[int, ...] = ()
+        plan = None
+        if params.refine and state is not None and correction is None and gestures:  # prompts sent again, no label
+            correction = prompt_correction(state, as_slice_prompts(prompts).prompts)
+            if correction is not None:
+                extra["correction"] = correction.to_json()
+                gestures = ()  # their slices are in the correction already
+        if params.refine and correction is not None and not auto:
+            own = {label: label_ranges.get(label, default_range) for label in prompts.labels}
+            prompted: Dict[int, set] = {}
+            for gesture in gestures:
+                prompted.setdefault(gesture.label, set()).add(gesture_slice(gesture, params.axis, image.grid.shape)[0])
+            plan = refine_bands(state, correction, prompted, own)
+        remembered = as_slice_prompts(prompts).prompts  # every seed stays a seed for the next correction, refined or not
+        if plan is not None:  # only the bands are propagated; a label with no change is kept as submitted
+            prompts = restrict_to_bands(prompts, plan.bands)
+            label_ranges = {**label_ranges, **plan.bands}
+            kept_as_submitted = plan.unchanged
+            extra["refine"] = plan.to_json()
+        slice_range, own_ranges = resolve_label_ranges(label_ranges, default_range, prompts.labels, names)
+        check_seeds_in_range(prompts, default_range, label_ranges, names)
+        extra["seed_slices"] = prompts.slices
+        conditioning = as_slice_prompts(prompts).prompts
+        extra["seed_slices_per_label"] = {str(k): sorted(v) for k, v in conditioning.items()}
         load_seconds = time.perf_counter() - start
-        locked = locked_voxels(seed_array, seed.grid, image.grid, params.locked)
-        result, propagator = self._propagate(request, image, seeds, slice_range, params.window, label_ranges=own_ranges,
+        locked = None if seed_array is None else locked_voxels(seed_array, seed.grid, image.grid, params.locked + kept_as_submitted)
+        result, propagator = self._propagate(request, image, prompts, slice_range, params.window,
+                                             None if mapping is None else mapping.to_client(), label_ranges=own_ranges,
                                              overlap=params.overlap, locked=locked, **policies)
-        self._remember(request, image, seeds.masks, result)
+        reference = (np.zeros(image.grid.shape, dtype=result.label.dtype) if seed_array is None
+                     else seed_on_image_grid(seed_array, seed.grid, image.grid))
+        if plan is not None:
+            keep_outside_bands(result.label, reference, plan.bands, params.axis)
+        extra["state_id"] = self._remember(request, image, {k: sorted(v) for k, v in remembered.items()}, result, remembered)
         inputs = {"image": self._image_file(request), "seed": seed_file}
-        return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, mapping, names)
+        return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, mapping, names,
+                            reference=reference, crop=params.crop_to_change)
+
+    @staticmethod
+    def _with_box_ranges(label_ranges: Dict[int, SliceRange], gestures: Any, num_slices: int, auto: bool,
+                         names: Dict[int, str]) -> Dict[int, SliceRange]:
+        """The labels' own ranges with those of boxes given with `slices` (the box-and-z-range gesture)."""
+        boxed = box_ranges(gestures, num_slices, names) if gestures else {}
+        if not boxed:
+            return label_ranges
+        if auto:
+            raise PromptError("a box with slices gives its label's range: not with slice_range auto")
+        clash = sorted(label for label, found in boxed.items() if label_ranges.get(label, found) != found)
+        if clash:
+            raise PromptError(f"label(s) {named(clash, names)} have a range in slice_range and another in a box's slices: give one")
+        return {**label_ranges, **boxed}
+
+    @staticmethod
+    def _seed_masks(seed_array: np.ndarray | None, seed: Volume | None, image: Volume, params: PropagateParams,
+                    names: Dict[int, str]) -> SeedMasks:
+        """The seed's masks; with `prompts`, a seed holding no label to propagate (e.g. the page's blank labelmap)
+        is no error: the prompts condition the run."""
+        whole = SliceRange(0, image.grid.num_slices(params.axis) - 1)
+        if seed_array is None or seed is None:
+            return SeedMasks(params.axis)
+        if params.prompts:
+            present = {int(v) for v in np.unique(seed_on_image_grid(seed_array, seed.grid, image.grid)) if v != 0}
+            wanted = [v for v in (params.labels if params.labels is not None else sorted(present)) if v in present and v not in params.locked]
+            if not wanted:
+                return SeedMasks(params.axis)
+            return seeds_from_label(seed_array, seed.grid, image.grid, params.axis, whole, wanted, params.locked, names)
+        return seeds_from_label(seed_array, seed.grid, image.grid, params.axis, whole, params.labels, params.locked, names)
 
 
 class Sam2PointsTask(_Sam2Task):
@@ -294,7 +425,7 @@ class Sam2PointsTask(_Sam2Task):
             corrections=corrections,
         )
 
-    def __call__(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    def _run(self, request: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
         start = time.perf_counter()
         params = parse_points(request, self.label_names)
         self._check_result_tag(request)
@@ -321,7 +452,8 @@ class Sam2PointsTask(_Sam2Task):
         result, propagator = self._propagate(request, image, seeds, slice_range, params.window, **policies)
         if roi is not None:
             extra["roi_cleared_voxels"] = keep_inside(result, roi)
-        self._remember(request, image, {label: [p.slice_index for p in prompts] for label, prompts in seeds.prompts.items()}, result)
+        extra["state_id"] = self._remember(request, image, {label: [p.slice_index for p in prompts]
+                                                            for label, prompts in seeds.prompts.items()}, result)
         return self._finish(request, result, propagator, image, params.output, start, load_seconds,
                             extra, {"image": self._image_file(request)}, params.labels)
 
