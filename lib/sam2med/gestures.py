@@ -29,6 +29,7 @@ import numpy as np
 
 from sam2med.errors import PromptError
 from sam2med.geometry import Axis, voxel_to_slice_point
+from sam2med.labelnames import require_named
 from sam2med.prompts import SlicePrompt, SlicePrompts, SliceRange, named
 
 KINDS = ("click", "box", "scribble", "lasso")
@@ -68,10 +69,7 @@ class Gesture:
 
 def relabel_gestures(gestures: Sequence[Gesture], mapping: Mapping[int, int]) -> tuple[Gesture, ...]:
     """The gestures with each label v replaced by mapping[v] (client -> server values); an unmapped label is a `PromptError`."""
-    unnamed = sorted({g.label for g in gestures} - set(mapping))
-    if unnamed:
-        raise PromptError(f"prompts for label value(s) {', '.join(map(str, unnamed))} that label_info does not name "
-                          f"(it names {', '.join(str(v) for v in sorted(mapping)) or 'none'})")
+    require_named((g.label for g in gestures), mapping, "prompts for")
     return tuple(replace(g, label=int(mapping[g.label])) for g in gestures)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -65,14 +65,19 @@ class LabelMapping:
         return [{"name": n, "value": v, "server_value": self.server[n]} for n, v in self.client.items()]
 
 
+def require_named(values: Iterable[int], mapping: Mapping[int, int], lead: str) -> None:
+    """A `PromptError` ("{lead} label value(s) ... that label_info does not name ...") for values the mapping lacks."""
+    unnamed = sorted({int(v) for v in values} - set(mapping))
+    if unnamed:
+        named = ", ".join(str(v) for v in sorted(mapping)) or "none"
+        raise PromptError(f"{lead} label value(s) {', '.join(map(str, unnamed))} that label_info does not name "
+                          f"(it names {named})")
+
+
 def relabel(array: np.ndarray, mapping: Mapping[int, int], what: str) -> np.ndarray:
     """`array` with every value v > 0 replaced by mapping[v]; a value the mapping lacks is a `PromptError` naming `what`."""
     values = [int(v) for v in np.unique(array) if v != 0]
-    unnamed = [v for v in values if v not in mapping]
-    if unnamed:
-        named = ", ".join(str(v) for v in sorted(mapping)) or "none"
-        raise PromptError(f"{what} holds label value(s) {', '.join(map(str, unnamed))} that label_info does not name "
-                          f"(it names {named})")
+    require_named(values, mapping, f"{what} holds")
     if all(mapping[v] == v for v in values):
         return array
     top = max([*mapping.values(), *values, 0])

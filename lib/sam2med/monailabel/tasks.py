@@ -11,9 +11,9 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from sam2med.monailabel.corrections import (CorrectionState, CorrectionStore, keep_outside_bands, parse_state_id,
-                                            prompt_correction, prompt_digests, refine_bands, restrict_to_bands,
-                                            select_corrected_seeds, slice_digests)
+from sam2med.monailabel.corrections import (Correction, CorrectionState, CorrectionStore, RefinePlan, keep_outside_bands,
+                                            parse_state_id, prompt_correction, prompt_digests, refine_bands,
+                                            restrict_to_bands, select_corrected_seeds, slice_digests)
 from sam2med.engine import PropagationResult, Propagator
 from sam2med.engine.overlap import OVERLAP_POLICIES
 from sam2med.errors import InputError, PromptError
@@ -148,11 +148,7 @@ class _Sam2Task(InferTask):
         if reporter is not None and to_client:
             reporter.values = dict(to_client)
         propagator = self.engine.get()
-        try:
-            result = propagator.propagate(image, seeds, slice_range, window=window, progress=reporter, **options)
-        except Exception:
-            PROGRESS.finish(progress_id, "failed")
-            raise
+        result = propagator.propagate(image, seeds, slice_range, window=window, progress=reporter, **options)  # a failure: __call__
         self._record_prompts(request, image, seeds, window, result)
         return result, propagator
 
@@ -345,17 +341,9 @@ class Sam2PropagateTask(_Sam2Task):
         label_ranges = self._with_box_ranges(label_ranges, gestures, num_slices, auto, names)
         kept_as_submitted: tuple[int, ...] = ()
         plan = None
-        if params.refine and state is not None and correction is None and gestures:  # prompts sent again, no label
-            correction = prompt_correction(state, as_slice_prompts(prompts).prompts)
-            if correction is not None:
-                extra["correction"] = correction.to_json()
-                gestures = ()  # their slices are in the correction already
-        if params.refine and correction is not None and not auto:
+        if params.refine and state is not None and not auto:
             own = {label: label_ranges.get(label, default_range) for label in prompts.labels}
-            prompted: Dict[int, set] = {}
-            for gesture in gestures:
-                prompted.setdefault(gesture.label, set()).add(gesture_slice(gesture, params.axis, image.grid.shape)[0])
-            plan = refine_bands(state, correction, prompted, own)
+            plan = self._refine_plan(state, correction, gestures, prompts, own, image.grid.shape, extra)
         remembered = as_slice_prompts(prompts).prompts  # every seed stays a seed for the next correction, refined or not
         if plan is not None:  # only the bands are propagated; a label with no change is kept as submitted
             prompts = restrict_to_bands(prompts, plan.bands)
@@ -380,6 +368,21 @@ class Sam2PropagateTask(_Sam2Task):
         inputs = {"image": self._image_file(request), "seed": seed_file}
         return self._finish(request, result, propagator, image, params.output, start, load_seconds, extra, inputs, mapping, names,
                             reference=reference, crop=params.crop_to_change)
+
+    @staticmethod
+    def _refine_plan(state: CorrectionState, correction: Correction | None, gestures: Any, prompts: SeedMasks | SlicePrompts,
+                     ranges: Dict[int, SliceRange], shape: Any, extra: Dict[str, Any]) -> RefinePlan | None:
+        """The bands a refining run propagates: the changes are the submitted label's corrected slices plus the
+        prompts' slices, or, with prompts sent again and no label, the prompts that differ from the state's."""
+        prompted: Dict[int, set] = {}
+        if correction is None and gestures:
+            correction = prompt_correction(state, as_slice_prompts(prompts).prompts)
+            if correction is not None:
+                extra["correction"] = correction.to_json()
+        else:
+            for gesture in gestures:
+                prompted.setdefault(gesture.label, set()).add(gesture_slice(gesture, state.axis, shape)[0])
+        return None if correction is None else refine_bands(state, correction, prompted, ranges)
 
     @staticmethod
     def _with_box_ranges(label_ranges: Dict[int, SliceRange], gestures: Any, num_slices: int, auto: bool,
