@@ -35,6 +35,12 @@ IMAGE_NUMBER = """(z) => { const v = window.sam2med.activeViewport().viewport;
 SHOWN_PROMPTS = "() => Array.from(document.querySelectorAll('[data-testid=sam2med-overlay] [data-prompt]')).map(e => e.dataset.prompt)"
 
 
+def _type_range(page, start_z: float, end_z: float) -> None:
+    """Type Start/End as the OHIF image numbers of the images at these patient z (mm)."""
+    for which, z in (("start", start_z), ("end", end_z)):
+        page.locator(f'[data-testid="sam2med-{which}"]').fill(str(page.evaluate(IMAGE_NUMBER, z)))
+
+
 class Page:
     """The shared page with the series' grid (patient position <-> voxel index) and gesture helpers."""
 
@@ -135,8 +141,7 @@ def shared(server, orthanc, shared_data):
             time.sleep(1)
             page.locator('[data-cy="sam2med-btn"]').click()
             expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text("current: image", timeout=60_000)
-            for which, z in (("start", START_Z), ("end", END_Z)):
-                page.locator(f'[data-testid="sam2med-{which}"]').fill(str(page.evaluate(IMAGE_NUMBER, z)))
+            _type_range(page, START_Z, END_Z)
             # the series was shown: the panel asked the server to warm it up (a 404 before that route exists is ignored)
             assert warmups and warmups[0]["image"] == orthanc["series"] and warmups[0]["axis"] == "axial", warmups
             yield Page(page, viewport, grid, liver)
@@ -260,9 +265,6 @@ def test_a_correction_click_after_the_box_reruns_only_its_band(shared):
     assert "refined: 'Segment 1' from image" in expect_report.inner_text()
 
 
-def _type_range(shared: Page, start_z: float, end_z: float) -> None:
-    for which, z in (("start", start_z), ("end", end_z)):
-        shared.page.locator(f'[data-testid="sam2med-{which}"]').fill(str(shared.page.evaluate(IMAGE_NUMBER, z)))
 
 
 def test_box_with_z_range_is_one_gesture_that_sets_its_segments_range(shared):
@@ -272,11 +274,11 @@ def test_box_with_z_range_is_one_gesture_that_sets_its_segments_range(shared):
     k = shared.slice_of(BOX_Z)
     scroll_to_z(shared.page, shared.viewport, BOX_Z)
     narrow = (BOX_Z - 2, BOX_Z)  # two images of the five of Start..End
-    _type_range(shared, *narrow)
+    _type_range(shared.page, *narrow)
     x, y, _ = shared.liver_point(k)
     corners = [(x - 20, y - 15, k), (x + 20, y + 15, k)]
     shared.gesture("Shift+B", "box-range", corners)
-    _type_range(shared, START_Z, END_Z)
+    _type_range(shared.page, START_Z, END_Z)
     before = shared.labels()
     params, report = shared.run()
     [sent] = params["prompts"]
@@ -304,14 +306,14 @@ def test_two_segments_keep_their_own_ranges_on_the_page(shared):
     k = shared.slice_of(BOX_Z)
     scroll_to_z(page, shared.viewport, BOX_Z)
     narrow = (BOX_Z - 2, BOX_Z)
-    _type_range(shared, *narrow)
+    _type_range(shared.page, *narrow)
     x, y, _ = shared.liver_point(k)
     shared.gesture("Shift+B", "box-range", [(x - 20, y - 15, k), (x + 20, y + 15, k)])
     page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
     page.get_by_role("button", name="Add Segment").first.click()  # segment 2, now the active one
     expect(page.get_by_text("Segment 2").first).to_be_visible()
     page.locator('[data-cy="sam2med-btn"]').click()
-    _type_range(shared, START_Z, END_Z)
+    _type_range(shared.page, START_Z, END_Z)
     shared.gesture("b", "box", [(x - 60, y + 20, k), (x - 25, y + 45, k)])
     before = shared.labels()
     wide_only = [j for j in range(shared.shape[2]) if START_Z <= shared.z_of(j) <= END_Z and not min(narrow) <= shared.z_of(j) <= max(narrow)]
@@ -537,6 +539,5 @@ def test_lasso_on_the_mpr_sagittal_view_propagates_along_x_inside_the_typed_rang
     expect(page.locator("[data-viewport-uid]")).to_have_count(1)
     assert page.evaluate("() => window.sam2med.activeViewport().viewport.getCamera().viewPlaneNormal.map(Math.abs)")[2] > 0.99
     expect(page.locator('[data-testid="sam2med-current"]')).to_contain_text("current: image")
-    for which, at in (("start", START_Z), ("end", END_Z)):  # Start/End as the fixture typed them: OHIF image numbers again
-        page.locator(f'[data-testid="sam2med-{which}"]').fill(str(page.evaluate(IMAGE_NUMBER, at)))
+    _type_range(page, START_Z, END_Z)  # Start/End as the fixture typed them: OHIF image numbers again
     expect(page.locator('[data-testid="sam2med-range"]')).to_contain_text("range: image")

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from monailabel.client import MONAILabelClient
 
 from live_server import http_error, running_server, small_server_args
+from test_server import _write_like
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +47,7 @@ def server(shared_data, random_checkpoint, tmp_path_factory):
     truth, label = _read_xyz(str(ts / "example_seg.nii.gz"))
     seed = np.zeros_like(truth, dtype=np.uint8)
     seed[..., SLICE][truth[..., SLICE] == 5] = 5  # the liver on one axial slice
-    seed_image = sitk.GetImageFromArray(seed.transpose(2, 1, 0))
-    seed_image.CopyInformation(label)
-    sitk.WriteImage(seed_image, str(root / "seed.nii.gz"))
+    _write_like(seed, label, root / "seed.nii.gz")
     args = small_server_args(studies, random_checkpoint, '{"spleen": 1, "liver": 5}')
     with running_server(args, root / "server.log", {"TMPDIR": str(root)}) as url:
         yield {"url": url, "image": studies / "ct.nii.gz", "seed": root / "seed.nii.gz", "seed_xyz": seed,
@@ -157,10 +156,7 @@ def test_prompts_alone_ignore_a_stored_label_unless_its_seed_tag_is_named(server
 
     stored = np.zeros_like(server["seed_xyz"])
     stored[20:40, 20:40, SLICE] = 7  # a label value the app does not name, saved with a name of its own
-    stored_path = str(tmp_path / "stored.nii.gz")
-    stored_image = sitk.GetImageFromArray(stored.transpose(2, 1, 0))
-    stored_image.CopyInformation(sitk.ReadImage(str(server["image"])))
-    sitk.WriteImage(stored_image, stored_path)
+    stored_path = str(_write_like(stored, sitk.ReadImage(str(server["image"])), tmp_path / "stored.nii.gz"))
     client.save_label("ct", stored_path, tag="final", params={"label_info": [{"name": "kidney", "idx": 7}]})
     try:
         lasso = _square(60.5, 80.5, 40.5, 70.5, SLICE)
@@ -221,24 +217,18 @@ def test_bad_box_slices_are_a_one_line_422(client, prompts, extra, detail):
     assert status == 422 and detail in body and "\\n" not in body, body
 
 
-def _write_like(array_xyz: np.ndarray, like: str, path) -> str:
-    image = sitk.GetImageFromArray(array_xyz.transpose(2, 1, 0))
-    image.CopyInformation(sitk.ReadImage(like))
-    sitk.WriteImage(image, str(path))
-    return str(path)
-
-
 def test_refine_reruns_only_the_band_a_correction_can_change_and_keeps_the_rest(server, client, tmp_path):
     """Liver seeds on slices 12 and 20, spleen on 14; the result corrected on liver slice 16 and sent back with
     parent_state and refine: the liver is propagated again over 12..20 only (between the kept seeds around the
     correction), every other voxel is the submitted label, and the unchanged spleen is kept as submitted."""
     truth, _ = _read_xyz(str(server["truth"]))
+    like = sitk.ReadImage(str(server["image"]))
     seed = np.zeros(truth.shape, dtype=np.uint8)
     for k in (12, 20):
         seed[..., k][truth[..., k] == 5] = 5
     seed[..., 14][truth[..., 14] == 1] = 1
     first_out, first = client.infer("sam2_propagate", "ct", {"slice_range": [8, 24]},
-                                    label_in=_write_like(seed, str(server["image"]), tmp_path / "seed.nii.gz"))
+                                    label_in=str(_write_like(seed, like, tmp_path / "seed.nii.gz")))
     result, _ = _read_xyz(first_out)
     corrected = result.copy()
     redrawn = corrected[..., 16]  # the liver redrawn on slice 16, the spleen's voxels left as returned
@@ -248,7 +238,7 @@ def test_refine_reruns_only_the_band_a_correction_can_change_and_keeps_the_rest(
     assert (corrected[..., 16] != result[..., 16]).any() and np.array_equal(corrected == 1, result == 1)
     params = {"slice_range": [8, 24], "parent_state": first["state_id"], "refine": True}
     out, report = client.infer("sam2_propagate", "ct", params,
-                               label_in=_write_like(corrected, str(server["image"]), tmp_path / "corrected.nii.gz"))
+                               label_in=str(_write_like(corrected, like, tmp_path / "corrected.nii.gz")))
     label, _ = _read_xyz(out)
     assert report["refine"] == {"bands": {"5": [12, 20]}, "unchanged_labels": [1]}, report["refine"]
     assert report["correction"]["changed_slices"] == {"1": [], "5": [16]} and report["labels"]["5"]["slice_range"] == [12, 20]
